@@ -1,0 +1,16 @@
+"""Typed application and request keys, in one place."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from node.config import Config
+
+CONFIG = web.AppKey("config", Config)
+STARTED_AT = web.AppKey("started_at", float)
+# Extra /healthz sections contributed by the sync worker and the bot: name -> callable.
+HEALTH = web.AppKey("health", dict[str, Any])
+# The authenticated token of a request: {"id", "name", "role"}.
+TOKEN = web.RequestKey("token", dict[str, Any])

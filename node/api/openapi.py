@@ -1,0 +1,324 @@
+"""The OpenAPI 3.1 document of /api/v1, served at /api/v1/openapi.json.
+
+A contract test checks that every registered route is described here and that real
+responses validate against the schemas, so this file cannot drift from the code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from node.money import MAX_AMOUNT
+
+routes = web.RouteTableDef()
+
+STR = {"type": "string"}
+NSTR = {"type": ["string", "null"]}
+INT = {"type": "integer"}
+UUID = {"type": "string", "format": "uuid"}
+TIME = {"type": "string", "format": "date-time"}
+AMOUNT = {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT, "description": "minor units"}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(props: dict[str, Any], required: list[str] | None = None, closed: bool = True) -> dict:
+    schema: dict[str, Any] = {"type": "object", "properties": props}
+    schema["required"] = list(props) if required is None else required
+    if closed:
+        schema["additionalProperties"] = False
+    return schema
+
+
+CUSTOMER_PROPS = {
+    "id": UUID,
+    "name": STR,
+    "email": NSTR,
+    "phone": {**NSTR, "description": "normalized: a leading + and digits"},
+    "address": NSTR,
+    "loyalty_points": INT,
+    "total_spent": INT,
+    "total_orders": INT,
+    "notes": NSTR,
+    "tags": {"type": "array", "items": STR},
+    "credit_limit": {"type": ["integer", "null"], "description": "null: the shop default"},
+    "ledger_balance": {"type": "integer", "description": "negative when the customer owes"},
+    "created_at": TIME,
+    "updated_at": TIME,
+}
+PURCHASE = obj({"id": UUID, "receipt_number": STR, "total": INT, "created_at": TIME})
+CUSTOMER_INPUT = obj({
+    "name": {"type": "string", "minLength": 1, "maxLength": 200},
+    "email": {"type": ["string", "null"], "format": "email"},
+    "phone": NSTR,
+    "address": NSTR,
+    "notes": NSTR,
+    "tags": {"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 20},
+    "credit_limit": {"type": ["integer", "null"], "minimum": 0},
+}, required=[])  # fmt: skip
+ENTRY = obj({
+    "id": UUID,
+    "type": {"enum": ["credit", "debit"]},
+    "amount": INT,
+    "balance_after": INT,
+    "description": STR,
+    "reference_id": {"type": ["string", "null"], "format": "uuid"},
+    "reverses_id": {"type": ["string", "null"], "format": "uuid"},
+    "created_at": TIME,
+})  # fmt: skip
+REFUND_PROPS = {
+    "id": UUID,
+    "amount": INT,
+    "points_reversed": INT,
+    "points_shortfall": {**INT, "description": "points that could not be reversed"},
+    "points_restored": INT,
+    "created_at": TIME,
+}
+SALE = obj({
+    "id": UUID,
+    "customer_id": UUID,
+    "receipt_number": STR,
+    "total": INT,
+    "discount_amount": INT,
+    "amount_paid": {**INT, "description": "total - discount_amount - refunded_amount"},
+    "payment_method": {"enum": ["cash", "card", "account"]},
+    "points_earned": INT,
+    "points_redeemed": INT,
+    "refunded_amount": INT,
+    "points_reversed": INT,
+    "points_restored": INT,
+    "refunds": {"type": "array", "items": obj(REFUND_PROPS)},
+    "created_at": TIME,
+})  # fmt: skip
+SETTINGS = obj({
+    "earn_rate": {"type": "number", "minimum": 0, "description": "points per major unit"},
+    "point_value": {"type": "integer", "minimum": 0, "description": "minor units per point"},
+    "default_credit_limit": {"type": ["integer", "null"], "minimum": 0},
+    "currency": STR,
+})  # fmt: skip
+BUCKETS = obj({k: INT for k in ("0-30", "31-60", "61-90", "90+")})
+PROBLEM = obj({
+    "type": STR,
+    "title": STR,
+    "status": INT,
+    "detail": STR,
+    "errors": {"type": "array", "items": obj({"field": STR, "message": STR})},
+}, required=["type", "title", "status", "detail"], closed=False)  # fmt: skip
+
+SCHEMAS: dict[str, Any] = {
+    "Customer": obj(CUSTOMER_PROPS),
+    "CustomerDetail": obj({**CUSTOMER_PROPS, "recent_purchases": {"type": "array", "items": PURCHASE}}),
+    "CustomerInput": CUSTOMER_INPUT,
+    "LedgerEntry": ENTRY,
+    "LedgerEntryInput": obj({
+        "type": {"enum": ["credit", "debit"]},
+        "amount": AMOUNT,
+        "description": NSTR,
+        "reference_id": {"type": ["string", "null"], "format": "uuid"},
+        "override_credit_limit": {"type": "boolean", "description": "owner only"},
+    }, required=["type", "amount"]),
+    "RedeemInput": obj({"points": {"type": "integer", "minimum": 1}, "sale_id": UUID},
+                       required=["points"]),
+    "Redemption": obj({"redeemed": INT, "discount_amount": INT, "remaining_points": INT}),
+    "Sale": SALE,
+    "SaleInput": obj({
+        "customer_id": UUID,
+        "total": AMOUNT,
+        "payment_method": {"enum": ["cash", "card", "account"]},
+        "redeem_points": {"type": "integer", "minimum": 0},
+        "receipt_number": {"type": ["string", "null"], "description": "default REC-YYYYMMDD-NNN"},
+        "override_credit_limit": {"type": "boolean", "description": "owner only"},
+    }, required=["customer_id", "total", "payment_method"]),
+    "RefundInput": obj({"amount": AMOUNT}, required=[]),
+    "Refund": obj({**REFUND_PROPS, "sale_id": UUID, "sale": ref("Sale")}),
+    "Settings": SETTINGS,
+    "SettingsInput": {**SETTINGS, "required": [], "minProperties": 1},
+    "Receivables": obj({
+        "currency": STR,
+        "total_owed": INT,
+        "customers_owing": INT,
+        "buckets": BUCKETS,
+        "customers": {"type": "array", "items": obj({
+            "id": UUID, "name": STR, "phone": NSTR, "owed": INT,
+            "oldest_unpaid_at": {"type": ["string", "null"], "format": "date-time"},
+            "age_days": INT, "bucket": STR, "buckets": BUCKETS,
+        })},
+    }),
+    "LoyaltyReport": obj({
+        "currency": STR, "point_value": INT, "points_outstanding": INT,
+        "outstanding_value": INT, "from": {"type": ["string", "null"]},
+        "to": {"type": ["string", "null"], "description": "exclusive upper bound"},
+        "points_earned": INT, "points_redeemed": INT, "points_reversed_by_refunds": INT,
+        "points_restored_by_refunds": INT, "points_adjusted": INT,
+    }),
+    "Message": obj({"message": STR}),
+    "Health": obj({"status": {"const": "ok"}, "node": STR, "uptime_seconds": {"type": "number"}},
+                  required=["status"], closed=False),
+    "Problem": PROBLEM,
+}  # fmt: skip
+
+
+def param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
+    return {"name": name, "in": where, "required": required, "schema": schema,
+            "description": description}  # fmt: skip
+
+
+ID = param("id", "path", UUID, "customer id", required=True)
+PAGE = param("page", "query", {"type": "integer", "minimum": 1, "default": 1}, "page number")
+
+
+def limit(default: int) -> dict:
+    return param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100,
+                                    "default": default}, "items per page (at most 100)")  # fmt: skip
+
+
+PERIOD = [
+    param("from", "query", STR, "inclusive start: a date (2025-05-18) or RFC 3339 time"),
+    param("to", "query", STR, "inclusive end: a date (whole day) or RFC 3339 time"),
+]
+IDEMPOTENCY = param("Idempotency-Key", "header", {"type": "string", "maxLength": 255},
+                    "a retry with the same key and body returns the first response")  # fmt: skip
+
+LIST_HEADERS = {
+    "X-Total-Count": {"schema": INT, "description": "matching items in all pages"},
+    "Link": {"schema": STR, "description": 'RFC 8288 rel="next" / rel="prev"'},
+}
+
+
+def ok(schema: dict, status: int = 200, desc: str = "OK", headers: dict | None = None) -> dict:
+    response: dict[str, Any] = {
+        "description": desc, "content": {"application/json": {"schema": schema}}}
+    if headers:
+        response["headers"] = headers
+    return {str(status): response, **ERRORS}
+
+
+ERRORS = {
+    str(code): {"description": text, "content": {"application/problem+json": {"schema": ref("Problem")}}}
+    for code, text in [(400, "bad request"), (401, "missing or invalid token"),
+                       (403, "role may not do this"), (404, "not found"),
+                       (409, "conflict (credit limit, points, duplicate)"), (413, "body too large"),
+                       (422, "validation failed")]
+}  # fmt: skip
+
+
+def body(name: str, required: bool = True) -> dict:
+    return {"required": required, "content": {"application/json": {"schema": ref(name)}}}
+
+
+def op(summary: str, responses: dict, params: list | None = None, request: dict | None = None,
+       security: bool = True) -> dict:  # fmt: skip
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if params:
+        operation["parameters"] = params
+    if request:
+        operation["requestBody"] = request
+    if not security:
+        operation["security"] = []
+    return operation
+
+
+def listing(name: str) -> dict:
+    return {"type": "array", "items": ref(name)}
+
+
+SEARCH = [
+    param("search", "query", STR, "name, email or phone substring (phone ignores formatting)"),
+    param("sort", "query", {"enum": ["name", "created_at", "total_spent", "loyalty_points"],
+                            "default": "created_at"}, "sort field"),
+    param("order", "query", {"type": "string", "pattern": "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])$"},
+          "ASC or DESC, any case; default ASC for name, else DESC"),
+]  # fmt: skip
+ENTRY_ID = param("entry_id", "path", UUID, "ledger entry id", required=True)
+SALE_ID = param("id", "path", UUID, "sale id", required=True)
+
+PATHS = {
+    "/healthz": {"get": op("Liveness, sync and bot state", ok(ref("Health")), security=False)},
+    "/api/v1/openapi.json": {"get": op("This document", ok({"type": "object"}), security=False)},
+    "/api/v1/customers": {
+        "get": op("List customers", ok(listing("Customer"), headers=LIST_HEADERS),
+                  [PAGE, limit(20), *SEARCH]),
+        "post": op("Create a customer", ok(ref("Customer"), 201, "Created"),
+                   request=body("CustomerInput")),
+    },
+    "/api/v1/customers/{id}": {
+        "get": op("Get a customer with recent purchases and ledger balance",
+                  ok(ref("CustomerDetail")), [ID]),
+        "patch": op("Update a customer (partial; tags replaced)", ok(ref("CustomerDetail")), [ID],
+                    body("CustomerInput")),
+        "put": op("Same as PATCH", ok(ref("CustomerDetail")), [ID], body("CustomerInput")),
+        "delete": op("Delete (or anonymize when it has history); owner only",
+                     ok(ref("Message")), [ID]),
+    },
+    "/api/v1/customers/{id}/ledger": {
+        "get": op("Ledger entries, newest first, with running balance",
+                  ok(listing("LedgerEntry"), headers=LIST_HEADERS),
+                  [ID, *PERIOD, PAGE, limit(50)]),
+        "post": op("Record a payment (credit) or a manual debit (owner only)",
+                   ok(ref("LedgerEntry"), 201, "Created"), [ID, IDEMPOTENCY],
+                   body("LedgerEntryInput")),
+    },
+    "/api/v1/customers/{id}/ledger/{entry_id}/reverse": {
+        "post": op("Reverse an entry once (owner only)", ok(ref("LedgerEntry"), 201, "Created"),
+                   [ID, ENTRY_ID, IDEMPOTENCY]),
+    },
+    "/api/v1/customers/{id}/loyalty/redeem": {
+        "post": op("Redeem points", ok(ref("Redemption")), [ID, IDEMPOTENCY],
+                   body("RedeemInput")),
+    },
+    "/api/v1/customers/{id}/sales": {
+        "get": op("A customer's sales, newest first",
+                  ok(listing("Sale"), headers=LIST_HEADERS), [ID, PAGE, limit(20)]),
+    },
+    "/api/v1/sales": {
+        "post": op("Record a sale", ok(ref("Sale"), 201, "Created"), [IDEMPOTENCY],
+                   body("SaleInput")),
+    },
+    "/api/v1/sales/{id}": {"get": op("Get a sale with its refunds", ok(ref("Sale")), [SALE_ID])},
+    "/api/v1/sales/{id}/refund": {
+        "post": op("Refund a sale: no body = full, {amount} = partial",
+                   ok(ref("Refund"), 201, "Created"), [SALE_ID, IDEMPOTENCY],
+                   body("RefundInput", required=False)),
+    },
+    "/api/v1/settings": {
+        "get": op("Vendor settings", ok(ref("Settings"))),
+        "patch": op("Change vendor settings (owner only)", ok(ref("Settings")),
+                    request=body("SettingsInput")),
+    },
+    "/api/v1/reports/receivables": {
+        "get": op("Who owes what, with ageing buckets", ok(ref("Receivables")),
+                  [param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                            "default": 100}, "customers listed")]),
+    },
+    "/api/v1/reports/loyalty": {
+        "get": op("Points outstanding and moved in a period", ok(ref("LoyaltyReport")), PERIOD),
+    },
+}  # fmt: skip
+
+DOCUMENT = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "shopnode customers API",
+        "version": "1",
+        "description": "Customers, loyalty points and the customer ledger (khata) of one "
+        "shop. Money is integer minor units; times are RFC 3339 UTC. Errors are RFC 9457 "
+        "application/problem+json.",
+    },
+    "servers": [{"url": "/"}],
+    "components": {
+        "schemas": SCHEMAS,
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+    "security": [{"bearer": []}],
+    "paths": PATHS,
+}
+
+
+@routes.get("/api/v1/openapi.json")
+async def openapi_document(request: web.Request) -> web.Response:
+    """The OpenAPI 3.1 description of this API."""
+    return web.json_response(DOCUMENT)

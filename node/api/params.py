@@ -1,0 +1,100 @@
+"""Reading requests (JSON bodies, ids, paging) and writing list and idempotent responses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+from node import idempotency
+from node.errors import Malformed, invalid
+from node.ids import parse_uuid
+
+MAX_LIMIT = 100
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None):
+    return web.json_response(body, status=status, headers=headers)
+
+
+async def read_json(request: web.Request, allow_empty: bool = False) -> Any:
+    """The request's JSON body (whatever the Content-Type says); a 422 if it is not JSON."""
+    raw = await request.read()
+    if not raw.strip():
+        if allow_empty:
+            return None
+        raise invalid("body", "the request body is empty; send a JSON object")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise Malformed(
+            [("body", f"is not valid JSON: {exc}")], "the request body is not valid JSON"
+        ) from None
+
+
+def path_id(request: web.Request, name: str = "id") -> str:
+    value = parse_uuid(request.match_info[name])
+    if value is None:
+        raise Malformed([(name, "must be a UUID")], f"'{request.match_info[name]}' is not a valid id")
+    return value
+
+
+def query_int(request: web.Request, name: str, default: int, lo: int, hi: int | None) -> int:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(name, "must be a whole number") from None
+    if value < lo or (hi is not None and value > hi):
+        raise invalid(name, f"must be between {lo} and {hi}" if hi else f"must be at least {lo}")
+    return value
+
+
+def query_choice(request: web.Request, name: str, options: list[str], default: Any) -> Any:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw not in options:
+        raise invalid(name, "must be one of: " + ", ".join(options))
+    return raw
+
+
+def paging(request: web.Request, default_limit: int = 20) -> tuple[int, int]:
+    page = query_int(request, "page", 1, 1, 1_000_000)
+    limit = query_int(request, "limit", default_limit, 1, MAX_LIMIT)
+    return page, limit
+
+
+def list_response(request: web.Request, rows: list, total: int, page: int, limit: int):
+    """A bare JSON array with X-Total-Count and an RFC 8288 Link header."""
+    links = []
+    if page * limit < total:
+        links.append(f'<{request.rel_url.update_query(page=page + 1)}>; rel="next"')
+    if page > 1:
+        last = max(1, -(-total // limit))
+        links.append(f'<{request.rel_url.update_query(page=min(page - 1, last))}>; rel="prev"')
+    headers = {"X-Total-Count": str(total)}
+    if links:
+        headers["Link"] = ", ".join(links)
+    return json_response(rows, headers=headers)
+
+
+async def idempotent(
+    request: web.Request, write: Callable[[Any], tuple[int, Any]], allow_empty: bool = False
+) -> web.Response:
+    """Run a money write once per Idempotency-Key; without a key, just run it."""
+    raw = await request.read()
+    body = await read_json(request, allow_empty=allow_empty)
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        status, result = write(body)
+        return json_response(result, status=status)
+    key = idempotency.check_key(key)
+    fingerprint = idempotency.fingerprint(request.method, request.path, raw)
+    status, result, replayed = idempotency.run_once(key, fingerprint, lambda: write(body))
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return json_response(result, status=status, headers=headers)

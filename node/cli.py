@@ -1,0 +1,168 @@
+"""The `shopnode` command line (CONTRACT §1)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sqlite3
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from aiohttp import web
+
+from node import db, tokens
+from node.config import Config, ConfigError, load_config
+from node.errors import DomainError
+from node.migrations import SchemaTooNew
+
+log = logging.getLogger("shopnode")
+
+# aiohttp waits this long for in-flight requests on shutdown before closing them.
+SHUTDOWN_TIMEOUT = 10.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # --config may stand before or after the subcommand: every parser knows it.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help="path to shopnode.toml")
+    parser = argparse.ArgumentParser(prog="shopnode", parents=[common], description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", parents=[common], help="run the shop node")
+    serve.set_defaults(run=run_serve)
+
+    token = commands.add_parser("token", parents=[common], help="manage API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True, metavar="ACTION")
+    create = token_commands.add_parser("create", parents=[common], help="create a token")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", choices=tokens.ROLES, default="owner")
+    create.set_defaults(run=run_token_create)
+    listing = token_commands.add_parser("list", parents=[common], help="list tokens")
+    listing.set_defaults(run=run_token_list)
+    revoke = token_commands.add_parser("revoke", parents=[common], help="revoke a token")
+    revoke.add_argument("name")
+    revoke.set_defaults(run=run_token_revoke)
+
+    backup = commands.add_parser("backup", parents=[common], help="online backup of the db")
+    backup.add_argument("file", type=Path)
+    backup.set_defaults(run=run_backup)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(getattr(args, "config", None))
+        return args.run(config, args)
+    except ConfigError as exc:
+        print(f"shopnode: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except SchemaTooNew as exc:
+        print(f"shopnode: {exc}", file=sys.stderr)
+        return 1
+    except DomainError as exc:
+        print(f"shopnode: {exc.detail}", file=sys.stderr)
+        return 1
+    except (OSError, sqlite3.Error) as exc:
+        print(f"shopnode: {exc}", file=sys.stderr)
+        return 1
+
+
+def open_node_database(config: Config):
+    return db.open_database(config.database_path)
+
+
+def run_token_create(config: Config, args: argparse.Namespace) -> int:
+    open_node_database(config)
+    secret = tokens.create_token(args.name, args.role)
+    print(f"created {args.role} token {args.name!r}; it is shown only this once:")
+    print(secret)
+    return 0
+
+
+def run_token_list(config: Config, args: argparse.Namespace) -> int:
+    open_node_database(config)
+    rows = tokens.list_tokens()
+    print(f"{'NAME':<24} {'ROLE':<6} {'CREATED':<25} STATUS")
+    for row in rows:
+        status = f"revoked {row['revoked_at']}" if row["revoked_at"] else "active"
+        print(f"{row['name']:<24} {row['role']:<6} {row['created_at']:<25} {status}")
+    return 0
+
+
+def run_token_revoke(config: Config, args: argparse.Namespace) -> int:
+    open_node_database(config)
+    tokens.revoke_token(args.name)
+    print(f"revoked token {args.name!r}")
+    return 0
+
+
+def run_backup(config: Config, args: argparse.Namespace) -> int:
+    """Copy the live database page by page with SQLite's online backup API."""
+    if not config.database_path.exists():
+        raise OSError(f"no shop database at {config.database_path}")
+    args.file.parent.mkdir(parents=True, exist_ok=True)
+    source = sqlite3.connect(config.database_path, timeout=30)
+    target = sqlite3.connect(args.file)
+    try:
+        with target:
+            source.backup(target)
+    finally:
+        target.close()
+        source.close()
+    print(f"backed up {config.database_path} to {args.file}")
+    return 0
+
+
+def first_start(config: Config) -> None:
+    """Create the database; on the very first start, print an owner token once."""
+    open_node_database(config)
+    if not tokens.has_tokens():
+        secret = tokens.create_token("owner", "owner")
+        print("First start: created the owner API token. It is shown only this once;")
+        print("keep it safe and send it as 'Authorization: Bearer TOKEN':")
+        print(secret, flush=True)
+    db.database.close()
+
+
+def run_serve(config: Config, args: argparse.Namespace) -> int:
+    first_start(config)
+    from node.api.app import create_app  # the HTTP stack loads only for serve
+
+    app = create_app(config, extra_contexts=serve_contexts(config))
+    asyncio.run(serve_until_signalled(app, config.api.host, config.api.port))
+    return 0
+
+
+def serve_contexts(config: Config) -> list[Callable]:
+    """The sync worker and bot join the node's event loop when configured."""
+    contexts: list[Callable] = []
+    return contexts
+
+
+async def serve_until_signalled(app: web.Application, host: str, port: int) -> None:
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # port 0 = any
+    log.info("listening on http://%s:%s", host, bound)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: finishing in-flight requests")
+    await runner.cleanup()
+    log.info("stopped")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

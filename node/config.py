@@ -1,0 +1,190 @@
+"""Configuration: built-in defaults < TOML file < SHOPNODE_<SECTION>_<KEY> environment.
+
+Every key is declared once in DEFAULTS; its default's type is the key's type. An unknown
+key or a value of the wrong type raises ConfigError naming the key, which the CLI turns
+into one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.money import CURRENCY_EXPONENTS
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "node": {"name": "My Shop", "data_dir": "./shopnode-data", "currency": "USD"},
+    "api": {"host": "127.0.0.1", "port": 8080},
+    "loyalty": {"earn_rate": 1, "point_value": 10},
+    "sync": {"central_url": "", "token": "", "interval_seconds": 30},
+    "bot": {
+        "token": "",
+        "api_url": "",
+        "owners": [],
+        "staff": [],
+        "node_url": "",
+        "node_token": "",
+        "digest_time": "",
+    },
+    "central": {
+        "host": "127.0.0.1",
+        "port": 9090,
+        "database": "sqlite:///./central-data/central.db",
+    },
+}
+
+ENV_PREFIX = "SHOPNODE_"
+ENV_NOT_KEYS = {"SHOPNODE_CONFIG"}
+
+
+class ConfigError(Exception):
+    """A bad configuration value; the message names the key."""
+
+
+class Section:
+    """Attribute access to one section's values: cfg.api.port."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:  # tokens are secrets: never print values
+        return f"Section({sorted(self.__dict__)})"
+
+
+@dataclass
+class Config:
+    node: Section
+    api: Section
+    loyalty: Section
+    sync: Section
+    bot: Section
+    central: Section
+    path: Path | None
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.node.data_dir)
+
+    @property
+    def database_path(self) -> Path:
+        return self.data_dir / "shop.db"
+
+
+def find_config_path(explicit: str | None) -> Path | None:
+    """--config, else $SHOPNODE_CONFIG, else ./shopnode.toml if it exists."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get("SHOPNODE_CONFIG"):
+        return Path(os.environ["SHOPNODE_CONFIG"])
+    local = Path("shopnode.toml")
+    return local if local.exists() else None
+
+
+def load_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Build the configuration from defaults, the TOML file at `path` and the environment."""
+    environ = dict(os.environ) if environ is None else environ
+    config_path = find_config_path(str(path) if path else None)
+    values = {section: dict(keys) for section, keys in DEFAULTS.items()}
+    if config_path is not None:
+        for section, key, value in _read_file(config_path):
+            values[section][key] = _check(section, key, value)
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_KEYS:
+            continue
+        section, key = _env_key(name)
+        values[section][key] = _check(section, key, _from_env(section, key, raw))
+    _validate(values)
+    return Config(**{s: Section(v) for s, v in values.items()}, path=config_path)
+
+
+def _read_file(path: Path) -> list[tuple[str, str, Any]]:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    items = []
+    for section, keys in data.items():
+        if section not in DEFAULTS:
+            raise ConfigError(f"[{section}]: unknown section in {path}")
+        if not isinstance(keys, dict):
+            raise ConfigError(f"{section}: must be a [{section}] table")
+        for key, value in keys.items():
+            if key not in DEFAULTS[section]:
+                raise ConfigError(f"{section}.{key}: unknown key in {path}")
+            items.append((section, key, value))
+    return items
+
+
+def _env_key(name: str) -> tuple[str, str]:
+    rest = name[len(ENV_PREFIX) :].lower()
+    section, _, key = rest.partition("_")
+    if section not in DEFAULTS or key not in DEFAULTS[section]:
+        raise ConfigError(f"{name}: unknown configuration key")
+    return section, key
+
+
+def _from_env(section: str, key: str, raw: str) -> Any:
+    default = DEFAULTS[section][key]
+    where = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+    if isinstance(default, int):
+        try:
+            return int(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{where}: must be an integer, got {raw!r}") from None
+    if isinstance(default, list):
+        parts = [p for p in re.split(r"[,\s]+", raw.strip()) if p]
+        try:
+            return [int(p) for p in parts]
+        except ValueError:
+            raise ConfigError(f"{where}: must be a comma-separated list of ids") from None
+    return raw
+
+
+def _check(section: str, key: str, value: Any) -> Any:
+    default = DEFAULTS[section][key]
+    name = f"{section}.{key}"
+    if isinstance(default, bool) or isinstance(value, bool):
+        if type(value) is not type(default):
+            raise ConfigError(f"{name}: must be {type(default).__name__}, got {value!r}")
+    if isinstance(default, int):
+        if not isinstance(value, int):
+            raise ConfigError(f"{name}: must be an integer, got {value!r}")
+    elif isinstance(default, list):
+        if not isinstance(value, list) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in value
+        ):
+            raise ConfigError(f"{name}: must be a list of integer Telegram user ids")
+    elif not isinstance(value, str):
+        raise ConfigError(f"{name}: must be a string, got {value!r}")
+    return value
+
+
+def _validate(values: dict[str, dict[str, Any]]) -> None:
+    for section in ("api", "central"):
+        port = values[section]["port"]
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{section}.port: must be between 0 and 65535, got {port}")
+    currency = values["node"]["currency"]
+    if currency not in CURRENCY_EXPONENTS:
+        raise ConfigError(f"node.currency: unknown ISO 4217 currency {currency!r}")
+    if not values["node"]["data_dir"]:
+        raise ConfigError("node.data_dir: must not be empty")
+    if values["loyalty"]["earn_rate"] < 0:
+        raise ConfigError("loyalty.earn_rate: must not be negative")
+    if values["loyalty"]["point_value"] < 0:
+        raise ConfigError("loyalty.point_value: must not be negative")
+    if values["sync"]["interval_seconds"] < 1:
+        raise ConfigError("sync.interval_seconds: must be at least 1")
+    digest = values["bot"]["digest_time"]
+    if digest and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", digest):
+        raise ConfigError(f"bot.digest_time: must be HH:MM (24h) or empty, got {digest!r}")
+    for section in ("sync",):
+        url = values[section]["central_url"]
+        if url and not re.match(r"https?://", url):
+            raise ConfigError(f"sync.central_url: must start with http:// or https://, got {url!r}")

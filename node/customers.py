@@ -1,0 +1,184 @@
+"""Customers: profiles, search, and delete-or-anonymize."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from node import validation as v
+from node.db import database, execute, fetch_all, fetch_one
+from node.errors import NotFound
+from node.ids import now_iso, uuid7
+
+PROFILE_FIELDS: dict[str, v.Parser] = {
+    "name": v.text(min_len=1, max_len=200),
+    "email": v.nullable(v.email),
+    "phone": v.nullable(v.phone),
+    "address": v.nullable(v.text(max_len=500)),
+    "notes": v.nullable(v.text(max_len=2000)),
+    "tags": v.tags,
+    "credit_limit": v.nullable(v.integer(minimum=0)),
+}
+
+SORTS = {
+    "name": "c.name COLLATE NOCASE",
+    "created_at": "c.created_at",
+    "total_spent": "c.total_spent",
+    "loyalty_points": "c.loyalty_points",
+}
+DEFAULT_ORDER = {"name": "ASC", "created_at": "DESC", "total_spent": "DESC", "loyalty_points": "DESC"}
+
+COLUMNS = (
+    "c.id, c.name, c.email, c.phone, c.address, c.loyalty_points, c.total_spent, "
+    "c.total_orders, c.notes, c.tags, c.credit_limit, c.ledger_balance, c.created_at, "
+    "c.updated_at"
+)
+ANONYMIZED_NAME = "Deleted customer"
+RECENT_PURCHASES = 10
+
+
+def render(row: dict[str, Any]) -> dict[str, Any]:
+    """A customer row in the seed's shape (plus credit_limit, ledger_balance, updated_at)."""
+    row = dict(row)
+    row["tags"] = json.loads(row["tags"])
+    return row
+
+
+def _phone_digits(phone: str | None) -> str | None:
+    return re.sub(r"\D", "", phone) if phone else None
+
+
+def create_customer(fields: dict[str, Any]) -> dict[str, Any]:
+    """Create a customer from validated profile fields."""
+    customer_id, stamp = uuid7(), now_iso()
+    with database.atomic():
+        execute(
+            "INSERT INTO customer(id, name, email, phone, phone_digits, address, notes, tags, "
+            "credit_limit, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                customer_id,
+                fields["name"],
+                fields.get("email"),
+                fields.get("phone"),
+                _phone_digits(fields.get("phone")),
+                fields.get("address"),
+                fields.get("notes"),
+                json.dumps(fields.get("tags", [])),
+                fields.get("credit_limit"),
+                stamp,
+                stamp,
+            ),
+        )
+    return get_customer(customer_id, with_history=False)
+
+
+def find_customer(customer_id: str) -> dict[str, Any]:
+    """The live (not deleted) customer row, or NotFound."""
+    row = fetch_one(
+        f"SELECT {COLUMNS} FROM customer c WHERE c.id = ? AND c.anonymized_at IS NULL",
+        (customer_id,),
+    )
+    if row is None:
+        raise NotFound(f"no customer with id {customer_id}")
+    return row
+
+
+def get_customer(customer_id: str, with_history: bool = True) -> dict[str, Any]:
+    customer = render(find_customer(customer_id))
+    if with_history:
+        customer["recent_purchases"] = fetch_all(
+            "SELECT id, receipt_number, total, created_at FROM sale WHERE customer_id = ? "
+            "ORDER BY created_at DESC, id DESC LIMIT ?",
+            (customer_id, RECENT_PURCHASES),
+        )
+    return customer
+
+
+def update_customer(customer_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """Apply a partial update; tags are replaced, not merged."""
+    with database.atomic():
+        find_customer(customer_id)
+        values = dict(fields)
+        if "phone" in values:
+            values["phone_digits"] = _phone_digits(values["phone"])
+        if "tags" in values:
+            values["tags"] = json.dumps(values["tags"])
+        values["updated_at"] = now_iso()
+        assignments = ", ".join(f"{column} = ?" for column in values)
+        execute(
+            f"UPDATE customer SET {assignments} WHERE id = ?", (*values.values(), customer_id)
+        )
+    return get_customer(customer_id)
+
+
+def has_history(customer_id: str) -> bool:
+    return any(
+        fetch_one(f"SELECT 1 FROM {table} WHERE customer_id = ? LIMIT 1", (customer_id,))
+        for table in ("sale", "ledger_entry", "loyalty_event")
+    )
+
+
+def delete_customer(customer_id: str) -> str:
+    """Delete a customer without history; anonymize one with history. Returns which."""
+    with database.atomic():
+        find_customer(customer_id)
+        if not has_history(customer_id):
+            execute("DELETE FROM customer WHERE id = ?", (customer_id,))
+            return "deleted"
+        stamp = now_iso()
+        execute(
+            "UPDATE customer SET name = ?, email = NULL, phone = NULL, phone_digits = NULL, "
+            "address = NULL, notes = NULL, tags = '[]', anonymized_at = ?, updated_at = ? "
+            "WHERE id = ?",
+            (ANONYMIZED_NAME, stamp, stamp, customer_id),
+        )
+        return "anonymized"
+
+
+def _fts_phrase(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def _like(term: str) -> str:
+    return "%" + term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _search_filter(search: str) -> tuple[str, list[Any]]:
+    """SQL condition for a search term: trigram index when it can, LIKE for 1-2 characters."""
+    term = search.strip()
+    digits = re.sub(r"\D", "", term)
+    phone_like = bool(digits) and re.fullmatch(r"[0-9+()\-.\s/]+", term) is not None
+    if len(term) >= 3 and (not phone_like or len(digits) >= 3):
+        match = "{name email}: " + _fts_phrase(term)
+        if phone_like:
+            match = f"({match}) OR (phone_digits: {_fts_phrase(digits)})"
+        return "c.rowid IN (SELECT rowid FROM customer_fts WHERE customer_fts MATCH ?)", [match]
+    conditions = ["c.name LIKE ? ESCAPE '\\'", "c.email LIKE ? ESCAPE '\\'"]
+    params: list[Any] = [_like(term), _like(term)]
+    if phone_like:
+        conditions.append("c.phone_digits LIKE ? ESCAPE '\\'")
+        params.append(_like(digits))
+    return "(" + " OR ".join(conditions) + ")", params
+
+
+def list_customers(
+    page: int = 1,
+    limit: int = 20,
+    search: str | None = None,
+    sort: str = "created_at",
+    order: str | None = None,
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of live customers and the total count, in a stable order (ties by id)."""
+    where, params = "c.anonymized_at IS NULL", []
+    if search and search.strip():
+        condition, params = _search_filter(search)
+        where += " AND " + condition
+    direction = (order or DEFAULT_ORDER[sort]).upper()
+    order_by = f"{SORTS[sort]} {direction}, c.id {direction}"
+    total = fetch_one(f"SELECT COUNT(*) AS n FROM customer c WHERE {where}", params)["n"]
+    rows = fetch_all(
+        f"SELECT {COLUMNS} FROM customer c WHERE {where} ORDER BY {order_by} LIMIT ? OFFSET ?",
+        [*params, limit, (page - 1) * limit],
+    )
+    return [render(r) for r in rows], total

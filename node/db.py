@@ -1,0 +1,79 @@
+"""The shop database: one SQLite file, opened with the settings the ledger needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import peewee
+
+from node.ids import uuid7
+from node.migrations import migrate
+
+# The models bind to this proxy; open_database() points it at the shop's file.
+database = peewee.DatabaseProxy()
+
+PRAGMAS = {
+    "journal_mode": "wal",
+    "foreign_keys": 1,
+    # An acknowledged payment must survive a power cut, so fsync on every commit.
+    "synchronous": "full",
+    "busy_timeout": 5000,
+    "cache_size": -16000,
+}
+
+
+def open_database(path: Path | str, migrate_schema: bool = True) -> peewee.SqliteDatabase:
+    """Open (creating if needed) and upgrade the shop database, and bind the models to it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # IMMEDIATE: every transaction takes the write lock up front, so two writers queue on
+    # busy_timeout instead of failing with "database is locked" when they upgrade.
+    db = peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE")
+    db.connect()
+    if migrate_schema:
+        migrate(db)
+    database.initialize(db)
+    return db
+
+
+def get_meta(key: str) -> str | None:
+    row = database.execute_sql("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return row[0] if row else None
+
+
+def set_meta(key: str, value: str) -> None:
+    database.execute_sql(
+        "INSERT INTO meta(key, value) VALUES (?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        (key, value),
+    )
+
+
+def node_identity() -> str:
+    """This node's origin id, created on first start."""
+    with database.atomic():
+        origin = get_meta("origin_id")
+        if origin is None:
+            origin = uuid7()
+            set_meta("origin_id", origin)
+    return origin
+
+
+def fetch_all(sql: str, params: tuple | list = ()) -> list[dict]:
+    """Rows of a query as dicts keyed by column name."""
+    cursor = database.execute_sql(sql, params)
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def fetch_one(sql: str, params: tuple | list = ()) -> dict | None:
+    cursor = database.execute_sql(sql, params)
+    row = cursor.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cursor.description], row, strict=True))
+
+
+def execute(sql: str, params: tuple | list = ()) -> int:
+    """Run a write; returns the number of rows changed."""
+    return database.execute_sql(sql, params).rowcount

@@ -1,0 +1,61 @@
+"""Idempotency keys: a retried money write returns the first response and changes nothing.
+
+The key, the request's fingerprint and the response are stored in the same transaction as
+the write itself, so a crash can never leave a write without its key or a key without its
+write. A failed request stores nothing: it changed nothing, so a retry is evaluated afresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
+
+from node.db import database, execute, fetch_one
+from node.errors import Unprocessable, invalid
+from node.ids import iso, now, now_iso
+
+KEEP_FOR = timedelta(hours=48)  # promised: at least 24 hours
+MAX_KEY_LENGTH = 255
+
+
+def fingerprint(method: str, path: str, body: bytes) -> str:
+    """What makes two requests "the same": method, path and the JSON body's meaning."""
+    try:
+        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+    except ValueError:
+        canonical = body.decode("utf-8", "replace")
+    return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
+
+
+def check_key(key: str) -> str:
+    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
+        raise invalid("Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} printable characters")
+    return key
+
+
+def run_once(
+    key: str, request_hash: str, write: Callable[[], tuple[int, Any]]
+) -> tuple[int, Any, bool]:
+    """Run `write` once per key: (status, body, replayed)."""
+    with database.atomic():
+        seen = fetch_one(
+            "SELECT request_hash, status, body FROM idempotency_key WHERE key = ?", (key,)
+        )
+        if seen is not None:
+            if seen["request_hash"] != request_hash:
+                raise Unprocessable(
+                    "this Idempotency-Key was already used with a different request; "
+                    "use a new key for a new request"
+                )
+            return seen["status"], json.loads(seen["body"]), True
+        status, body = write()
+        execute(
+            "INSERT INTO idempotency_key(key, request_hash, status, body, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (key, request_hash, status, json.dumps(body), now_iso()),
+        )
+        execute("DELETE FROM idempotency_key WHERE created_at < ?", (iso(now() - KEEP_FOR),))
+    return status, body, False

@@ -1,0 +1,160 @@
+"""The khata: an append-only list of credits (payments in) and debits per customer.
+
+`ledger_balance` is the sum of the entries (credits minus debits; negative = the customer
+owes). The customer row caches it for O(1) reads; every write changes both in one
+transaction. `balance_after` is derived in (created_at, id) order, so every node holding the
+same entries shows the same running balances.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from node.customers import find_customer
+from node.db import database, execute, fetch_all, fetch_one
+from node.errors import Conflict, NotFound
+from node.ids import now_iso, uuid7
+from node.settings import get_settings
+
+ENTRY_COLUMNS = "id, type, amount, description, reference_id, reverses_id, created_at"
+
+
+def credit_limit_for(customer: dict[str, Any]) -> int | None:
+    """The customer's own limit, else the shop's default; None means no limit."""
+    if customer["credit_limit"] is not None:
+        return customer["credit_limit"]
+    return get_settings()["default_credit_limit"]
+
+
+def check_credit_limit(customer: dict[str, Any], debit: int) -> None:
+    """Refuse a debit that takes the customer past their credit limit (409)."""
+    limit = credit_limit_for(customer)
+    if limit is None:
+        return
+    available = max(0, limit + customer["ledger_balance"])
+    if debit > available:
+        raise Conflict(
+            f"this debit of {debit} exceeds the customer's available credit of {available} "
+            f"(credit limit {limit}, currently owes {max(0, -customer['ledger_balance'])})",
+            available_credit=available,
+            credit_limit=limit,
+        )
+
+
+def append_entry(
+    customer_id: str,
+    entry_type: str,
+    amount: int,
+    description: str,
+    reference_id: str | None = None,
+    reverses_id: str | None = None,
+) -> dict[str, Any]:
+    """Write one entry and move the cached balance; the caller holds the transaction."""
+    entry_id, stamp = uuid7(), now_iso()
+    execute(
+        f"INSERT INTO ledger_entry({ENTRY_COLUMNS}, customer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (entry_id, entry_type, amount, description, reference_id, reverses_id, stamp, customer_id),
+    )
+    delta = amount if entry_type == "credit" else -amount
+    execute(
+        "UPDATE customer SET ledger_balance = ledger_balance + ? WHERE id = ?", (delta, customer_id)
+    )
+    return get_entry(customer_id, entry_id)
+
+
+def record_entry(
+    customer_id: str,
+    entry_type: str,
+    amount: int,
+    description: str | None,
+    reference_id: str | None = None,
+    override_credit_limit: bool = False,
+) -> dict[str, Any]:
+    """Record a payment received (credit) or a manual debit, enforcing the credit limit."""
+    with database.atomic():
+        customer = find_customer(customer_id)
+        if entry_type == "debit" and not override_credit_limit:
+            check_credit_limit(customer, amount)
+        default = "Payment received" if entry_type == "credit" else "Manual debit"
+        return append_entry(customer_id, entry_type, amount, description or default, reference_id)
+
+
+def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
+    """Undo an entry with an opposite entry pointing at it; each entry reverses once."""
+    with database.atomic():
+        find_customer(customer_id)
+        original = fetch_one(
+            "SELECT id, type, amount, description, reverses_id FROM ledger_entry "
+            "WHERE id = ? AND customer_id = ?",
+            (entry_id, customer_id),
+        )
+        if original is None:
+            raise NotFound(f"no ledger entry {entry_id} for this customer")
+        if original["reverses_id"] is not None:
+            raise Conflict("this entry is itself a reversal; record a new entry instead")
+        if fetch_one("SELECT id FROM ledger_entry WHERE reverses_id = ?", (entry_id,)):
+            raise Conflict("this entry has already been reversed")
+        opposite = "debit" if original["type"] == "credit" else "credit"
+        return append_entry(
+            customer_id,
+            opposite,
+            original["amount"],
+            f"Reversal of: {original['description']}",
+            reference_id=entry_id,
+            reverses_id=entry_id,
+        )
+
+
+_RUNNING = (
+    f"SELECT {ENTRY_COLUMNS}, SUM(CASE type WHEN 'credit' THEN amount ELSE -amount END) "
+    "OVER (ORDER BY created_at, id) AS balance_after FROM ledger_entry WHERE customer_id = ?"
+)
+
+
+def _render(row: dict[str, Any]) -> dict[str, Any]:
+    keys = ("id", "type", "amount", "balance_after", "description", "reference_id",
+            "reverses_id", "created_at")  # fmt: skip
+    return {k: row[k] for k in keys}
+
+
+def get_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
+    row = fetch_one(f"SELECT * FROM ({_RUNNING}) WHERE id = ?", (customer_id, entry_id))
+    if row is None:
+        raise NotFound(f"no ledger entry {entry_id} for this customer")
+    return _render(row)
+
+
+def list_entries(
+    customer_id: str,
+    lower: str | None = None,
+    upper: str | None = None,
+    page: int = 1,
+    limit: int = 50,
+) -> tuple[list[dict[str, Any]], int]:
+    """Entries newest first within [lower, upper), each with its running balance."""
+    find_customer(customer_id)
+    where, params = ["1 = 1"], [customer_id]
+    if lower:
+        where.append("created_at >= ?")
+        params.append(lower)
+    if upper:
+        where.append("created_at < ?")
+        params.append(upper)
+    condition = " AND ".join(where)
+    total = fetch_one(f"SELECT COUNT(*) AS n FROM ({_RUNNING}) WHERE {condition}", params)["n"]
+    rows = fetch_all(
+        f"SELECT * FROM ({_RUNNING}) WHERE {condition} "
+        "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        [*params, limit, (page - 1) * limit],
+    )
+    return [_render(r) for r in rows], total
+
+
+def ledger_sum(customer_id: str) -> int:
+    """The balance recomputed from the entries (the cached column must always equal it)."""
+    row = fetch_one(
+        "SELECT COALESCE(SUM(CASE type WHEN 'credit' THEN amount ELSE -amount END), 0) AS s "
+        "FROM ledger_entry WHERE customer_id = ?",
+        (customer_id,),
+    )
+    return row["s"]

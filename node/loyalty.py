@@ -1,0 +1,101 @@
+"""Loyalty points: an append-only list of earn/redeem/refund/adjust events per customer.
+
+`loyalty_points` on the customer row caches the sum of the events; both change together.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_FLOOR, Decimal
+from typing import Any
+
+from node.customers import find_customer
+from node.db import database, execute, fetch_one
+from node.errors import Conflict, NotFound, Unprocessable
+from node.ids import now_iso, uuid7
+from node.ledger import append_entry
+from node.money import exponent
+from node.settings import earn_rate_decimal, get_settings
+
+
+def points_for(amount_paid: int) -> int:
+    """Points a purchase earns: floor(earn rate x amount paid in major units)."""
+    major = Decimal(amount_paid) / (10 ** exponent(get_settings()["currency"]))
+    return int((earn_rate_decimal() * major).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def add_event(
+    customer_id: str, kind: str, points: int, sale_id: str | None = None, description: str = ""
+) -> None:
+    """Append one points event and move the cached balance; the caller holds the transaction."""
+    if points == 0:
+        return
+    execute(
+        "INSERT INTO loyalty_event(id, customer_id, kind, points, sale_id, description, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (uuid7(), customer_id, kind, points, sale_id, description, now_iso()),
+    )
+    execute(
+        "UPDATE customer SET loyalty_points = loyalty_points + ? WHERE id = ?",
+        (points, customer_id),
+    )
+
+
+def check_points(customer: dict[str, Any], points: int) -> None:
+    if points > customer["loyalty_points"]:
+        raise Conflict(
+            f"the customer has {customer['loyalty_points']} points; cannot redeem {points}",
+            available_points=customer["loyalty_points"],
+        )
+
+
+def redeem_points(customer_id: str, points: int, sale_id: str | None = None) -> dict[str, Any]:
+    """Spend points for a discount, recorded on the sale when one is given."""
+    with database.atomic():
+        customer = find_customer(customer_id)
+        check_points(customer, points)
+        discount = points * get_settings()["point_value"]
+        if sale_id is not None:
+            apply_discount_to_sale(customer_id, sale_id, points, discount)
+        else:
+            add_event(customer_id, "redeem", -points, description="Points redeemed")
+        remaining = customer["loyalty_points"] - points
+    return {"redeemed": points, "discount_amount": discount, "remaining_points": remaining}
+
+
+def apply_discount_to_sale(customer_id: str, sale_id: str, points: int, discount: int) -> None:
+    """Record a points discount on an existing sale; an account sale's debt shrinks by it."""
+    sale = fetch_one(
+        "SELECT id, receipt_number, total, discount_amount, refunded_amount, payment_method "
+        "FROM sale WHERE id = ? AND customer_id = ?",
+        (sale_id, customer_id),
+    )
+    if sale is None:
+        raise NotFound(f"no sale {sale_id} for this customer")
+    payable = sale["total"] - sale["discount_amount"] - sale["refunded_amount"]
+    if discount > payable:
+        raise Unprocessable(
+            f"a discount of {discount} is more than the {payable} still payable on "
+            f"{sale['receipt_number']}",
+            errors=[{"field": "points", "message": f"at most {payable} of discount fits"}],
+        )
+    execute(
+        "UPDATE sale SET discount_amount = discount_amount + ?, "
+        "points_redeemed = points_redeemed + ? WHERE id = ?",
+        (discount, points, sale_id),
+    )
+    execute(
+        "UPDATE customer SET total_spent = total_spent - ? WHERE id = ?", (discount, customer_id)
+    )
+    receipt = sale["receipt_number"]
+    add_event(customer_id, "redeem", -points, sale_id, f"Points redeemed on {receipt}")
+    if sale["payment_method"] == "account" and discount:
+        append_entry(customer_id, "credit", discount, f"Points discount {receipt}", sale_id)
+
+
+def points_sum(customer_id: str) -> int:
+    """The points balance recomputed from the events."""
+    row = fetch_one(
+        "SELECT COALESCE(SUM(points), 0) AS s FROM loyalty_event WHERE customer_id = ?",
+        (customer_id,),
+    )
+    return row["s"]

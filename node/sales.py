@@ -1,0 +1,161 @@
+"""Sales and refunds: totals, points earned and redeemed, and account (khata) debits."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from node.customers import find_customer
+from node.db import database, execute, fetch_all, fetch_one
+from node.errors import Conflict, NotFound, Unprocessable, invalid
+from node.ids import now, now_iso, uuid7
+from node.ledger import append_entry, check_credit_limit
+from node.loyalty import add_event, check_points, points_for
+from node.settings import get_settings
+
+SALE_COLUMNS = (
+    "id, customer_id, receipt_number, total, discount_amount, payment_method, points_earned, "
+    "points_redeemed, refunded_amount, points_reversed, points_restored, created_at"
+)
+RECEIPT = re.compile(r"[A-Za-z0-9][A-Za-z0-9\-_/.]{0,49}")
+
+
+def render(sale: dict[str, Any]) -> dict[str, Any]:
+    sale = dict(sale)
+    sale["amount_paid"] = sale["total"] - sale["discount_amount"] - sale["refunded_amount"]
+    sale["refunds"] = fetch_all(
+        "SELECT id, amount, points_reversed, points_shortfall, points_restored, created_at "
+        "FROM refund WHERE sale_id = ? ORDER BY created_at, id",
+        (sale["id"],),
+    )
+    return sale
+
+
+def get_sale(sale_id: str) -> dict[str, Any]:
+    sale = fetch_one(f"SELECT {SALE_COLUMNS} FROM sale WHERE id = ?", (sale_id,))
+    if sale is None:
+        raise NotFound(f"no sale with id {sale_id}")
+    return render(sale)
+
+
+def list_sales(customer_id: str, page: int, limit: int) -> tuple[list[dict[str, Any]], int]:
+    find_customer(customer_id)
+    total = fetch_one("SELECT COUNT(*) AS n FROM sale WHERE customer_id = ?", (customer_id,))["n"]
+    rows = fetch_all(
+        f"SELECT {SALE_COLUMNS} FROM sale WHERE customer_id = ? "
+        "ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        (customer_id, limit, (page - 1) * limit),
+    )
+    return [render(r) for r in rows], total
+
+
+def next_receipt_number() -> str:
+    """REC-YYYYMMDD-NNN: the day's next number in this shop (NNN grows past 999)."""
+    prefix = now().strftime("REC-%Y%m%d-")
+    # A range on the unique index: "REC-20250518-" <= r < "REC-20250518." ('.' follows '-').
+    rows = fetch_all(
+        "SELECT receipt_number FROM sale WHERE receipt_number >= ? AND receipt_number < ?",
+        (prefix, prefix[:-1] + "."),
+    )
+    numbers = [int(r["receipt_number"][len(prefix) :]) for r in rows
+               if r["receipt_number"][len(prefix) :].isdigit()]  # fmt: skip
+    return f"{prefix}{max(numbers, default=0) + 1:03d}"
+
+
+def record_sale(
+    customer_id: str,
+    total: int,
+    payment_method: str,
+    redeem_points: int = 0,
+    receipt_number: str | None = None,
+    override_credit_limit: bool = False,
+) -> dict[str, Any]:
+    """Record a purchase: redeem, earn, totals and the account debit in one transaction."""
+    with database.atomic():
+        customer = find_customer(customer_id)
+        settings = get_settings()
+        discount = redeem_points * settings["point_value"]
+        if discount > total:
+            raise invalid(
+                "redeem_points",
+                f"{redeem_points} points are worth {discount}, more than the total {total}",
+            )
+        check_points(customer, redeem_points)
+        amount_paid = total - discount
+        if payment_method == "account" and not override_credit_limit:
+            check_credit_limit(customer, amount_paid)
+        if receipt_number is None:
+            receipt_number = next_receipt_number()
+        elif not RECEIPT.fullmatch(receipt_number):
+            raise invalid("receipt_number", "letters, digits and - _ / . only, at most 50")
+        elif fetch_one("SELECT 1 FROM sale WHERE receipt_number = ?", (receipt_number,)):
+            raise Conflict(f"receipt number {receipt_number} is already used in this shop")
+        sale_id, earned = uuid7(), points_for(amount_paid)
+        execute(
+            f"INSERT INTO sale({SALE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?)",
+            (sale_id, customer_id, receipt_number, total, discount, payment_method, earned,
+             redeem_points, now_iso()),
+        )  # fmt: skip
+        add_event(customer_id, "redeem", -redeem_points, sale_id, f"Redeemed on {receipt_number}")
+        add_event(customer_id, "earn", earned, sale_id, f"Earned on {receipt_number}")
+        execute(
+            "UPDATE customer SET total_spent = total_spent + ?, total_orders = total_orders + 1 "
+            "WHERE id = ?",
+            (amount_paid, customer_id),
+        )
+        if payment_method == "account" and amount_paid:
+            append_entry(customer_id, "debit", amount_paid, f"Sale {receipt_number}", sale_id)
+        return get_sale(sale_id)
+
+
+def refund_sale(sale_id: str, amount: int | None = None) -> dict[str, Any]:
+    """Refund all (amount None) or part of a sale, reversing points in proportion."""
+    with database.atomic():
+        sale = fetch_one(f"SELECT {SALE_COLUMNS} FROM sale WHERE id = ?", (sale_id,))
+        if sale is None:
+            raise NotFound(f"no sale with id {sale_id}")
+        paid = sale["total"] - sale["discount_amount"]
+        refundable = paid - sale["refunded_amount"]
+        already = fetch_one("SELECT 1 FROM refund WHERE sale_id = ?", (sale_id,)) is not None
+        if refundable == 0 and (paid > 0 or already):
+            raise Conflict(f"sale {sale['receipt_number']} is already fully refunded")
+        if amount is None:
+            amount = refundable
+        elif amount > refundable:
+            raise Unprocessable(
+                f"cannot refund {amount}: at most {refundable} of this sale is left to refund",
+                errors=[{"field": "amount", "message": f"must be at most {refundable}"}],
+            )
+        refunded = sale["refunded_amount"] + amount
+        # Cumulative targets: several partial refunds reverse exactly what one full one would.
+        share = (lambda points: points * refunded // paid) if paid else (lambda points: points)
+        to_restore = share(sale["points_redeemed"]) - sale["points_restored"]
+        to_reverse = share(sale["points_earned"]) - sale["points_reversed"]
+        customer_id, receipt = sale["customer_id"], sale["receipt_number"]
+        add_event(customer_id, "refund", to_restore, sale_id, f"Redeemed points back, {receipt}")
+        balance = fetch_one("SELECT loyalty_points FROM customer WHERE id = ?", (customer_id,))
+        reversed_now = min(to_reverse, max(0, balance["loyalty_points"]))
+        add_event(customer_id, "refund", -reversed_now, sale_id, f"Points reversed, {receipt}")
+        refund_id = uuid7()
+        execute(
+            "INSERT INTO refund(id, sale_id, amount, points_reversed, points_shortfall, "
+            "points_restored, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (refund_id, sale_id, amount, reversed_now, to_reverse - reversed_now, to_restore,
+             now_iso()),
+        )  # fmt: skip
+        execute(
+            "UPDATE sale SET refunded_amount = ?, points_reversed = points_reversed + ?, "
+            "points_restored = points_restored + ? WHERE id = ?",
+            (refunded, to_reverse, to_restore, sale_id),
+        )
+        fully = refunded == paid
+        execute(
+            "UPDATE customer SET total_spent = total_spent - ?, "
+            "total_orders = total_orders - ? WHERE id = ?",
+            (amount, 1 if fully else 0, customer_id),
+        )
+        if sale["payment_method"] == "account" and amount:
+            append_entry(customer_id, "credit", amount, f"Refund {receipt}", sale_id)
+        refund = fetch_one("SELECT * FROM refund WHERE id = ?", (refund_id,))
+        refund["sale"] = get_sale(sale_id)
+        return refund

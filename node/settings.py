@@ -1,0 +1,81 @@
+"""Vendor settings: earn rate, point value, default credit limit, currency.
+
+The config file gives the initial values; once stored, the database copy rules and the API
+changes it. Changes apply from then on: a sale keeps the points it earned when it was made.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from node import validation as v
+from node.db import database, execute, fetch_all
+from node.money import CURRENCY_EXPONENTS
+
+MAX_EARN_RATE = Decimal(1000)
+
+
+def earn_rate(value: Any) -> str:
+    """Points per major currency unit: a number >= 0 with at most 4 decimals, kept exact."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("must be a number, e.g. 1 or 0.5")
+    try:
+        rate = Decimal(str(value))
+    except InvalidOperation:
+        raise ValueError("must be a number, e.g. 1 or 0.5") from None
+    if not rate.is_finite() or rate < 0 or rate > MAX_EARN_RATE:
+        raise ValueError(f"must be between 0 and {MAX_EARN_RATE}")
+    if rate != rate.quantize(Decimal("0.0001")):
+        raise ValueError("must have at most 4 decimals")
+    return str(rate.normalize()) if rate else "0"
+
+
+def currency(value: Any) -> str:
+    if not isinstance(value, str) or value.upper() not in CURRENCY_EXPONENTS:
+        raise ValueError("must be an ISO 4217 currency code such as USD, INR or JPY")
+    return value.upper()
+
+
+FIELDS: dict[str, v.Parser] = {
+    "earn_rate": earn_rate,
+    "point_value": v.integer(minimum=0, maximum=1_000_000),
+    "default_credit_limit": v.nullable(v.integer(minimum=0)),
+    "currency": currency,
+}
+
+
+def seed_settings(initial: dict[str, Any]) -> None:
+    """Store the config's initial values for settings not stored yet."""
+    with database.atomic():
+        for key, value in initial.items():
+            clean = FIELDS[key](value) if value is not None else None
+            execute(
+                "INSERT OR IGNORE INTO setting(key, value) VALUES (?, ?)", (key, json.dumps(clean))
+            )
+
+
+def get_settings() -> dict[str, Any]:
+    stored = {r["key"]: json.loads(r["value"]) for r in fetch_all("SELECT key, value FROM setting")}
+    result = {"earn_rate": 1, "point_value": 10, "default_credit_limit": None, "currency": "USD"}
+    result.update({k: stored[k] for k in result if k in stored})
+    rate = Decimal(str(result["earn_rate"]))
+    result["earn_rate"] = int(rate) if rate == rate.to_integral_value() else float(rate)
+    return result
+
+
+def earn_rate_decimal() -> Decimal:
+    row = fetch_all("SELECT value FROM setting WHERE key = 'earn_rate'")
+    return Decimal(json.loads(row[0]["value"])) if row else Decimal(1)
+
+
+def update_settings(fields: dict[str, Any]) -> dict[str, Any]:
+    with database.atomic():
+        for key, value in fields.items():
+            execute(
+                "INSERT INTO setting(key, value) VALUES (?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
+    return get_settings()

@@ -1,0 +1,1 @@
+"""Multi-store sync: change log, wire protocol, worker and central node."""
