@@ -125,7 +125,9 @@ def shopnode(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Completed
 def start_node(env: dict[str, str], log: Path, cwd: Path | None = None) -> NodeProcess:
     """Start `shopnode serve`, wait for its ready line, and read the first-start token."""
     stdout_path = log.with_suffix(".out")
-    seen = log.stat().st_size if log.exists() else 0  # a restart appends to the same log
+    # A restart appends to the same files: read only what this run writes.
+    seen = log.stat().st_size if log.exists() else 0
+    seen_out = stdout_path.stat().st_size if stdout_path.exists() else 0
     # The child keeps its own copies of these descriptors; ours close at once.
     with open(log, "a") as err, open(stdout_path, "a") as out:
         proc = subprocess.Popen(
@@ -139,7 +141,7 @@ def start_node(env: dict[str, str], log: Path, cwd: Path | None = None) -> NodeP
     while time.monotonic() < deadline:
         match = re.search(r"listening on (http://\S+)", log.read_text()[seen:])
         if match:
-            lines = stdout_path.read_text().strip().splitlines()
+            lines = stdout_path.read_text()[seen_out:].strip().splitlines()
             token = lines[-1] if lines and lines[-1].startswith("sn_") else None
             return NodeProcess(proc, match.group(1), token, env, log)
         if proc.poll() is not None:
