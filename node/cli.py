@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sqlite3
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import peewee
 from aiohttp import web
 
 from node import db, tokens
@@ -46,6 +48,18 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(run=run_token_revoke)
 
+    central = commands.add_parser("central", parents=[common], help="the central sync node")
+    central_commands = central.add_subparsers(dest="central_command", required=True,
+                                              metavar="ACTION")  # fmt: skip
+    central_serve = central_commands.add_parser("serve", parents=[common], help="run central")
+    central_serve.set_defaults(run=run_central_serve)
+    add_store = central_commands.add_parser("add-store", parents=[common], help="register a store")
+    add_store.add_argument("--name", required=True)
+    add_store.set_defaults(run=run_central_add_store)
+
+    sync = commands.add_parser("sync", parents=[common], help="one sync round now")
+    sync.set_defaults(run=run_sync)
+
     backup = commands.add_parser("backup", parents=[common], help="online backup of the db")
     backup.add_argument("file", type=Path)
     backup.set_defaults(run=run_backup)
@@ -70,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     except DomainError as exc:
         print(f"shopnode: {exc.detail}", file=sys.stderr)
         return 1
-    except (OSError, sqlite3.Error) as exc:
+    except (OSError, sqlite3.Error, peewee.DatabaseError) as exc:
         print(f"shopnode: {exc}", file=sys.stderr)
         return 1
 
@@ -136,15 +150,55 @@ def run_serve(config: Config, args: argparse.Namespace) -> int:
     first_start(config)
     from node.api.app import create_app  # the HTTP stack loads only for serve
 
-    app = create_app(config, extra_contexts=serve_contexts(config))
+    app = create_app(config, extensions=serve_extensions(config))
     asyncio.run(serve_until_signalled(app, config.api.host, config.api.port))
     return 0
 
 
-def serve_contexts(config: Config) -> list[Callable]:
-    """The sync worker and bot join the node's event loop when configured."""
-    contexts: list[Callable] = []
-    return contexts
+def serve_extensions(config: Config) -> list[Callable[[web.Application], None]]:
+    """The sync worker and the bot join the node's event loop when configured."""
+    extensions: list[Callable[[web.Application], None]] = []
+    if config.sync.central_url:
+        from sync import worker
+
+        extensions.append(lambda app: worker.install(
+            app, config.sync.central_url, config.sync.token, config.sync.interval_seconds))
+    return extensions
+
+
+def run_sync(config: Config, args: argparse.Namespace) -> int:
+    """One round now: push then pull until caught up; exit 1 if central is unreachable."""
+    from sync.worker import CentralUnreachable, SyncWorker
+
+    if not config.sync.central_url:
+        raise ConfigError("sync.central_url: not set, so there is nothing to sync with")
+    open_node_database(config)
+    try:
+        result = asyncio.run(SyncWorker(config.sync.central_url, config.sync.token).run_round())
+    except CentralUnreachable as exc:
+        print(f"sync failed: {exc}")
+        return 1
+    print(result.summary())
+    return 0
+
+
+def run_central_serve(config: Config, args: argparse.Namespace) -> int:
+    from sync.central import create_central_app
+
+    app = create_central_app(config.central.database)
+    asyncio.run(serve_until_signalled(app, config.central.host, config.central.port))
+    return 0
+
+
+def run_central_add_store(config: Config, args: argparse.Namespace) -> int:
+    from sync.central import add_store
+
+    try:
+        print(json.dumps(add_store(config, args.name)))
+    except ValueError as exc:
+        print(f"shopnode: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 async def serve_until_signalled(app: web.Application, host: str, port: int) -> None:

@@ -6,8 +6,9 @@ import json
 import re
 from typing import Any
 
+from node import changes
 from node import validation as v
-from node.db import database, execute, fetch_all, fetch_one
+from node.db import execute, fetch_all, fetch_one
 from node.errors import NotFound
 from node.ids import now_iso, uuid7
 
@@ -52,24 +53,21 @@ def _phone_digits(phone: str | None) -> str | None:
 def create_customer(fields: dict[str, Any]) -> dict[str, Any]:
     """Create a customer from validated profile fields."""
     customer_id, stamp = uuid7(), now_iso()
-    with database.atomic():
-        execute(
-            "INSERT INTO customer(id, name, email, phone, phone_digits, address, notes, tags, "
-            "credit_limit, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                customer_id,
-                fields["name"],
-                fields.get("email"),
-                fields.get("phone"),
-                _phone_digits(fields.get("phone")),
-                fields.get("address"),
-                fields.get("notes"),
-                json.dumps(fields.get("tags", [])),
-                fields.get("credit_limit"),
-                stamp,
-                stamp,
-            ),
-        )
+    with changes.recording():
+        changes.insert("customer", {
+            "id": customer_id,
+            "name": fields["name"],
+            "email": fields.get("email"),
+            "phone": fields.get("phone"),
+            "phone_digits": _phone_digits(fields.get("phone")),
+            "address": fields.get("address"),
+            "notes": fields.get("notes"),
+            "tags": json.dumps(fields.get("tags", [])),
+            "credit_limit": fields.get("credit_limit"),
+            "created_at": stamp,
+            "updated_at": stamp,
+        })  # fmt: skip
+        changes.log_change("customer.created", customer_id)
     return get_customer(customer_id, with_history=False)
 
 
@@ -97,19 +95,23 @@ def get_customer(customer_id: str, with_history: bool = True) -> dict[str, Any]:
 
 def update_customer(customer_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Apply a partial update; tags are replaced, not merged."""
-    with database.atomic():
+    with changes.recording():
         find_customer(customer_id)
-        values = dict(fields)
-        if "phone" in values:
-            values["phone_digits"] = _phone_digits(values["phone"])
-        if "tags" in values:
-            values["tags"] = json.dumps(values["tags"])
-        values["updated_at"] = now_iso()
-        assignments = ", ".join(f"{column} = ?" for column in values)
-        execute(
-            f"UPDATE customer SET {assignments} WHERE id = ?", (*values.values(), customer_id)
-        )
+        stored = {k: json.dumps(v) if k == "tags" else v for k, v in fields.items()}
+        set_profile(customer_id, stored)
+        changes.note_fields(customer_id, stored)
+        changes.log_change("customer.updated", customer_id)
     return get_customer(customer_id)
+
+
+def set_profile(customer_id: str, stored: dict[str, Any]) -> None:
+    """Write profile fields as stored (tags as JSON text), keeping phone_digits in step."""
+    values = dict(stored)
+    if "phone" in values:
+        values["phone_digits"] = _phone_digits(values["phone"])
+    values["updated_at"] = now_iso()
+    assignments = ", ".join(f"{column} = ?" for column in values)
+    execute(f"UPDATE customer SET {assignments} WHERE id = ?", (*values.values(), customer_id))
 
 
 def has_history(customer_id: str) -> bool:
@@ -121,19 +123,29 @@ def has_history(customer_id: str) -> bool:
 
 def delete_customer(customer_id: str) -> str:
     """Delete a customer without history; anonymize one with history. Returns which."""
-    with database.atomic():
+    with changes.recording():
         find_customer(customer_id)
-        if not has_history(customer_id):
-            execute("DELETE FROM customer WHERE id = ?", (customer_id,))
-            return "deleted"
-        stamp = now_iso()
-        execute(
-            "UPDATE customer SET name = ?, email = NULL, phone = NULL, phone_digits = NULL, "
-            "address = NULL, notes = NULL, tags = '[]', anonymized_at = ?, updated_at = ? "
-            "WHERE id = ?",
-            (ANONYMIZED_NAME, stamp, stamp, customer_id),
-        )
-        return "anonymized"
+        outcome = scrub_customer(customer_id)
+        changes.scrub_logged_changes(customer_id)
+        changes.note_scrub(customer_id)
+        changes.log_change(f"customer.{outcome}", customer_id)
+    return outcome
+
+
+def scrub_customer(customer_id: str) -> str:
+    """Delete the row if nothing refers to it, else blank every personal field."""
+    if not has_history(customer_id):
+        execute("DELETE FROM customer_field_clock WHERE customer_id = ?", (customer_id,))
+        execute("DELETE FROM customer WHERE id = ?", (customer_id,))
+        return "deleted"
+    stamp = now_iso()
+    execute(
+        "UPDATE customer SET name = ?, email = NULL, phone = NULL, phone_digits = NULL, "
+        "address = NULL, notes = NULL, tags = '[]', anonymized_at = COALESCE(anonymized_at, ?), "
+        "updated_at = ? WHERE id = ?",
+        (ANONYMIZED_NAME, stamp, stamp, customer_id),
+    )
+    return "anonymized"
 
 
 def _fts_phrase(term: str) -> str:

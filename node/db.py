@@ -33,6 +33,8 @@ def open_database(path: Path | str, migrate_schema: bool = True) -> peewee.Sqlit
     if migrate_schema:
         migrate(db)
     database.initialize(db)
+    if migrate_schema:
+        node_identity()
     return db
 
 

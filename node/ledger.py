@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from node import changes
 from node.customers import find_customer
-from node.db import database, execute, fetch_all, fetch_one
+from node.db import fetch_all, fetch_one
 from node.errors import Conflict, NotFound
 from node.ids import now_iso, uuid7
 from node.settings import get_settings
@@ -50,15 +51,14 @@ def append_entry(
     reverses_id: str | None = None,
 ) -> dict[str, Any]:
     """Write one entry and move the cached balance; the caller holds the transaction."""
-    entry_id, stamp = uuid7(), now_iso()
-    execute(
-        f"INSERT INTO ledger_entry({ENTRY_COLUMNS}, customer_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (entry_id, entry_type, amount, description, reference_id, reverses_id, stamp, customer_id),
-    )
+    entry_id = uuid7()
+    changes.insert("ledger_entry", {
+        "id": entry_id, "customer_id": customer_id, "type": entry_type, "amount": amount,
+        "description": description, "reference_id": reference_id, "reverses_id": reverses_id,
+        "created_at": now_iso(),
+    })  # fmt: skip
     delta = amount if entry_type == "credit" else -amount
-    execute(
-        "UPDATE customer SET ledger_balance = ledger_balance + ? WHERE id = ?", (delta, customer_id)
-    )
+    changes.add("customer", customer_id, ledger_balance=delta)
     return get_entry(customer_id, entry_id)
 
 
@@ -71,17 +71,19 @@ def record_entry(
     override_credit_limit: bool = False,
 ) -> dict[str, Any]:
     """Record a payment received (credit) or a manual debit, enforcing the credit limit."""
-    with database.atomic():
+    with changes.recording():
         customer = find_customer(customer_id)
         if entry_type == "debit" and not override_credit_limit:
             check_credit_limit(customer, amount)
         default = "Payment received" if entry_type == "credit" else "Manual debit"
-        return append_entry(customer_id, entry_type, amount, description or default, reference_id)
+        entry = append_entry(customer_id, entry_type, amount, description or default, reference_id)
+        changes.log_change(f"ledger.{entry_type}", entry["id"])
+    return entry
 
 
 def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
     """Undo an entry with an opposite entry pointing at it; each entry reverses once."""
-    with database.atomic():
+    with changes.recording():
         find_customer(customer_id)
         original = fetch_one(
             "SELECT id, type, amount, description, reverses_id FROM ledger_entry "
@@ -95,7 +97,7 @@ def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
         if fetch_one("SELECT id FROM ledger_entry WHERE reverses_id = ?", (entry_id,)):
             raise Conflict("this entry has already been reversed")
         opposite = "debit" if original["type"] == "credit" else "credit"
-        return append_entry(
+        entry = append_entry(
             customer_id,
             opposite,
             original["amount"],
@@ -103,6 +105,8 @@ def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
             reference_id=entry_id,
             reverses_id=entry_id,
         )
+        changes.log_change("ledger.reversal", entry["id"])
+    return entry
 
 
 _RUNNING = (

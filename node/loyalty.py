@@ -8,8 +8,9 @@ from __future__ import annotations
 from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
+from node import changes
 from node.customers import find_customer
-from node.db import database, execute, fetch_one
+from node.db import fetch_one
 from node.errors import Conflict, NotFound, Unprocessable
 from node.ids import now_iso, uuid7
 from node.ledger import append_entry
@@ -29,15 +30,11 @@ def add_event(
     """Append one points event and move the cached balance; the caller holds the transaction."""
     if points == 0:
         return
-    execute(
-        "INSERT INTO loyalty_event(id, customer_id, kind, points, sale_id, description, "
-        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (uuid7(), customer_id, kind, points, sale_id, description, now_iso()),
-    )
-    execute(
-        "UPDATE customer SET loyalty_points = loyalty_points + ? WHERE id = ?",
-        (points, customer_id),
-    )
+    changes.insert("loyalty_event", {
+        "id": uuid7(), "customer_id": customer_id, "kind": kind, "points": points,
+        "sale_id": sale_id, "description": description, "created_at": now_iso(),
+    })  # fmt: skip
+    changes.add("customer", customer_id, loyalty_points=points)
 
 
 def check_points(customer: dict[str, Any], points: int) -> None:
@@ -50,7 +47,7 @@ def check_points(customer: dict[str, Any], points: int) -> None:
 
 def redeem_points(customer_id: str, points: int, sale_id: str | None = None) -> dict[str, Any]:
     """Spend points for a discount, recorded on the sale when one is given."""
-    with database.atomic():
+    with changes.recording():
         customer = find_customer(customer_id)
         check_points(customer, points)
         discount = points * get_settings()["point_value"]
@@ -59,6 +56,7 @@ def redeem_points(customer_id: str, points: int, sale_id: str | None = None) -> 
         else:
             add_event(customer_id, "redeem", -points, description="Points redeemed")
         remaining = customer["loyalty_points"] - points
+        changes.log_change("loyalty.redeemed", customer_id)
     return {"redeemed": points, "discount_amount": discount, "remaining_points": remaining}
 
 
@@ -78,14 +76,8 @@ def apply_discount_to_sale(customer_id: str, sale_id: str, points: int, discount
             f"{sale['receipt_number']}",
             errors=[{"field": "points", "message": f"at most {payable} of discount fits"}],
         )
-    execute(
-        "UPDATE sale SET discount_amount = discount_amount + ?, "
-        "points_redeemed = points_redeemed + ? WHERE id = ?",
-        (discount, points, sale_id),
-    )
-    execute(
-        "UPDATE customer SET total_spent = total_spent - ? WHERE id = ?", (discount, customer_id)
-    )
+    changes.add("sale", sale_id, discount_amount=discount, points_redeemed=points)
+    changes.add("customer", customer_id, total_spent=-discount)
     receipt = sale["receipt_number"]
     add_event(customer_id, "redeem", -points, sale_id, f"Points redeemed on {receipt}")
     if sale["payment_method"] == "account" and discount:

@@ -69,12 +69,15 @@ V2_MONEY = [
     """CREATE TABLE setting (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL)""",
+    # No CHECKs on running totals: a merge may reveal an overdraft (two shops refunding one
+    # sale while offline); history is kept and reported, never rejected.
     """CREATE TABLE sale (
         id TEXT PRIMARY KEY,
+        origin TEXT NOT NULL DEFAULT '',
         customer_id TEXT NOT NULL REFERENCES customer(id),
-        receipt_number TEXT NOT NULL UNIQUE,
+        receipt_number TEXT NOT NULL,
         total INTEGER NOT NULL CHECK (total > 0),
-        discount_amount INTEGER NOT NULL DEFAULT 0 CHECK (discount_amount >= 0),
+        discount_amount INTEGER NOT NULL DEFAULT 0,
         payment_method TEXT NOT NULL CHECK (payment_method IN ('cash', 'card', 'account')),
         points_earned INTEGER NOT NULL DEFAULT 0,
         points_redeemed INTEGER NOT NULL DEFAULT 0,
@@ -82,7 +85,7 @@ V2_MONEY = [
         points_reversed INTEGER NOT NULL DEFAULT 0,
         points_restored INTEGER NOT NULL DEFAULT 0,
         created_at TEXT NOT NULL,
-        CHECK (discount_amount + refunded_amount <= total))""",
+        UNIQUE (origin, receipt_number))""",
     "CREATE INDEX sale_customer ON sale(customer_id, created_at, id)",
     """CREATE TABLE refund (
         id TEXT PRIMARY KEY,
@@ -100,9 +103,11 @@ V2_MONEY = [
         amount INTEGER NOT NULL CHECK (amount > 0),
         description TEXT NOT NULL,
         reference_id TEXT,
-        reverses_id TEXT UNIQUE REFERENCES ledger_entry(id),
+        reverses_id TEXT REFERENCES ledger_entry(id),
         created_at TEXT NOT NULL)""",
     "CREATE INDEX ledger_customer ON ledger_entry(customer_id, created_at, id)",
+    # Not UNIQUE: two shops may reverse one entry while offline; the merge keeps both.
+    "CREATE INDEX ledger_reverses ON ledger_entry(reverses_id)",
     """CREATE TABLE loyalty_event (
         id TEXT PRIMARY KEY,
         customer_id TEXT NOT NULL REFERENCES customer(id),
@@ -122,7 +127,35 @@ V2_MONEY = [
     "CREATE INDEX idempotency_created ON idempotency_key(created_at)",
 ]
 
-MIGRATIONS: list[list[str]] = [V1_FOUNDATION, V2_MONEY]
+V3_SYNC = [
+    # Every synced write, in the same transaction as the write (node/changes.py).
+    """CREATE TABLE change_log (
+        id TEXT PRIMARY KEY,
+        origin TEXT NOT NULL,
+        origin_seq INTEGER NOT NULL,
+        hlc TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        entity_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        UNIQUE (origin, origin_seq))""",
+    # Last-writer-wins clock of each customer profile field that has been edited.
+    """CREATE TABLE customer_field_clock (
+        customer_id TEXT NOT NULL,
+        field TEXT NOT NULL,
+        hlc TEXT NOT NULL,
+        PRIMARY KEY (customer_id, field))""",
+    # What sync noticed and a person should know: overdrafts after a merge, clocks far in
+    # the future, conflicting bodies.
+    """CREATE TABLE sync_report (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        change_id TEXT,
+        detail TEXT NOT NULL,
+        created_at TEXT NOT NULL)""",
+]
+
+MIGRATIONS: list[list[str]] = [V1_FOUNDATION, V2_MONEY, V3_SYNC]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from node import changes
 from node.customers import find_customer
-from node.db import database, execute, fetch_all, fetch_one
+from node.db import fetch_all, fetch_one
 from node.errors import Conflict, NotFound, Unprocessable, invalid
 from node.ids import now, now_iso, uuid7
 from node.ledger import append_entry, check_credit_limit
@@ -53,13 +54,25 @@ def next_receipt_number() -> str:
     """REC-YYYYMMDD-NNN: the day's next number in this shop (NNN grows past 999)."""
     prefix = now().strftime("REC-%Y%m%d-")
     # A range on the unique index: "REC-20250518-" <= r < "REC-20250518." ('.' follows '-').
+    origins = changes.shop_origins()
+    marks = ", ".join("?" for _ in origins)
     rows = fetch_all(
-        "SELECT receipt_number FROM sale WHERE receipt_number >= ? AND receipt_number < ?",
-        (prefix, prefix[:-1] + "."),
+        f"SELECT receipt_number FROM sale WHERE origin IN ({marks}) AND receipt_number >= ? "
+        "AND receipt_number < ?",
+        (*origins, prefix, prefix[:-1] + "."),
     )
     numbers = [int(r["receipt_number"][len(prefix) :]) for r in rows
                if r["receipt_number"][len(prefix) :].isdigit()]  # fmt: skip
     return f"{prefix}{max(numbers, default=0) + 1:03d}"
+
+
+def receipt_taken(receipt_number: str) -> bool:
+    origins = changes.shop_origins()
+    marks = ", ".join("?" for _ in origins)
+    return fetch_one(
+        f"SELECT 1 FROM sale WHERE origin IN ({marks}) AND receipt_number = ?",
+        (*origins, receipt_number),
+    ) is not None
 
 
 def record_sale(
@@ -71,7 +84,7 @@ def record_sale(
     override_credit_limit: bool = False,
 ) -> dict[str, Any]:
     """Record a purchase: redeem, earn, totals and the account debit in one transaction."""
-    with database.atomic():
+    with changes.recording():
         customer = find_customer(customer_id)
         settings = get_settings()
         discount = redeem_points * settings["point_value"]
@@ -88,29 +101,27 @@ def record_sale(
             receipt_number = next_receipt_number()
         elif not RECEIPT.fullmatch(receipt_number):
             raise invalid("receipt_number", "letters, digits and - _ / . only, at most 50")
-        elif fetch_one("SELECT 1 FROM sale WHERE receipt_number = ?", (receipt_number,)):
+        elif receipt_taken(receipt_number):
             raise Conflict(f"receipt number {receipt_number} is already used in this shop")
         sale_id, earned = uuid7(), points_for(amount_paid)
-        execute(
-            f"INSERT INTO sale({SALE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, 0, 0, ?)",
-            (sale_id, customer_id, receipt_number, total, discount, payment_method, earned,
-             redeem_points, now_iso()),
-        )  # fmt: skip
+        changes.insert("sale", {
+            "id": sale_id, "origin": changes.origin_id(), "customer_id": customer_id,
+            "receipt_number": receipt_number, "total": total, "discount_amount": discount,
+            "payment_method": payment_method, "points_earned": earned,
+            "points_redeemed": redeem_points, "created_at": now_iso(),
+        })  # fmt: skip
         add_event(customer_id, "redeem", -redeem_points, sale_id, f"Redeemed on {receipt_number}")
         add_event(customer_id, "earn", earned, sale_id, f"Earned on {receipt_number}")
-        execute(
-            "UPDATE customer SET total_spent = total_spent + ?, total_orders = total_orders + 1 "
-            "WHERE id = ?",
-            (amount_paid, customer_id),
-        )
+        changes.add("customer", customer_id, total_spent=amount_paid, total_orders=1)
         if payment_method == "account" and amount_paid:
             append_entry(customer_id, "debit", amount_paid, f"Sale {receipt_number}", sale_id)
-        return get_sale(sale_id)
+        changes.log_change("sale.recorded", sale_id)
+    return get_sale(sale_id)
 
 
 def refund_sale(sale_id: str, amount: int | None = None) -> dict[str, Any]:
     """Refund all (amount None) or part of a sale, reversing points in proportion."""
-    with database.atomic():
+    with changes.recording():
         sale = fetch_one(f"SELECT {SALE_COLUMNS} FROM sale WHERE id = ?", (sale_id,))
         if sale is None:
             raise NotFound(f"no sale with id {sale_id}")
@@ -137,25 +148,18 @@ def refund_sale(sale_id: str, amount: int | None = None) -> dict[str, Any]:
         reversed_now = min(to_reverse, max(0, balance["loyalty_points"]))
         add_event(customer_id, "refund", -reversed_now, sale_id, f"Points reversed, {receipt}")
         refund_id = uuid7()
-        execute(
-            "INSERT INTO refund(id, sale_id, amount, points_reversed, points_shortfall, "
-            "points_restored, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (refund_id, sale_id, amount, reversed_now, to_reverse - reversed_now, to_restore,
-             now_iso()),
-        )  # fmt: skip
-        execute(
-            "UPDATE sale SET refunded_amount = ?, points_reversed = points_reversed + ?, "
-            "points_restored = points_restored + ? WHERE id = ?",
-            (refunded, to_reverse, to_restore, sale_id),
-        )
+        changes.insert("refund", {
+            "id": refund_id, "sale_id": sale_id, "amount": amount,
+            "points_reversed": reversed_now, "points_shortfall": to_reverse - reversed_now,
+            "points_restored": to_restore, "created_at": now_iso(),
+        })  # fmt: skip
+        changes.add("sale", sale_id, refunded_amount=amount, points_reversed=to_reverse,
+                    points_restored=to_restore)  # fmt: skip
         fully = refunded == paid
-        execute(
-            "UPDATE customer SET total_spent = total_spent - ?, "
-            "total_orders = total_orders - ? WHERE id = ?",
-            (amount, 1 if fully else 0, customer_id),
-        )
+        changes.add("customer", customer_id, total_spent=-amount, total_orders=-int(fully))
         if sale["payment_method"] == "account" and amount:
             append_entry(customer_id, "credit", amount, f"Refund {receipt}", sale_id)
-        refund = fetch_one("SELECT * FROM refund WHERE id = ?", (refund_id,))
-        refund["sale"] = get_sale(sale_id)
-        return refund
+        changes.log_change("sale.refunded", refund_id)
+    refund = fetch_one("SELECT * FROM refund WHERE id = ?", (refund_id,))
+    refund["sale"] = get_sale(sale_id)
+    return refund

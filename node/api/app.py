@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 
-from node import db, settings
+from node import changes, db, settings
 from node.api import customers, money, openapi
 from node.api.auth import auth_middleware
 from node.api.keys import CONFIG, HEALTH, STARTED_AT
@@ -33,6 +33,13 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body)
 
 
+@routes.get("/api/v1/sync/status")
+async def sync_status(request: web.Request) -> web.Response:
+    """Last success, push queue depth, oldest unsent change, pull lag, reported conflicts."""
+    report = request.app[HEALTH].get("sync")
+    return web.json_response(report() if report else {"enabled": False, **changes.queue_status()})
+
+
 def initial_settings(config: Config) -> dict:
     return {
         "earn_rate": config.loyalty.earn_rate,
@@ -43,9 +50,9 @@ def initial_settings(config: Config) -> dict:
 
 
 def create_app(
-    config: Config, extra_contexts: list[Callable[[web.Application], AsyncIterator[None]]] = ()
+    config: Config, extensions: list[Callable[[web.Application], None]] = ()
 ) -> web.Application:
-    """Open the shop database and build the app; `extra_contexts` add the worker and bot."""
+    """Build the node app; `extensions` add the sync worker and the bot (cli.py wires them)."""
     app = web.Application(
         middlewares=[problems_middleware, auth_middleware], client_max_size=MAX_BODY
     )
@@ -57,7 +64,8 @@ def create_app(
     app.add_routes(money.routes)
     app.add_routes(openapi.routes)
     app.cleanup_ctx.append(database_context)
-    app.cleanup_ctx.extend(extra_contexts)
+    for extend in extensions:
+        extend(app)
     return app
 
 

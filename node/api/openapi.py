@@ -155,6 +155,21 @@ SCHEMAS: dict[str, Any] = {
         "points_earned": INT, "points_redeemed": INT, "points_reversed_by_refunds": INT,
         "points_restored_by_refunds": INT, "points_adjusted": INT,
     }),
+    "SyncStatus": obj({
+        "enabled": {"type": "boolean"}, "origin": STR, "push_queue_depth": INT,
+        "oldest_unsent_age_seconds": {"type": ["number", "null"]}, "push_acked_seq": INT,
+        "pull_cursor": INT, "pull_lag": {"type": ["integer", "null"]},
+        "last_success_at": {"type": ["string", "null"]},
+        "last_attempt_at": {"type": ["string", "null"]},
+        "last_error": {"type": ["string", "null"]},
+        "central_high": {"type": ["integer", "null"]}, "running": {"type": "boolean"},
+        "reports": {"type": "object", "additionalProperties": INT,
+                    "description": "counts by kind: conflict, clock_ahead, points_below_zero, "
+                                   "credit_limit_exceeded"},
+        "recent_reports": {"type": "array", "items": obj({
+            "kind": STR, "change_id": NSTR, "detail": STR, "created_at": TIME})},
+    }, required=["enabled", "origin", "push_queue_depth", "oldest_unsent_age_seconds",
+                 "push_acked_seq", "pull_cursor", "reports", "recent_reports"]),
     "Message": obj({"message": STR}),
     "Health": obj({"status": {"const": "ok"}, "node": STR, "uptime_seconds": {"type": "number"}},
                   required=["status"], closed=False),
@@ -293,6 +308,10 @@ PATHS = {
         "get": op("Who owes what, with ageing buckets", ok(ref("Receivables")),
                   [param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000,
                                             "default": 100}, "customers listed")]),
+    },
+    "/api/v1/sync/status": {
+        "get": op("Sync: last success, queue depth, oldest unsent, pull lag, conflicts",
+                  ok(ref("SyncStatus"))),
     },
     "/api/v1/reports/loyalty": {
         "get": op("Points outstanding and moved in a period", ok(ref("LoyaltyReport")), PERIOD),

@@ -140,6 +140,7 @@ async def test_real_responses_match_their_schemas(api):
         "GET",
         "/api/v1/reports/loyalty",
     )
+    await check(await api.get("/api/v1/sync/status"), "GET", "/api/v1/sync/status")
     await check(await api.client.get("/healthz"), "GET", "/healthz")
     await check(await api.client.get("/api/v1/customers"), "GET", "/api/v1/customers")  # 401
     await check(await api.delete(f"/api/v1/customers/{cid}"), "DELETE", c)

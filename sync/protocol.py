@@ -1,0 +1,75 @@
+"""The /sync/v1 wire protocol, shared by the worker (node side) and the central node.
+
+push  POST /sync/v1/push   {"origin": ORIGIN, "changes": [CHANGE, ...]}  (sequence order)
+      -> {"acked_seq": N, "conflicts": [change id, ...]}
+      N is the highest contiguous sequence central holds for ORIGIN.
+pull  GET  /sync/v1/pull?after=CURSOR&limit=N&origin=ORIGIN
+      -> {"changes": [CHANGE + "cursor", ...], "next": CURSOR, "more": bool, "high": CURSOR}
+      Changes of every origin but ORIGIN, in central commit order.
+
+CHANGE = {"id", "origin", "origin_seq", "hlc", "kind", "entity_id", "body", "recorded_at"},
+with `body` the origin's exact JSON text, so "same change" is a byte comparison.
+Bodies may be gzip-compressed (Content-Encoding: gzip) both ways.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from typing import Any
+
+PUSH_PATH = "/sync/v1/push"
+PULL_PATH = "/sync/v1/pull"
+STATUS_PATH = "/sync/v1/status"
+
+# A batch stops at whichever comes first.
+MAX_BATCH_CHANGES = 500
+MAX_BATCH_BYTES = 1024 * 1024
+MAX_PULL_LIMIT = 1000
+
+CHANGE_FIELDS = ("id", "origin", "origin_seq", "hlc", "kind", "entity_id", "body", "recorded_at")
+
+
+class ProtocolError(ValueError):
+    """A malformed sync message."""
+
+
+def gzip_json(payload: Any) -> bytes:
+    return gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), compresslevel=5)
+
+
+def check_change(change: Any) -> dict[str, Any]:
+    """A change with exactly the expected fields and types, or ProtocolError."""
+    if not isinstance(change, dict) or set(change) - {"cursor"} != set(CHANGE_FIELDS):
+        raise ProtocolError(f"a change needs exactly the fields {', '.join(CHANGE_FIELDS)}")
+    if not isinstance(change["origin_seq"], int) or isinstance(change["origin_seq"], bool):
+        raise ProtocolError("origin_seq must be an integer")
+    if change["origin_seq"] < 1:
+        raise ProtocolError("origin_seq starts at 1")
+    for field in CHANGE_FIELDS:
+        if field != "origin_seq" and not isinstance(change[field], str):
+            raise ProtocolError(f"{field} must be a string")
+    try:
+        body = json.loads(change["body"])
+    except ValueError:
+        raise ProtocolError("body must be JSON text") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("body must be a JSON object")
+    return {field: change[field] for field in CHANGE_FIELDS}
+
+
+def batches(changes: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Split changes into batches bounded by count and bytes."""
+    result: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    size = 0
+    for change in changes:
+        weight = len(change["body"]) + 200
+        if current and (len(current) >= MAX_BATCH_CHANGES or size + weight > MAX_BATCH_BYTES):
+            result.append(current)
+            current, size = [], 0
+        current.append(change)
+        size += weight
+    if current:
+        result.append(current)
+    return result

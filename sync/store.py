@@ -1,0 +1,221 @@
+"""The central node's storage: stores, origins and the change log, on SQLite or PostgreSQL.
+
+Ordering: every push runs under one global lock (SQLite's write lock; a PostgreSQL advisory
+lock shared by all central processes), so change ids (`gseq`) are assigned and committed in
+the same order. A pull cursor is a gseq; a reader that sees gseq N committed has seen every
+smaller one, so no cursor can skip a change under concurrent pushes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from pathlib import Path
+from typing import Any
+
+import peewee
+from playhouse.db_url import connect
+
+from node.changes import encode_body, scrub_body
+from node.ids import now_iso, uuid7
+from sync.protocol import CHANGE_FIELDS
+
+PUSH_LOCK = 7_031_001  # pg_advisory_xact_lock key
+
+SQLITE_SCHEMA = [
+    """CREATE TABLE IF NOT EXISTS store (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+        token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS origin (id TEXT PRIMARY KEY,
+        store_id TEXT NOT NULL REFERENCES store(id), high_seq BIGINT NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS change (gseq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE, origin TEXT NOT NULL, origin_seq BIGINT NOT NULL,
+        hlc TEXT NOT NULL, kind TEXT NOT NULL, entity_id TEXT NOT NULL, body TEXT NOT NULL,
+        recorded_at TEXT NOT NULL, received_at TEXT NOT NULL,
+        scrubbed INTEGER NOT NULL DEFAULT 0, UNIQUE (origin, origin_seq))""",
+    "CREATE INDEX IF NOT EXISTS change_entity ON change(entity_id)",
+    """CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT,
+        change_id TEXT, store_id TEXT, origin TEXT, origin_seq BIGINT, body TEXT,
+        reason TEXT NOT NULL, received_at TEXT NOT NULL)""",
+]
+POSTGRES_SCHEMA = [
+    statement.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+    for statement in SQLITE_SCHEMA
+]
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Forbidden(Exception):
+    """A store tried to act under another store's identity."""
+
+
+class CentralStore:
+    """All central database work; every method is synchronous and thread-safe."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.postgres = url.startswith(("postgres://", "postgresql://"))
+        if not self.postgres and not url.startswith("sqlite:"):
+            raise ValueError("central.database must be a sqlite:/// or postgresql:// URL")
+        if self.postgres:
+            self.db: peewee.Database = connect(url)
+        else:
+            path = url.split("sqlite:///", 1)[1]
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            self.db = connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 10000,
+                                            "synchronous": "full"})  # fmt: skip
+            self.db._lock_type = "IMMEDIATE"  # write lock up front: pushes queue, not fail
+        with self.db.atomic():
+            for statement in POSTGRES_SCHEMA if self.postgres else SQLITE_SCHEMA:
+                self.db.execute_sql(statement)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- small helpers: one SQL text for both engines ('?' placeholders) --------------
+    def _sql(self, sql: str, params: tuple | list = ()) -> Any:
+        return self.db.execute_sql(sql.replace("?", self.db.param), tuple(params))
+
+    def _rows(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
+        cursor = self._sql(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    # -- stores --------------------------------------------------------------------------
+    def add_store(self, name: str) -> dict[str, str]:
+        token = "st_" + secrets.token_urlsafe(32)
+        store_id = uuid7()
+        with self.db.atomic():
+            if self._rows("SELECT id FROM store WHERE name = ?", (name,)):
+                raise ValueError(f"a store named {name!r} already exists")
+            self._sql("INSERT INTO store(id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
+                      (store_id, name, _hash(token), now_iso()))  # fmt: skip
+        return {"store_id": store_id, "token": token}
+
+    def store_for_token(self, token: str) -> str | None:
+        rows = self._rows("SELECT id FROM store WHERE token_hash = ?", (_hash(token),))
+        return rows[0]["id"] if rows else None
+
+    # -- push ----------------------------------------------------------------------------
+    def push(self, store_id: str, origin: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
+        """Store a batch of one origin's changes; returns the origin's contiguous high."""
+        if any(change["origin"] != origin for change in batch):
+            raise Forbidden("every change in a push must carry the push's origin")
+        conflicts: list[str] = []
+        with self.db.atomic():
+            if self.postgres:
+                self._sql("SELECT pg_advisory_xact_lock(?)", (PUSH_LOCK,))
+            high = self._claim_origin(store_id, origin)
+            batch = sorted(batch, key=lambda c: c["origin_seq"])
+            held = self._held_bodies([c["id"] for c in batch])
+            fresh = []
+            for change in batch:
+                seq = change["origin_seq"]
+                if change["id"] in held:
+                    if not self._same(held[change["id"]], change):
+                        self._quarantine(store_id, change, "same id, different body")
+                        conflicts.append(change["id"])
+                elif seq <= high:
+                    self._quarantine(store_id, change, "sequence already used by another change")
+                    conflicts.append(change["id"])
+                elif seq == high + 1 + len(fresh):
+                    fresh.append(change)
+                # else: a gap; the node re-sends from acked_seq + 1
+            if fresh:
+                self._insert(fresh)
+                high += len(fresh)
+                self._sql("UPDATE origin SET high_seq = ? WHERE id = ?", (high, origin))
+                for change in fresh:
+                    if '"scrub"' in change["body"]:
+                        self._scrub(change["entity_id"])
+        return {"acked_seq": high, "conflicts": conflicts}
+
+    def _claim_origin(self, store_id: str, origin: str) -> int:
+        rows = self._rows("SELECT store_id, high_seq FROM origin WHERE id = ?", (origin,))
+        if not rows:
+            self._sql("INSERT INTO origin(id, store_id, high_seq) VALUES (?, ?, 0)",
+                      (origin, store_id))  # fmt: skip
+            return 0
+        if rows[0]["store_id"] != store_id:
+            raise Forbidden(f"origin {origin} belongs to another store")
+        return rows[0]["high_seq"]
+
+    def _held_bodies(self, ids: list[str]) -> dict[str, tuple[str, bool]]:
+        if not ids:
+            return {}
+        marks = ", ".join("?" for _ in ids)
+        rows = self._rows(f"SELECT id, body, scrubbed FROM change WHERE id IN ({marks})", ids)
+        return {r["id"]: (r["body"], bool(r["scrubbed"])) for r in rows}
+
+    @staticmethod
+    def _same(held: tuple[str, bool], change: dict[str, Any]) -> bool:
+        body, scrubbed = held
+        if body == change["body"]:
+            return True
+        if scrubbed:  # our copy lost its personal data; compare what is left
+            scrubbed_body = scrub_body(json.loads(change["body"]), change["entity_id"])
+            return encode_body(scrubbed_body) == body
+        return False
+
+    def _insert(self, fresh: list[dict[str, Any]]) -> None:
+        received = now_iso()
+        columns = (*CHANGE_FIELDS, "received_at")
+        row_marks = "(" + ", ".join("?" for _ in columns) + ")"
+        for start in range(0, len(fresh), 500):
+            chunk = fresh[start : start + 500]
+            params = [v for c in chunk for v in (*(c[f] for f in CHANGE_FIELDS), received)]
+            self._sql(
+                f"INSERT INTO change({', '.join(columns)}) VALUES "
+                + ", ".join(row_marks for _ in chunk),
+                params,
+            )
+
+    def _quarantine(self, store_id: str, change: dict[str, Any], reason: str) -> None:
+        self._sql(
+            "INSERT INTO quarantine(change_id, store_id, origin, origin_seq, body, reason, "
+            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (change["id"], store_id, change["origin"], change["origin_seq"], change["body"],
+             reason, now_iso()),
+        )  # fmt: skip
+
+    def _scrub(self, customer_id: str) -> None:
+        """Anonymization reaches central too: blank the customer in the stored changes."""
+        rows = self._rows(
+            "SELECT id, body FROM change WHERE entity_id = ? "
+            "AND kind IN ('customer.created', 'customer.updated')",
+            (customer_id,),
+        )
+        for row in rows:
+            scrubbed = encode_body(scrub_body(json.loads(row["body"]), customer_id))
+            self._sql("UPDATE change SET body = ?, scrubbed = 1 WHERE id = ?",
+                      (scrubbed, row["id"]))  # fmt: skip
+
+    # -- pull ----------------------------------------------------------------------------
+    def pull(self, after: int, limit: int, origin: str) -> dict[str, Any]:
+        """Others' changes after `after`, in commit order, up to the high mark read first."""
+        # Read the high mark first: every change at or below it is committed (see top).
+        high = self._rows("SELECT COALESCE(MAX(gseq), 0) AS high FROM change")[0]["high"]
+        columns = ", ".join(CHANGE_FIELDS)
+        rows = self._rows(
+            f"SELECT gseq, {columns} FROM change WHERE gseq > ? AND gseq <= ? AND origin <> ? "
+            "ORDER BY gseq LIMIT ?",
+            (after, high, origin, limit + 1),
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        page = [{**{f: r[f] for f in CHANGE_FIELDS}, "cursor": r["gseq"]} for r in rows]
+        # With nothing more to send, skip past this origin's own changes up to the high mark.
+        next_cursor = rows[-1]["gseq"] if more else high
+        return {"changes": page, "next": next_cursor, "more": more, "high": high}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "changes": self._rows("SELECT COUNT(*) AS n FROM change")[0]["n"],
+            "high": self._rows("SELECT COALESCE(MAX(gseq), 0) AS n FROM change")[0]["n"],
+            "stores": self._rows("SELECT COUNT(*) AS n FROM store")[0]["n"],
+            "quarantined": self._rows("SELECT COUNT(*) AS n FROM quarantine")[0]["n"],
+        }
