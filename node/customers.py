@@ -28,7 +28,9 @@ SORTS = {
     "total_spent": "c.total_spent",
     "loyalty_points": "c.loyalty_points",
 }
-DEFAULT_ORDER = {"name": "ASC", "created_at": "DESC", "total_spent": "DESC", "loyalty_points": "DESC"}
+DEFAULT_ORDER = {
+    "name": "ASC", "created_at": "DESC", "total_spent": "DESC", "loyalty_points": "DESC"
+}
 
 COLUMNS = (
     "c.id, c.name, c.email, c.phone, c.address, c.loyalty_points, c.total_spent, "

@@ -47,7 +47,8 @@ def now() -> datetime:
 
 def iso(moment: datetime) -> str:
     """RFC 3339 UTC with millisecond precision and a Z: sorts as text in time order."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def now_iso() -> str:

@@ -49,9 +49,19 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
     if not hlc.observe(change["hlc"], my_origin):
         report("clock_ahead", f"remote clock {change['hlc']} is far ahead of ours", change["id"])
     body = json.loads(change["body"])
+    if change["kind"] == "customer.updated" and _scrubbed(change["entity_id"]):
+        # An edit that lost the race to a deletion: keep the change, not the personal data.
+        change = {**change, "body": changes.encode_body(
+            changes.scrub_body(body, change["entity_id"]))}  # fmt: skip
     changes.insert_row("change_log", change)
     _apply_body(body, change)
     return "applied"
+
+
+def _scrubbed(customer_id: str) -> bool:
+    """Deleted (gone) or anonymized here."""
+    row = fetch_one("SELECT anonymized_at FROM customer WHERE id = ?", (customer_id,))
+    return row is None or row["anonymized_at"] is not None
 
 
 def _scrubbed_copy(held_body: str, change: dict[str, Any]) -> bool:

@@ -126,11 +126,14 @@ class CentralStore:
                     fresh.append(change)
                 # else: a gap; the node re-sends from acked_seq + 1
             if fresh:
+                fresh = [self._scrub_if_deleted(change) for change in fresh]
                 self._insert(fresh)
                 high += len(fresh)
                 self._sql("UPDATE origin SET high_seq = ? WHERE id = ?", (high, origin))
                 for change in fresh:
-                    if '"scrub"' in change["body"]:
+                    if change.get("scrubbed"):
+                        self._sql("UPDATE change SET scrubbed = 1 WHERE id = ?", (change["id"],))
+                    if change["kind"] in ("customer.deleted", "customer.anonymized"):
                         self._scrub(change["entity_id"])
         return {"acked_seq": high, "conflicts": conflicts}
 
@@ -173,6 +176,20 @@ class CentralStore:
                 + ", ".join(row_marks for _ in chunk),
                 params,
             )
+
+    def _scrub_if_deleted(self, change: dict[str, Any]) -> dict[str, Any]:
+        """An edit that arrives after its customer's deletion is stored without personal data."""
+        if change["kind"] != "customer.updated":
+            return change
+        deleted = self._rows(
+            "SELECT 1 AS x FROM change WHERE entity_id = ? "
+            "AND kind IN ('customer.deleted', 'customer.anonymized')",
+            (change["entity_id"],),
+        )
+        if not deleted:
+            return change
+        body = scrub_body(json.loads(change["body"]), change["entity_id"])
+        return {**change, "body": encode_body(body), "scrubbed": True}
 
     def _quarantine(self, store_id: str, change: dict[str, Any], reason: str) -> None:
         self._sql(

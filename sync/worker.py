@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from aiohttp import web
@@ -65,7 +65,42 @@ class SyncState:
     running: bool = False
 
 
+class Transport(Protocol):
+    """How a round reaches central: HTTP in production, a faulty fake in the simulation."""
+
+    async def push(self, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+    async def pull(self, after: int, limit: int, origin: str) -> dict[str, Any]: ...
+
+
+class HttpTransport:
+    """The /sync/v1 wire protocol over one aiohttp session, gzip both ways."""
+
+    def __init__(self, http: aiohttp.ClientSession, central_url: str) -> None:
+        self.http = http
+        self.central_url = central_url
+
+    async def push(self, payload: dict[str, Any]) -> dict[str, Any]:
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        url = self.central_url + PUSH_PATH
+        async with self.http.post(url, data=gzip_json(payload), headers=headers) as response:
+            body = await response.json(content_type=None)
+            if response.status != 200:
+                raise CentralUnreachable(f"push refused ({response.status}): {body.get('detail')}")
+            return body
+
+    async def pull(self, after: int, limit: int, origin: str) -> dict[str, Any]:
+        params = {"after": str(after), "limit": str(limit), "origin": origin}
+        async with self.http.get(self.central_url + PULL_PATH, params=params) as response:
+            body = await response.json(content_type=None)
+            if response.status != 200:
+                raise CentralUnreachable(f"pull refused ({response.status}): {body.get('detail')}")
+            return body
+
+
 class SyncWorker:
+    """Rounds against one central node over HTTP, remembering how the last one went."""
+
     def __init__(self, central_url: str, token: str, timeout: float = 30.0) -> None:
         self.central_url = central_url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {token}"}
@@ -95,10 +130,8 @@ class SyncWorker:
         self.state.running = True
         try:
             async with aiohttp.ClientSession(timeout=self.timeout, headers=self.headers) as http:
-                result = RoundResult()
-                await self._push_all(http, result)
-                await self._pull_all(http, result)
-        except (aiohttp.ClientError, TimeoutError, CentralUnreachable) as exc:
+                result = await sync_round(HttpTransport(http, self.central_url), self.state)
+        except (aiohttp.ClientError, TimeoutError, ValueError, CentralUnreachable) as exc:
             self.state.last_error = f"{type(exc).__name__}: {exc}"
             raise CentralUnreachable(self.state.last_error) from exc
         finally:
@@ -107,95 +140,94 @@ class SyncWorker:
         self.state.last_error = None
         return result
 
-    async def _post(self, http: aiohttp.ClientSession, payload: Any) -> dict[str, Any]:
-        async with http.post(self.central_url + PUSH_PATH, data=gzip_json(payload),
-                             headers={"Content-Encoding": "gzip",
-                                      "Content-Type": "application/json"}) as response:  # fmt: skip
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                raise CentralUnreachable(f"push refused ({response.status}): {body.get('detail')}")
-            return body
 
-    async def _push_all(self, http: aiohttp.ClientSession, result: RoundResult) -> None:
-        origin = changes.origin_id()
-        acked = int(get_meta(ACKED) or 0)
-        while True:
-            unsent = fetch_all(
-                "SELECT id, origin, origin_seq, hlc, kind, entity_id, body, recorded_at "
-                "FROM change_log WHERE origin = ? AND origin_seq > ? ORDER BY origin_seq LIMIT ?",
-                (origin, acked, MAX_BATCH_CHANGES),
-            )
-            batch = batches(unsent)[0] if unsent else []
-            answer = await self._post(http, {"origin": origin, "changes": batch})
-            central = answer["acked_seq"]
-            result.conflicts += len(answer.get("conflicts", []))
-            local_high = self._local_high(origin)
-            if central > local_high:
-                origin, acked = self._take_new_identity(origin, acked), 0
-                result.notes.append("restored from an older backup: took a new origin identity")
-                continue
-            if central < acked:
-                result.notes.append(f"central holds only up to {central}: re-sending")
-            elif central == acked and batch:
-                raise CentralUnreachable("central accepted none of the batch (see its quarantine)")
-            result.pushed += max(0, central - acked)
-            acked = central
-            with database.atomic():
-                set_meta(ACKED, str(acked))
-            if acked >= local_high:
-                return
+async def sync_round(transport: Transport, state: SyncState | None = None) -> RoundResult:
+    """Push everything unsent, then pull until caught up."""
+    result = RoundResult()
+    await push_all(transport, result)
+    await pull_all(transport, result, state)
+    return result
 
-    @staticmethod
-    def _local_high(origin: str) -> int:
-        row = fetch_one(
-            "SELECT COALESCE(MAX(origin_seq), 0) AS n FROM change_log WHERE origin = ?", (origin,)
+
+async def push_all(transport: Transport, result: RoundResult) -> None:
+    """Send changes after the acknowledged sequence until central holds them all."""
+    origin = changes.origin_id()
+    acked = int(get_meta(ACKED) or 0)
+    while True:
+        unsent = fetch_all(
+            "SELECT id, origin, origin_seq, hlc, kind, entity_id, body, recorded_at "
+            "FROM change_log WHERE origin = ? AND origin_seq > ? ORDER BY origin_seq LIMIT ?",
+            (origin, acked, MAX_BATCH_CHANGES),
         )
-        return row["n"]
-
-    @staticmethod
-    def _take_new_identity(old: str, acked: int) -> str:
-        """Re-stamp changes central has not acknowledged under a fresh origin id."""
-        new = uuid7()
+        batch = batches(unsent)[0] if unsent else []
+        answer = await transport.push({"origin": origin, "changes": batch})
+        central = answer["acked_seq"]
+        result.conflicts += len(answer.get("conflicts", []))
+        local_high = _local_high(origin)
+        if central > local_high:
+            origin, acked = _take_new_identity(origin, acked), 0
+            result.notes.append("restored from an older backup: took a new origin identity")
+            continue
+        if central < acked:
+            result.notes.append(f"central holds only up to {central}: re-sending")
+        elif central == acked and batch:
+            raise CentralUnreachable("central accepted none of the batch (see its quarantine)")
+        result.pushed += max(0, central - acked)
+        acked = central
         with database.atomic():
-            pending = fetch_all(
-                "SELECT id FROM change_log WHERE origin = ? AND origin_seq > ? "
-                "ORDER BY origin_seq",
-                (old, acked),
-            )
-            for seq, row in enumerate(pending, start=1):
-                database.execute_sql(
-                    "UPDATE change_log SET origin = ?, origin_seq = ? WHERE id = ?",
-                    (new, seq, row["id"]),
-                )
-            set_meta("origin_id", new)
-            set_meta("previous_origin_ids", json.dumps([*changes.previous_origins(), old]))
-            set_meta(ACKED, "0")
-        log.warning("central holds changes of origin %s this node lacks: restored from a "
-                    "backup; continuing as origin %s", old, new)  # fmt: skip
-        return new
+            set_meta(ACKED, str(acked))
+        if acked >= local_high:
+            return
 
-    async def _pull_all(self, http: aiohttp.ClientSession, result: RoundResult) -> None:
-        origin = changes.origin_id()
-        cursor = int(get_meta(CURSOR) or 0)
-        while True:
-            params = {"after": str(cursor), "limit": str(PULL_PAGE), "origin": origin}
-            async with http.get(self.central_url + PULL_PATH, params=params) as response:
-                page = await response.json(content_type=None)
-                if response.status != 200:
-                    raise CentralUnreachable(f"pull refused ({response.status})")
-            self.state.central_high = page["high"]
-            if page["high"] < cursor:
-                # Central was restored from an older backup: read it all again (ids dedupe).
-                result.notes.append("central is behind our cursor: re-reading from the start")
-                cursor = 0
-                continue
-            applied, conflicts = apply_page(page["changes"], page["next"], origin)
-            result.pulled += len(page["changes"])
-            result.applied += applied
-            result.conflicts += conflicts
-            cursor = page["next"]
-            if not page["more"]:
-                return
+
+def _local_high(origin: str) -> int:
+    row = fetch_one(
+        "SELECT COALESCE(MAX(origin_seq), 0) AS n FROM change_log WHERE origin = ?", (origin,)
+    )
+    return row["n"]
+
+
+def _take_new_identity(old: str, acked: int) -> str:
+    """Re-stamp changes central has not acknowledged under a fresh origin id."""
+    new = uuid7()
+    with database.atomic():
+        pending = fetch_all(
+            "SELECT id FROM change_log WHERE origin = ? AND origin_seq > ? ORDER BY origin_seq",
+            (old, acked),
+        )
+        for seq, row in enumerate(pending, start=1):
+            database.execute_sql(
+                "UPDATE change_log SET origin = ?, origin_seq = ? WHERE id = ?",
+                (new, seq, row["id"]),
+            )
+        set_meta("origin_id", new)
+        set_meta("previous_origin_ids", json.dumps([*changes.previous_origins(), old]))
+        set_meta(ACKED, "0")
+    log.warning("central holds changes of origin %s this node lacks: restored from a "
+                "backup; continuing as origin %s", old, new)  # fmt: skip
+    return new
+
+
+async def pull_all(transport: Transport, result: RoundResult, state: SyncState | None) -> None:
+    """Apply pages of others' changes, each with its cursor, until caught up."""
+    origin = changes.origin_id()
+    cursor = int(get_meta(CURSOR) or 0)
+    while True:
+        page = await transport.pull(cursor, PULL_PAGE, origin)
+        if state is not None:
+            state.central_high = page["high"]
+        if page["high"] < cursor:
+            # Central was restored from an older backup: read it all again (ids dedupe).
+            result.notes.append("central is behind our cursor: re-reading from the start")
+            cursor = 0
+            continue
+        applied, conflicts = apply_page(page["changes"], page["next"], origin)
+        result.pulled += len(page["changes"])
+        result.applied += applied
+        result.conflicts += conflicts
+        cursor = page["next"]
+        if not page["more"]:
+            return
 
 
 def apply_page(page: list[dict[str, Any]], next_cursor: int, origin: str) -> tuple[int, int]:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,3 +162,19 @@ def node(node_env: dict[str, str], tmp_path: Path) -> Iterator[NodeProcess]:
     if process.proc.poll() is None:
         process.proc.kill()
         process.proc.wait()
+
+
+def call(node: NodeProcess, method: str, path: str, body: dict | None = None,
+         token: str | None = None) -> tuple[int, object]:  # fmt: skip
+    request = urllib.request.Request(
+        node.url + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Authorization": f"Bearer {token or node.token}",
+                 "Content-Type": "application/json"},
+    )  # fmt: skip
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())

@@ -118,7 +118,8 @@ async def post_sale(request: web.Request) -> web.Response:
     """Record a purchase: points, totals and, on account, the ledger debit."""
 
     def write(body: Any) -> tuple[int, Any]:
-        fields = v.parse_body(body, SALE_FIELDS, required=["customer_id", "total", "payment_method"])
+        required = ["customer_id", "total", "payment_method"]
+        fields = v.parse_body(body, SALE_FIELDS, required=required)
         sale = sales.record_sale(
             fields["customer_id"],
             fields["total"],

@@ -111,7 +111,8 @@ PROBLEM = obj({
 
 SCHEMAS: dict[str, Any] = {
     "Customer": obj(CUSTOMER_PROPS),
-    "CustomerDetail": obj({**CUSTOMER_PROPS, "recent_purchases": {"type": "array", "items": PURCHASE}}),
+    "CustomerDetail": obj({**CUSTOMER_PROPS,
+                           "recent_purchases": {"type": "array", "items": PURCHASE}}),
     "CustomerInput": CUSTOMER_INPUT,
     "LedgerEntry": ENTRY,
     "LedgerEntryInput": obj({
@@ -187,8 +188,8 @@ PAGE = param("page", "query", {"type": "integer", "minimum": 1, "default": 1}, "
 
 
 def limit(default: int) -> dict:
-    return param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100,
-                                    "default": default}, "items per page (at most 100)")  # fmt: skip
+    schema = {"type": "integer", "minimum": 1, "maximum": 100, "default": default}
+    return param("limit", "query", schema, "items per page (at most 100)")
 
 
 PERIOD = [
@@ -213,7 +214,8 @@ def ok(schema: dict, status: int = 200, desc: str = "OK", headers: dict | None =
 
 
 ERRORS = {
-    str(code): {"description": text, "content": {"application/problem+json": {"schema": ref("Problem")}}}
+    str(code): {"description": text,
+                "content": {"application/problem+json": {"schema": ref("Problem")}}}
     for code, text in [(400, "bad request"), (401, "missing or invalid token"),
                        (403, "role may not do this"), (404, "not found"),
                        (409, "conflict (credit limit, points, duplicate)"), (413, "body too large"),

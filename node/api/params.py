@@ -37,7 +37,8 @@ async def read_json(request: web.Request, allow_empty: bool = False) -> Any:
 def path_id(request: web.Request, name: str = "id") -> str:
     value = parse_uuid(request.match_info[name])
     if value is None:
-        raise Malformed([(name, "must be a UUID")], f"'{request.match_info[name]}' is not a valid id")
+        detail = f"'{request.match_info[name]}' is not a valid id"
+        raise Malformed([(name, "must be a UUID")], detail)
     return value
 
 

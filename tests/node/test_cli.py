@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import sqlite3
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import NodeProcess, shopnode, start_node
-
-
-def call(node: NodeProcess, method: str, path: str, body: dict | None = None,
-         token: str | None = None) -> tuple[int, object]:  # fmt: skip
-    request = urllib.request.Request(
-        node.url + path,
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Authorization": f"Bearer {token or node.token}",
-                 "Content-Type": "application/json"},
-    )  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+from tests.conftest import call, shopnode, start_node
 
 
 def test_first_start_prints_an_owner_token_once_and_data_survives_restart(node, tmp_path):
