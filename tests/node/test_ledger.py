@@ -147,7 +147,12 @@ async def test_from_to_filters_with_rfc3339_times_are_inclusive(api):
 
 @pytest.mark.parametrize(
     "query",
-    ["from=yesterday", "to=2025-13-01", "from=2025-05-18T10:00:00", "from=2025-05-19&to=2025-05-18"],
+    [
+        "from=yesterday",
+        "to=2025-13-01",
+        "from=2025-05-18T10:00:00",
+        "from=2025-05-19&to=2025-05-18",
+    ],
 )
 async def test_bad_from_to_is_422(api, query):
     customer = await api.customer()
@@ -357,7 +362,7 @@ async def test_bad_amount_is_refused_and_nothing_recorded(api, kind, amount):
 @pytest.mark.parametrize("raw", BAD_RAW_AMOUNTS)
 async def test_bad_raw_json_amount_is_refused(api, raw):
     customer = await api.customer()
-    data = '{"type": "credit", "amount": %s}' % raw
+    data = '{"type": "credit", "amount": ' + raw + "}"
     response = await api.post(
         ledger_path(customer["id"]), data=data, headers={"Content-Type": "application/json"}
     )

@@ -69,8 +69,8 @@ def test_offline_sale_and_payment_converge_on_every_node(shops: Shops, tmp_path:
     status = get(a, "/api/v1/sync/status")
     assert status["push_queue_depth"] == 1 and status["oldest_unsent_age_seconds"] >= 0
     # Central comes back on the same database and port.
-    restarted = start_central({**central.env, "SHOPNODE_CENTRAL_PORT": central.url.rsplit(":", 1)[1]},
-                              central.log)  # fmt: skip
+    port = central.url.rsplit(":", 1)[1]
+    restarted = start_central({**central.env, "SHOPNODE_CENTRAL_PORT": port}, central.log)
     shops.central.proc = restarted.proc
     synced(a, b, c, a, b)
     views = {money_view(n, cid) for n in (a, b, c)}
@@ -149,8 +149,11 @@ def money_view_raw(db: Path, customer_id: str) -> tuple:
 
 def raw_push(central: Central, token: str, payload: dict) -> tuple[int, dict]:
     request = urllib.request.Request(
-        central.url + "/sync/v1/push", method="POST", data=gzip.compress(json.dumps(payload).encode()),
-        headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip"})  # fmt: skip
+        central.url + "/sync/v1/push",
+        method="POST",
+        data=gzip.compress(json.dumps(payload).encode()),
+        headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
