@@ -60,6 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
     sync = commands.add_parser("sync", parents=[common], help="one sync round now")
     sync.set_defaults(run=run_sync)
 
+    importing = commands.add_parser("import", parents=[common], help="import CSV")
+    import_what = importing.add_subparsers(dest="what", required=True, metavar="WHAT")
+    import_customers = import_what.add_parser("customers", parents=[common],
+                                              help="customers from CSV")  # fmt: skip
+    import_customers.add_argument("file", type=Path)
+    import_customers.set_defaults(run=run_import_customers)
+    exporting = commands.add_parser("export", parents=[common], help="export CSV")
+    export_what = exporting.add_subparsers(dest="what", required=True, metavar="WHAT")
+    for what in ("customers", "ledger"):
+        export = export_what.add_parser(what, parents=[common], help=f"{what} to CSV")
+        export.add_argument("file", type=Path)
+        export.set_defaults(run=run_export, what=what)
+
     backup = commands.add_parser("backup", parents=[common], help="online backup of the db")
     backup.add_argument("file", type=Path)
     backup.set_defaults(run=run_backup)
@@ -115,6 +128,29 @@ def run_token_revoke(config: Config, args: argparse.Namespace) -> int:
     open_node_database(config)
     tokens.revoke_token(args.name)
     print(f"revoked token {args.name!r}")
+    return 0
+
+
+def run_import_customers(config: Config, args: argparse.Namespace) -> int:
+    from node import csvio
+
+    open_node_database(config)
+    report = csvio.import_customers(args.file, csvio.terminal_progress("importing"))
+    for row in report["rejected"]:
+        print(f"row {row['row']}: rejected: {row['reason']}", file=sys.stderr)
+    print(f"imported {report['imported']}, already present {report['skipped']}, "
+          f"rejected {len(report['rejected'])}")  # fmt: skip
+    return 1 if report["rejected"] else 0
+
+
+def run_export(config: Config, args: argparse.Namespace) -> int:
+    from node import csvio
+
+    open_node_database(config)
+    export = csvio.export_customers if args.what == "customers" else csvio.export_ledger
+    count = export(args.file, csvio.terminal_progress("exporting"))
+    print(f"exported {count} {'customers' if args.what == 'customers' else 'ledger entries'} "
+          f"to {args.file}")  # fmt: skip
     return 0
 
 

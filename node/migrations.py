@@ -155,7 +155,15 @@ V3_SYNC = [
         created_at TEXT NOT NULL)""",
 ]
 
-MIGRATIONS: list[list[str]] = [V1_FOUNDATION, V2_MONEY, V3_SYNC]
+V4_IMPORT = [
+    # One row per imported CSV row, so re-running an import imports nothing twice.
+    """CREATE TABLE import_mark (
+        fingerprint TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        imported_at TEXT NOT NULL)""",
+]
+
+MIGRATIONS: list[list[str]] = [V1_FOUNDATION, V2_MONEY, V3_SYNC, V4_IMPORT]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
