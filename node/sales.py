@@ -53,17 +53,18 @@ def list_sales(customer_id: str, page: int, limit: int) -> tuple[list[dict[str, 
 def next_receipt_number() -> str:
     """REC-YYYYMMDD-NNN: the day's next number in this shop (NNN grows past 999)."""
     prefix = now().strftime("REC-%Y%m%d-")
-    # A range on the unique index: "REC-20250518-" <= r < "REC-20250518." ('.' follows '-').
     origins = changes.shop_origins()
     marks = ", ".join("?" for _ in origins)
-    rows = fetch_all(
+    # A range on the (origin, receipt_number) index: "REC-20250518-" <= r < "REC-20250518."
+    # ('.' follows '-'); the longest, then greatest, number is the highest.
+    row = fetch_one(
         f"SELECT receipt_number FROM sale WHERE origin IN ({marks}) AND receipt_number >= ? "
-        "AND receipt_number < ?",
-        (*origins, prefix, prefix[:-1] + "."),
+        "AND receipt_number < ? AND substr(receipt_number, ?) NOT GLOB '*[^0-9]*' "
+        "ORDER BY length(receipt_number) DESC, receipt_number DESC LIMIT 1",
+        (*origins, prefix, prefix[:-1] + ".", len(prefix) + 1),
     )
-    numbers = [int(r["receipt_number"][len(prefix) :]) for r in rows
-               if r["receipt_number"][len(prefix) :].isdigit()]  # fmt: skip
-    return f"{prefix}{max(numbers, default=0) + 1:03d}"
+    last = int(row["receipt_number"][len(prefix) :]) if row else 0
+    return f"{prefix}{last + 1:03d}"
 
 
 def receipt_taken(receipt_number: str) -> bool:
