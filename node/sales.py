@@ -59,9 +59,10 @@ def next_receipt_number() -> str:
     # ('.' follows '-'); the longest, then greatest, number is the highest.
     row = fetch_one(
         f"SELECT receipt_number FROM sale WHERE origin IN ({marks}) AND receipt_number >= ? "
-        "AND receipt_number < ? AND substr(receipt_number, ?) NOT GLOB '*[^0-9]*' "
+        "AND receipt_number < ? AND substr(receipt_number, ?) GLOB '[0-9]*' "
+        "AND substr(receipt_number, ?) NOT GLOB '*[^0-9]*' "
         "ORDER BY length(receipt_number) DESC, receipt_number DESC LIMIT 1",
-        (*origins, prefix, prefix[:-1] + ".", len(prefix) + 1),
+        (*origins, prefix, prefix[:-1] + ".", len(prefix) + 1, len(prefix) + 1),
     )
     last = int(row["receipt_number"][len(prefix) :]) if row else 0
     return f"{prefix}{last + 1:03d}"
