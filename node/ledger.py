@@ -15,6 +15,7 @@ from node.customers import find_customer
 from node.db import fetch_all, fetch_one
 from node.errors import Conflict, NotFound
 from node.ids import now_iso, uuid7
+from node.periods import period_filter
 from node.settings import get_settings
 
 ENTRY_COLUMNS = "id, type, amount, description, reference_id, reverses_id, created_at"
@@ -137,14 +138,8 @@ def list_entries(
 ) -> tuple[list[dict[str, Any]], int]:
     """Entries newest first within [lower, upper), each with its running balance."""
     find_customer(customer_id)
-    where, params = ["1 = 1"], [customer_id]
-    if lower:
-        where.append("created_at >= ?")
-        params.append(lower)
-    if upper:
-        where.append("created_at < ?")
-        params.append(upper)
-    condition = " AND ".join(where)
+    condition, bounds = period_filter(lower, upper)
+    params = [customer_id, *bounds]
     total = fetch_one(f"SELECT COUNT(*) AS n FROM ({_RUNNING}) WHERE {condition}", params)["n"]
     rows = fetch_all(
         f"SELECT * FROM ({_RUNNING}) WHERE {condition} "

@@ -36,3 +36,15 @@ def period(start: str | None, end: str | None) -> tuple[str | None, str | None]:
     if lower and upper and lower >= upper:
         raise Invalid([("from", "must not be after 'to'")])
     return lower, upper
+
+
+def period_filter(lower: str | None, upper: str | None) -> tuple[str, list[str]]:
+    """SQL condition on created_at for bounds from period(): (condition, params)."""
+    where, params = ["1 = 1"], []
+    if lower:
+        where.append("created_at >= ?")
+        params.append(lower)
+    if upper:
+        where.append("created_at < ?")
+        params.append(upper)
+    return " AND ".join(where), params

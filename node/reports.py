@@ -7,6 +7,7 @@ from typing import Any
 
 from node.db import fetch_all, fetch_one
 from node.ids import now
+from node.periods import period_filter
 from node.settings import get_settings
 
 BUCKETS = (("0-30", 30), ("31-60", 60), ("61-90", 90), ("90+", None))
@@ -84,19 +85,13 @@ def loyalty_report(lower: str | None, upper: str | None) -> dict[str, Any]:
     """Points outstanding now and their money value; points moved in the period."""
     settings = get_settings()
     outstanding = fetch_one("SELECT COALESCE(SUM(loyalty_points), 0) AS n FROM customer")["n"]
-    where, params = ["1 = 1"], []
-    if lower:
-        where.append("created_at >= ?")
-        params.append(lower)
-    if upper:
-        where.append("created_at < ?")
-        params.append(upper)
+    condition, params = period_filter(lower, upper)
     moved = {
         row["kind"]: row
         for row in fetch_all(
             "SELECT kind, SUM(CASE WHEN points > 0 THEN points ELSE 0 END) AS added, "
             "SUM(CASE WHEN points < 0 THEN -points ELSE 0 END) AS removed FROM loyalty_event "
-            f"WHERE {' AND '.join(where)} GROUP BY kind",
+            f"WHERE {condition} GROUP BY kind",
             params,
         )
     }
