@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import peewee
 from aiohttp import web
 
 from node import db, tokens
+from node.api.keys import HEALTH
 from node.config import Config, ConfigError, load_config
-from node.errors import DomainError
+from node.errors import DomainError, NotFound
 from node.migrations import SchemaTooNew
 
 log = logging.getLogger("shopnode")
+
+BOT_TOKEN_NAME = "telegram-bot"
 
 # aiohttp waits this long for in-flight requests on shutdown before closing them.
 SHUTDOWN_TIMEOUT = 10.0
@@ -56,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_store = central_commands.add_parser("add-store", parents=[common], help="register a store")
     add_store.add_argument("--name", required=True)
     add_store.set_defaults(run=run_central_add_store)
+
+    bot = commands.add_parser("bot", parents=[common], help="run the Telegram bot alone")
+    bot.set_defaults(run=run_bot)
 
     sync = commands.add_parser("sync", parents=[common], help="one sync round now")
     sync.set_defaults(run=run_sync)
@@ -187,7 +194,44 @@ def run_serve(config: Config, args: argparse.Namespace) -> int:
     from node.api.app import create_app  # the HTTP stack loads only for serve
 
     app = create_app(config, extensions=serve_extensions(config))
-    asyncio.run(serve_until_signalled(app, config.api.host, config.api.port))
+    on_ready = [lambda url: bot_in_node(config, url, app)] if config.bot.token else []
+    asyncio.run(serve_until_signalled(app, config.api.host, config.api.port, on_ready))
+    return 0
+
+
+@contextlib.asynccontextmanager
+async def bot_in_node(config: Config, node_url: str, app: web.Application) -> AsyncIterator[None]:
+    """The Telegram bot in the node's loop: an API client with its own owner token."""
+    from bot import bot_running, from_config
+
+    # A fresh token per run, revoked at exit (and first, if a crash left one behind).
+    with contextlib.suppress(NotFound):
+        tokens.revoke_token(BOT_TOKEN_NAME)
+    secret = tokens.create_token(BOT_TOKEN_NAME, "owner")
+    settings = from_config(config, node_url=node_url, node_token=secret)
+    try:
+        async with bot_running(settings) as runner:
+            app[HEALTH]["bot"] = lambda: {"state": runner.state}
+            yield
+    finally:
+        with contextlib.suppress(NotFound):
+            tokens.revoke_token(BOT_TOKEN_NAME)
+
+
+def run_bot(config: Config, args: argparse.Namespace) -> int:
+    """`shopnode bot`: the Telegram bot alone, against a node's HTTP API."""
+    from bot import TokenRejected, from_config, run_bot_forever
+
+    bot_settings = from_config(config)
+    if not bot_settings.token:
+        raise ConfigError("bot.token: not set; create a bot with BotFather and put its token here")
+    if not bot_settings.node_url or not bot_settings.node_token:
+        raise ConfigError("bot.node_url/bot.node_token: both must be set for `shopnode bot`")
+    try:
+        asyncio.run(run_bot_forever(bot_settings))
+    except TokenRejected as exc:
+        print(f"shopnode: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -237,21 +281,39 @@ def run_central_add_store(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
-async def serve_until_signalled(app: web.Application, host: str, port: int) -> None:
+async def serve_until_signalled(
+    app: web.Application,
+    host: str,
+    port: int,
+    on_ready: list[Callable[[str], contextlib.AbstractAsyncContextManager]] = (),
+) -> None:
+    """Serve until SIGTERM/SIGINT; `on_ready` contexts get the node's own URL once it listens."""
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # port 0 = any
-    log.info("listening on http://%s:%s", host, bound)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: finishing in-flight requests")
-    await runner.cleanup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        bound = site._server.sockets[0].getsockname()[1] if site._server else port  # port 0
+        log.info("listening on http://%s:%s", host, bound)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with contextlib.AsyncExitStack() as stack:
+            for start in on_ready:
+                await stack.enter_async_context(start(f"http://{local_host(host)}:{bound}"))
+            await stop.wait()
+            log.info("stopping: finishing in-flight requests")
+    finally:
+        await runner.cleanup()
     log.info("stopped")
+
+
+def local_host(host: str) -> str:
+    """How this process reaches its own listening socket."""
+    if host in ("", "0.0.0.0", "::"):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
 
 
 if __name__ == "__main__":

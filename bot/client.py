@@ -1,0 +1,173 @@
+"""The node's /api/v1 as the bot sees it: a few calls, and every failure as a friendly sentence."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+
+from bot.texts import sentence
+
+# Settings change rarely (currency, point value); reading them once per command is wasteful.
+SETTINGS_TTL_SECONDS = 30.0
+TIMEOUT = aiohttp.ClientTimeout(total=15, connect=5)
+LEDGER_PAGE_LIMIT = 100  # the API's cap
+
+
+class NodeError(Exception):
+    """A request the node refused or could not answer; `message` is fit to show the user."""
+
+    def __init__(self, message: str, status: int = 0, problem: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.problem = problem or {}
+
+    @property
+    def retryable(self) -> bool:
+        """True when the outcome is unknown or temporary, so the same request may be resent."""
+        return self.status == 0 or self.status >= 500
+
+
+class NodeClient:
+    """HTTP client for one node, authenticated with the bot's own API token."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        self._base = base_url.rstrip("/") + "/api/v1"
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._session: aiohttp.ClientSession | None = None
+        self._settings: tuple[float, dict[str, Any]] | None = None
+
+    async def __aenter__(self) -> NodeClient:
+        self._session = aiohttp.ClientSession(timeout=TIMEOUT, headers=self._headers)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # Reads
+
+    async def search_customers(self, query: str, limit: int = 10) -> tuple[list[dict], int]:
+        """Customers whose name, phone or email contains `query`, and how many match in all."""
+        params = {"search": query, "limit": str(limit), "sort": "name", "order": "ASC"}
+        body, headers = await self._request("GET", "/customers", params=params)
+        total = headers.get("X-Total-Count", "")
+        return body, int(total) if total.isdigit() else len(body)
+
+    async def customer(self, customer_id: str) -> dict[str, Any]:
+        body, _ = await self._request("GET", f"/customers/{customer_id}")
+        return body
+
+    async def ledger(self, customer_id: str, limit: int = 10, page: int = 1) -> list[dict]:
+        """Ledger entries, newest first."""
+        params = {"limit": str(limit), "page": str(page)}
+        body, _ = await self._request("GET", f"/customers/{customer_id}/ledger", params=params)
+        return body
+
+    async def whole_ledger(self, customer_id: str, max_pages: int = 1000) -> list[dict]:
+        """Every ledger entry of a customer, newest first."""
+        entries: list[dict] = []
+        for page in range(1, max_pages + 1):
+            batch = await self.ledger(customer_id, limit=LEDGER_PAGE_LIMIT, page=page)
+            entries.extend(batch)
+            if len(batch) < LEDGER_PAGE_LIMIT:
+                break
+        return entries
+
+    async def settings(self) -> dict[str, Any]:
+        """Vendor settings (currency, point value), cached for a short while."""
+        now = time.monotonic()
+        if self._settings is None or now - self._settings[0] > SETTINGS_TTL_SECONDS:
+            body, _ = await self._request("GET", "/settings")
+            self._settings = (now, body)
+        return self._settings[1]
+
+    async def receivables(self, limit: int = 10) -> dict[str, Any]:
+        body, _ = await self._request("GET", "/reports/receivables", params={"limit": str(limit)})
+        return body
+
+    # Writes: each carries an Idempotency-Key so a resend records nothing twice
+
+    async def record_ledger_entry(
+        self, customer_id: str, kind: str, amount: int, description: str, key: str
+    ) -> dict[str, Any]:
+        """Post a payment received (kind "credit") or a manual debit."""
+        payload = {"type": kind, "amount": amount, "description": description}
+        body, _ = await self._request(
+            "POST", f"/customers/{customer_id}/ledger", json=payload, key=key
+        )
+        return body
+
+    async def record_account_sale(self, customer_id: str, total: int, key: str) -> dict[str, Any]:
+        """A purchase on account: the node writes the ledger debit and awards points."""
+        payload = {"customer_id": customer_id, "total": total, "payment_method": "account"}
+        body, _ = await self._request("POST", "/sales", json=payload, key=key)
+        return body
+
+    async def redeem_points(self, customer_id: str, points: int, key: str) -> dict[str, Any]:
+        body, _ = await self._request(
+            "POST", f"/customers/{customer_id}/loyalty/redeem", json={"points": points}, key=key
+        )
+        return body
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        json: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> tuple[Any, Any]:
+        if self._session is None:
+            raise RuntimeError("NodeClient is used outside `async with`")
+        headers = {"Idempotency-Key": key} if key else None
+        try:
+            async with self._session.request(
+                method, self._base + path, params=params, json=json, headers=headers
+            ) as response:
+                body = await _read_json(response)
+                if response.status >= 400:
+                    raise problem_error(response.status, body)
+                return body, response.headers
+        except (TimeoutError, aiohttp.ClientConnectionError):
+            raise NodeError(
+                "I can't reach the shop node right now. Please try again in a moment."
+            ) from None
+        except aiohttp.ClientError:
+            raise NodeError("The shop node sent an answer I don't understand.") from None
+
+
+async def _read_json(response: aiohttp.ClientResponse) -> Any:
+    try:
+        return await response.json(content_type=None)
+    except ValueError:
+        return None
+
+
+def problem_error(status: int, problem: Any) -> NodeError:
+    """Turn a problem+json answer into a sentence for the chat, never a traceback."""
+    problem = problem if isinstance(problem, dict) else {}
+    detail = sentence(problem.get("detail") or "")
+    if status == 401:
+        message = "The shop node did not accept the bot's API token ([bot] node_token)."
+    elif status == 403:
+        message = "The shop node does not allow the bot to do that."
+    elif status == 404:
+        message = "That customer no longer exists."
+    elif status in (409, 422) and detail:
+        message = detail
+    elif status == 422:
+        errors = problem.get("errors") or []
+        parts = [f"{e.get('field')}: {e.get('message')}" for e in errors if isinstance(e, dict)]
+        message = sentence("; ".join(parts)) or "The shop node rejected that request."
+    elif status == 429:
+        message = "The shop node is busy. Please try again in a moment."
+    elif status >= 500:
+        message = "The shop node had a problem finishing that. Please try again in a moment."
+    else:
+        message = detail or "The shop node rejected that request."
+    return NodeError(message, status, problem)

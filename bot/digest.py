@@ -1,0 +1,53 @@
+"""The daily digest: at `[bot] digest_time` owners get who owes most and for how long."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from telegram.error import TelegramError
+from telegram.ext import Application, ContextTypes
+from tzlocal import get_localzone
+
+from bot.client import NodeError
+from bot.context import shop
+from bot.texts import dues_text
+
+log = logging.getLogger(__name__)
+
+JOB_NAME = "daily-digest"
+DIGEST_SHOWN = 10
+
+
+def schedule_digest(app: Application) -> None:
+    """Run the digest every day at the configured local time; nothing when it is off."""
+    digest_time = shop(app).settings.digest_time
+    if not digest_time:
+        return
+    if app.job_queue is None:
+        log.warning("bot.digest_time is set but the job queue (APScheduler) is unavailable")
+        return
+    at = datetime.strptime(digest_time, "%H:%M").time()
+    # misfire_grace_time: a digest an hour late (machine asleep) beats no digest.
+    app.job_queue.run_daily(
+        send_digest,
+        time=at.replace(tzinfo=get_localzone()),
+        name=JOB_NAME,
+        job_kwargs={"misfire_grace_time": 3600},
+    )
+
+
+async def send_digest(context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Send today's dues to every owner."""
+    the_shop = shop(context)
+    try:
+        report = await the_shop.node.receivables(limit=DIGEST_SHOWN)
+    except NodeError as err:
+        log.warning("daily digest skipped: the node did not answer (%s)", err.status or "down")
+        return
+    text = "Daily digest\n" + dues_text(report)
+    for owner in sorted(the_shop.settings.owners):
+        try:
+            await context.bot.send_message(owner, text)
+        except TelegramError as exc:
+            log.warning("daily digest not delivered to an owner: %s", type(exc).__name__)

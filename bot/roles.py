@@ -1,0 +1,106 @@
+"""Who may use the bot and for what: owners, staff, and a closed door for everyone else."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from telegram import Update
+from telegram.constants import ChatType
+from telegram.ext import ApplicationHandlerStop, ContextTypes
+
+from bot.actions import DEBIT, STATEMENT
+from bot.context import shop
+from bot.settings import BotSettings
+
+log = logging.getLogger(__name__)
+
+OWNER, STAFF = "owner", "staff"
+
+# (command, what it does, the least role that may use it); /help and the menu come from here.
+COMMANDS: list[tuple[str, str, str]] = [
+    ("find", "QUERY: customers matching a name, phone or email", STAFF),
+    ("balance", "QUERY: what they owe, their points, last entries", STAFF),
+    ("pay", "QUERY AMOUNT [note]: record a payment received", STAFF),
+    ("credit", "QUERY AMOUNT: record a purchase on account", STAFF),
+    ("redeem", "QUERY POINTS: redeem loyalty points for a discount", STAFF),
+    ("ledger", "QUERY: recent ledger entries with running balance", STAFF),
+    ("dues", "customers who owe most, and for how long", OWNER),
+    ("statement", "QUERY: the customer's whole ledger as a CSV file", OWNER),
+    ("debit", "QUERY AMOUNT [note]: post a manual debit (e.g. an opening balance)", OWNER),
+    ("help", "what I can do for you", STAFF),
+]
+
+# Actions behind owner-only commands: /debit and /statement.
+OWNER_KINDS = frozenset({DEBIT, STATEMENT})
+
+REFUSAL = (
+    "Sorry, this is a private shop bot. Your Telegram user id is {user_id}; "
+    "the shop owner can add it."
+)
+PRIVATE_BOT = "Sorry, this is a private shop bot."
+OWNER_ONLY = "Only the shop owner can do that."
+PRIVATE_ONLY = "I only work in a private chat with you."
+
+
+def role_of(settings: BotSettings, user_id: int) -> str | None:
+    if user_id in settings.owners:
+        return OWNER
+    if user_id in settings.staff:
+        return STAFF
+    return None
+
+
+def may(role: str | None, least: str) -> bool:
+    return role == OWNER or (role == STAFF and least == STAFF)
+
+
+def may_act(settings: BotSettings, user_id: int, kind: str) -> bool:
+    """Whether the user may confirm or pick an action of `kind` (see bot.actions)."""
+    role = role_of(settings, user_id)
+    return may(role, OWNER if kind in OWNER_KINDS else STAFF)
+
+
+def commands_for(role: str | None) -> list[tuple[str, str]]:
+    return [(name, text) for name, text, least in COMMANDS if may(role, least)]
+
+
+async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stop every update from an unlisted user or outside a private chat before any handler."""
+    user, chat = update.effective_user, update.effective_chat
+    role = role_of(shop(context).settings, user.id) if user else None
+    private = chat is not None and chat.type == ChatType.PRIVATE
+    if role is not None and private:
+        return
+    # Callback queries need to be answered, or the client shows a spinner.
+    if update.callback_query is not None:
+        await update.callback_query.answer(PRIVATE_BOT if role is None else PRIVATE_ONLY)
+    elif update.message is not None and user is not None:
+        if role is None and private:
+            log.info("refused a message from a user not in [bot] owners or staff")
+            await update.message.reply_text(REFUSAL.format(user_id=user.id))
+        elif role is not None:
+            await update.message.reply_text(PRIVATE_ONLY)
+    raise ApplicationHandlerStop
+
+
+Handler = Callable[[Update, ContextTypes.DEFAULT_TYPE], Awaitable[Any]]
+
+
+def owner_only(handler: Handler) -> Handler:
+    """Let only owners through; staff get a short refusal."""
+
+    @functools.wraps(handler)
+    async def wrapper(update: Update, context: ContextTypes.DEFAULT_TYPE) -> Any:
+        user = update.effective_user
+        if user is None or role_of(shop(context).settings, user.id) != OWNER:
+            if update.callback_query is not None:
+                await update.callback_query.answer(OWNER_ONLY, show_alert=True)
+            elif update.effective_message is not None:
+                await update.effective_message.reply_text(OWNER_ONLY)
+            return None
+        return await handler(update, context)
+
+    return wrapper

@@ -1,0 +1,51 @@
+"""What the bot needs to run, as plain values (built from `[bot]` by `from_config`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+TELEGRAM_API_URL = "https://api.telegram.org"
+
+
+@dataclass(frozen=True)
+class BotSettings:
+    """Telegram token and users, the node to talk to, and the optional daily digest."""
+
+    token: str = field(repr=False)
+    node_url: str
+    node_token: str = field(repr=False)
+    owners: frozenset[int] = frozenset()
+    staff: frozenset[int] = frozenset()
+    api_url: str = ""  # Bot API server; empty: Telegram's public one
+    digest_time: str = ""  # "HH:MM" local 24h (node.config checks it); empty: no digest
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "owners", frozenset(self.owners))
+        # A user listed in both gets the larger role, so staff never narrows an owner.
+        object.__setattr__(self, "staff", frozenset(self.staff) - self.owners)
+
+    @property
+    def bot_api_base_url(self) -> str:
+        """Base URL for python-telegram-bot: the token and method are appended to it."""
+        return (self.api_url or TELEGRAM_API_URL).rstrip("/") + "/bot"
+
+    @property
+    def bot_api_file_url(self) -> str:
+        return (self.api_url or TELEGRAM_API_URL).rstrip("/") + "/file/bot"
+
+
+def from_config(
+    cfg: Any, *, node_url: str | None = None, node_token: str | None = None
+) -> BotSettings:
+    """Settings from a loaded config; the node passes its own URL and token when in-process."""
+    bot = cfg.bot
+    return BotSettings(
+        token=bot.token,
+        node_url=node_url if node_url is not None else bot.node_url,
+        node_token=node_token if node_token is not None else bot.node_token,
+        owners=frozenset(bot.owners),
+        staff=frozenset(bot.staff),
+        api_url=bot.api_url,
+        digest_time=bot.digest_time,
+    )

@@ -1,0 +1,116 @@
+"""How customers, balances and ledger entries read in the chat (plain text, no markup)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from node.money import format_amount
+
+
+def balance_phrase(balance: int, currency: str) -> str:
+    """'owes $50.00', 'in credit $12.00' or 'owes nothing' (negative balance = owes)."""
+    if balance < 0:
+        return f"owes {format_amount(-balance, currency)}"
+    if balance > 0:
+        return f"in credit {format_amount(balance, currency)}"
+    return "owes nothing"
+
+
+def points_phrase(points: int, point_value: int, currency: str) -> str:
+    """'450 points (worth $45.00)'."""
+    noun = "point" if points == 1 else "points"
+    return f"{points} {noun} (worth {format_amount(points * point_value, currency)})"
+
+
+def contact(customer: dict[str, Any]) -> str:
+    return str(customer.get("phone") or customer.get("email") or "")
+
+
+def customer_label(customer: dict[str, Any], width: int = 48) -> str:
+    """A button label that tells namesakes apart: 'Ann Lee · +15550100'."""
+    label = " · ".join(p for p in (str(customer.get("name") or "?"), contact(customer)) if p)
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def customer_line(customer: dict[str, Any], currency: str) -> str:
+    """'Ann Lee · +15550100 · owes $20.00 · 450 points'."""
+    balance = balance_phrase(int(customer.get("ledger_balance") or 0), currency)
+    points = f"{int(customer.get('loyalty_points') or 0)} points"
+    return " · ".join([customer_label(customer, width=200), balance, points])
+
+
+def when(timestamp: str | None) -> str:
+    """An RFC 3339 UTC time in the shop's local time: '18 May 14:30'."""
+    try:
+        moment = datetime.fromisoformat(str(timestamp)).astimezone()
+    except ValueError:
+        return str(timestamp or "")
+    if moment.year != datetime.now().year:
+        return moment.strftime("%d %b %Y")
+    return moment.strftime("%d %b %H:%M")
+
+
+def entry_line(entry: dict[str, Any], currency: str) -> str:
+    """'18 May 14:30 · Payment received · paid $10.00 → owes $50.00'."""
+    amount = format_amount(int(entry.get("amount") or 0), currency)
+    movement = f"paid {amount}" if entry.get("type") == "credit" else f"charged {amount}"
+    after = balance_phrase(int(entry.get("balance_after") or 0), currency)
+    description = str(entry.get("description") or "")
+    parts = [when(entry.get("created_at")), description, f"{movement} → {after}"]
+    return " · ".join(p for p in parts if p)
+
+
+def balance_text(customer: dict[str, Any], entries: list[dict], settings: dict[str, Any]) -> str:
+    """The /balance answer: owes or in credit, points and their value, the last entries."""
+    currency = settings["currency"]
+    balance = int(customer.get("ledger_balance") or 0)
+    points = int(customer.get("loyalty_points") or 0)
+    lines = [
+        customer_label(customer, width=80),
+        sentence(balance_phrase(balance, currency)),
+        f"Points: {points_phrase(points, int(settings.get('point_value') or 0), currency)}",
+    ]
+    if entries:
+        lines += ["", "Last entries:"] + [entry_line(e, currency) for e in entries]
+    return "\n".join(lines)
+
+
+def ledger_text(customer: dict[str, Any], entries: list[dict], currency: str) -> str:
+    """The /ledger answer: recent entries, newest first, each with the balance after it."""
+    name = str(customer.get("name") or "?")
+    if not entries:
+        return f"{name} has no ledger entries yet."
+    balance = balance_phrase(int(customer.get("ledger_balance") or 0), currency)
+    lines = [f"Ledger of {name} (now {balance}), newest first:"]
+    lines += [entry_line(e, currency) for e in entries]
+    return "\n".join(lines)
+
+
+def dues_text(report: dict[str, Any]) -> str:
+    """Customers who owe most, how much and for how long, with the ageing buckets."""
+    currency = report.get("currency") or "USD"
+    customers = report.get("customers") or []
+    if not customers:
+        return "Nobody owes anything right now."
+    total = format_amount(int(report.get("total_owed") or 0), currency)
+    lines = [f"Who owes most (total owed {total}):"]
+    for number, row in enumerate(customers, start=1):
+        owed = format_amount(int(row.get("owed") or 0), currency)
+        days = int(row.get("age_days") or 0)
+        since = "today" if days == 0 else f"for {days} day{'s' if days != 1 else ''}"
+        lines.append(f"{number}. {row.get('name') or '?'} owes {owed} {since}")
+    buckets = report.get("buckets") or {}
+    if buckets:
+        ages = [f"{k} days {format_amount(int(v or 0), currency)}" for k, v in buckets.items()]
+        lines += ["", "By age: " + " · ".join(ages)]
+    return "\n".join(lines)
+
+
+def sentence(text: str) -> str:
+    """'the amount must be more than zero' -> 'The amount must be more than zero.'"""
+    text = str(text).strip()
+    if not text:
+        return ""
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
