@@ -30,7 +30,7 @@ SYNCED_TABLES = ("customer", "sale", "refund", "ledger_entry", "loyalty_event")
 COUNTERS = {
     "customer": ("ledger_balance", "loyalty_points", "total_spent", "total_orders"),
     "sale": ("discount_amount", "points_redeemed", "refunded_amount", "points_reversed",
-             "points_restored"),
+             "points_restored", "points_earned"),
 }  # fmt: skip
 
 # Sync progress, kept in the meta table: the highest of our sequences central holds, and

@@ -9,7 +9,7 @@ from typing import Any
 from node import changes
 from node import validation as v
 from node.db import execute, fetch_all, fetch_one
-from node.errors import NotFound
+from node.errors import Conflict, NotFound
 from node.ids import now_iso, uuid7
 
 PROFILE_FIELDS: dict[str, v.Parser] = {
@@ -126,7 +126,15 @@ def has_history(customer_id: str) -> bool:
 def delete_customer(customer_id: str) -> str:
     """Delete a customer without history; anonymize one with history. Returns which."""
     with changes.recording():
-        find_customer(customer_id)
+        customer = find_customer(customer_id)
+        if customer["ledger_balance"] != 0:
+            # Once anonymized nobody could post to the account: settle it first.
+            owes = "owes" if customer["ledger_balance"] < 0 else "is owed"
+            raise Conflict(
+                f"this customer {owes} {abs(customer['ledger_balance'])}; settle the ledger "
+                "(a payment, or a reversal or refund) before deleting",
+                ledger_balance=customer["ledger_balance"],
+            )
         outcome = scrub_customer(customer_id)
         changes.scrub_logged_changes(customer_id)
         changes.note_scrub(customer_id)

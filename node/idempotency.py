@@ -37,12 +37,13 @@ def check_key(key: str) -> str:
 
 
 def run_once(
-    key: str, request_hash: str, write: Callable[[], tuple[int, Any]]
+    scope: str, key: str, request_hash: str, write: Callable[[], tuple[int, Any]]
 ) -> tuple[int, Any, bool]:
-    """Run `write` once per key: (status, body, replayed)."""
+    """Run `write` once per (client, key): (status, body, replayed)."""
     with database.atomic():
         seen = fetch_one(
-            "SELECT request_hash, status, body FROM idempotency_key WHERE key = ?", (key,)
+            "SELECT request_hash, status, body FROM idempotency_key WHERE scope = ? AND key = ?",
+            (scope, key),
         )
         if seen is not None:
             if seen["request_hash"] != request_hash:
@@ -53,9 +54,9 @@ def run_once(
             return seen["status"], json.loads(seen["body"]), True
         status, body = write()
         execute(
-            "INSERT INTO idempotency_key(key, request_hash, status, body, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (key, request_hash, status, json.dumps(body), now_iso()),
+            "INSERT INTO idempotency_key(scope, key, request_hash, status, body, created_at) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (scope, key, request_hash, status, json.dumps(body), now_iso()),
         )
         execute("DELETE FROM idempotency_key WHERE created_at < ?", (iso(now() - KEEP_FOR),))
     return status, body, False

@@ -87,12 +87,16 @@ def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
     with changes.recording():
         find_customer(customer_id)
         original = fetch_one(
-            "SELECT id, type, amount, description, reverses_id FROM ledger_entry "
+            "SELECT id, type, amount, description, reference_id, reverses_id FROM ledger_entry "
             "WHERE id = ? AND customer_id = ?",
             (entry_id, customer_id),
         )
         if original is None:
             raise NotFound(f"no ledger entry {entry_id} for this customer")
+        if original["reference_id"] and fetch_one(
+            "SELECT 1 FROM sale WHERE id = ?", (original["reference_id"],)
+        ):
+            raise Conflict("this entry belongs to a sale; refund the sale instead of reversing")
         if original["reverses_id"] is not None:
             raise Conflict("this entry is itself a reversal; record a new entry instead")
         if fetch_one("SELECT id FROM ledger_entry WHERE reverses_id = ?", (entry_id,)):

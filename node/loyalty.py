@@ -55,16 +55,24 @@ def redeem_points(customer_id: str, points: int, sale_id: str | None = None) -> 
             apply_discount_to_sale(customer_id, sale_id, points, discount)
         else:
             add_event(customer_id, "redeem", -points, description="Points redeemed")
-        remaining = customer["loyalty_points"] - points
         changes.log_change("loyalty.redeemed", customer_id)
-    return {"redeemed": points, "discount_amount": discount, "remaining_points": remaining}
+    remaining = fetch_one("SELECT loyalty_points FROM customer WHERE id = ?", (customer_id,))
+    return {
+        "redeemed": points,
+        "discount_amount": discount,
+        "remaining_points": remaining["loyalty_points"],
+    }
 
 
 def apply_discount_to_sale(customer_id: str, sale_id: str, points: int, discount: int) -> None:
-    """Record a points discount on an existing sale; an account sale's debt shrinks by it."""
+    """Record a points discount on an existing sale; an account sale's debt shrinks by it.
+
+    The sale then earns what it would have earned had the points been redeemed at the till:
+    the points earned on the discounted part are taken back (never below zero).
+    """
     sale = fetch_one(
-        "SELECT id, receipt_number, total, discount_amount, refunded_amount, payment_method "
-        "FROM sale WHERE id = ? AND customer_id = ?",
+        "SELECT id, receipt_number, total, discount_amount, refunded_amount, payment_method, "
+        "points_earned FROM sale WHERE id = ? AND customer_id = ?",
         (sale_id, customer_id),
     )
     if sale is None:
@@ -76,10 +84,18 @@ def apply_discount_to_sale(customer_id: str, sale_id: str, points: int, discount
             f"{sale['receipt_number']}",
             errors=[{"field": "points", "message": f"at most {payable} of discount fits"}],
         )
-    changes.add("sale", sale_id, discount_amount=discount, points_redeemed=points)
+    paid_before = sale["total"] - sale["discount_amount"]
+    earned = sale["points_earned"] * (paid_before - discount) // paid_before if paid_before else 0
+    earned = sale["points_earned"] if not discount else earned
+    take_back = sale["points_earned"] - earned
+    changes.add("sale", sale_id, discount_amount=discount, points_redeemed=points,
+                points_earned=-take_back)  # fmt: skip
     changes.add("customer", customer_id, total_spent=-discount)
     receipt = sale["receipt_number"]
     add_event(customer_id, "redeem", -points, sale_id, f"Points redeemed on {receipt}")
+    balance = fetch_one("SELECT loyalty_points FROM customer WHERE id = ?", (customer_id,))
+    taken = min(take_back, max(0, balance["loyalty_points"]))
+    add_event(customer_id, "adjust", -taken, sale_id, f"Points not earned on discount {receipt}")
     if sale["payment_method"] == "account" and discount:
         append_entry(customer_id, "credit", discount, f"Points discount {receipt}", sale_id)
 

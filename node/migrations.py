@@ -120,12 +120,15 @@ V2_MONEY = [
         created_at TEXT NOT NULL)""",
     "CREATE INDEX loyalty_customer ON loyalty_event(customer_id, created_at, id)",
     "CREATE INDEX loyalty_created ON loyalty_event(created_at)",
+    # Keys are per client (token name), like Stripe's per account: two tills never collide.
     """CREATE TABLE idempotency_key (
-        key TEXT PRIMARY KEY,
+        scope TEXT NOT NULL,
+        key TEXT NOT NULL,
         request_hash TEXT NOT NULL,
         status INTEGER NOT NULL,
         body TEXT NOT NULL,
-        created_at TEXT NOT NULL)""",
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (scope, key))""",
     "CREATE INDEX idempotency_created ON idempotency_key(created_at)",
 ]
 

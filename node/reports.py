@@ -21,16 +21,33 @@ def bucket_for(age_days: int) -> str:
 
 
 def unpaid_debits(entries: list[dict[str, Any]]) -> list[tuple[str, int]]:
-    """(created_at, unpaid part) of each debit, with all credits applied oldest debit first."""
-    credits = sum(e["amount"] for e in entries if e["type"] == "credit")
+    """(created_at, unpaid part) of each debit, oldest first.
+
+    A reversed entry and its reversal cancel out; a credit that references what a debit
+    references (a sale's refund or points discount, a payment against an invoice) pays that
+    debit first; every other credit pays the oldest debits first.
+    """
+    reversed_ids = {e["reverses_id"] for e in entries if e["reverses_id"]}
+    live = [e for e in entries if not e["reverses_id"] and e["id"] not in reversed_ids]
+    debits = [{**e, "unpaid": e["amount"]} for e in live if e["type"] == "debit"]
+    by_reference: dict[str, list[dict[str, Any]]] = {}
+    for debit in debits:
+        if debit["reference_id"]:
+            by_reference.setdefault(debit["reference_id"], []).append(debit)
+    pool = 0
+    for credit in (e for e in live if e["type"] == "credit"):
+        amount = credit["amount"]
+        for debit in by_reference.get(credit["reference_id"] or "", []):
+            applied = min(amount, debit["unpaid"])
+            debit["unpaid"] -= applied
+            amount -= applied
+        pool += amount
     unpaid = []
-    for entry in entries:
-        if entry["type"] != "debit":
-            continue
-        applied = min(credits, entry["amount"])
-        credits -= applied
-        if entry["amount"] > applied:
-            unpaid.append((entry["created_at"], entry["amount"] - applied))
+    for debit in debits:
+        applied = min(pool, debit["unpaid"])
+        pool -= applied
+        if debit["unpaid"] > applied:
+            unpaid.append((debit["created_at"], debit["unpaid"] - applied))
     return unpaid
 
 
@@ -45,7 +62,8 @@ def receivables(limit: int = 100) -> dict[str, Any]:
     customers = []
     for customer in owing:
         entries = fetch_all(
-            "SELECT type, amount, created_at FROM ledger_entry WHERE customer_id = ? "
+            "SELECT id, type, amount, reference_id, reverses_id, created_at FROM ledger_entry "
+            "WHERE customer_id = ? "
             "ORDER BY created_at, id",
             (customer["id"],),
         )
@@ -84,7 +102,10 @@ def _age_days(created_at: str, today: datetime) -> int:
 def loyalty_report(lower: str | None, upper: str | None) -> dict[str, Any]:
     """Points outstanding now and their money value; points moved in the period."""
     settings = get_settings()
-    outstanding = fetch_one("SELECT COALESCE(SUM(loyalty_points), 0) AS n FROM customer")["n"]
+    # A deleted (anonymized) customer's points can never be redeemed: not a liability.
+    outstanding = fetch_one(
+        "SELECT COALESCE(SUM(loyalty_points), 0) AS n FROM customer WHERE anonymized_at IS NULL"
+    )["n"]
     condition, params = period_filter(lower, upper)
     moved = {
         row["kind"]: row

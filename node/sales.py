@@ -143,7 +143,7 @@ def refund_sale(sale_id: str, amount: int | None = None) -> dict[str, Any]:
         # Cumulative targets: several partial refunds reverse exactly what one full one would.
         share = (lambda points: points * refunded // paid) if paid else (lambda points: points)
         to_restore = share(sale["points_redeemed"]) - sale["points_restored"]
-        to_reverse = share(sale["points_earned"]) - sale["points_reversed"]
+        to_reverse = max(0, share(sale["points_earned"]) - sale["points_reversed"])
         customer_id, receipt = sale["customer_id"], sale["receipt_number"]
         add_event(customer_id, "refund", to_restore, sale_id, f"Redeemed points back, {receipt}")
         balance = fetch_one("SELECT loyalty_points FROM customer WHERE id = ?", (customer_id,))

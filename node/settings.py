@@ -12,7 +12,8 @@ from typing import Any
 
 from node import validation as v
 from node.db import database, execute, fetch_all
-from node.money import CURRENCY_EXPONENTS
+from node.errors import Conflict
+from node.money import CURRENCY_EXPONENTS, exponent
 
 MAX_EARN_RATE = Decimal(1000)
 
@@ -65,6 +66,13 @@ def get_settings() -> dict[str, Any]:
     return result
 
 
+def _money_recorded() -> bool:
+    return any(
+        fetch_all(f"SELECT 1 FROM {table} LIMIT 1")
+        for table in ("sale", "ledger_entry", "loyalty_event")
+    )
+
+
 def earn_rate_decimal() -> Decimal:
     row = fetch_all("SELECT value FROM setting WHERE key = 'earn_rate'")
     return Decimal(json.loads(row[0]["value"])) if row else Decimal(1)
@@ -72,6 +80,14 @@ def earn_rate_decimal() -> Decimal:
 
 def update_settings(fields: dict[str, Any]) -> dict[str, Any]:
     with database.atomic():
+        current = get_settings()["currency"]
+        new = fields.get("currency", current)
+        if exponent(new) != exponent(current) and _money_recorded():
+            # Stored amounts are minor units of the old currency: 100 cents is not 100 yen.
+            raise Conflict(
+                f"amounts are already recorded in {current} ({exponent(current)} decimals); "
+                f"{new} has {exponent(new)}, so switching would change every balance"
+            )
         for key, value in fields.items():
             execute(
                 "INSERT INTO setting(key, value) VALUES (?, ?) "

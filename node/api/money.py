@@ -87,7 +87,7 @@ async def reverse_ledger_entry(request: web.Request) -> web.Response:
     customer_id, entry_id = path_id(request), path_id(request, "entry_id")
 
     def write(body: Any) -> tuple[int, Any]:
-        v.parse_body(body or {}, {})
+        v.parse_body({} if body is None else body, {})
         return 201, ledger.reverse_entry(customer_id, entry_id)
 
     return await idempotent(request, write, allow_empty=True)

@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from node import idempotency
+from node.api.keys import TOKEN
 from node.errors import Malformed, invalid
 from node.ids import parse_uuid
 
@@ -96,6 +97,7 @@ async def idempotent(
         return json_response(result, status=status)
     key = idempotency.check_key(key)
     fingerprint = idempotency.fingerprint(request.method, request.path, raw)
-    status, result, replayed = idempotency.run_once(key, fingerprint, lambda: write(body))
+    scope = request[TOKEN]["name"]  # per client; a token re-issued under its name keeps its keys
+    status, result, replayed = idempotency.run_once(scope, key, fingerprint, lambda: write(body))
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return json_response(result, status=status, headers=headers)

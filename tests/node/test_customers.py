@@ -234,6 +234,10 @@ async def test_delete_with_history_anonymizes_and_keeps_history(api, node_env):
         tags=["vip"],
     )
     sale = await api.sale(created["id"], 4500, "account")
+    refused = await api.delete(f"/api/v1/customers/{created['id']}")
+    assert refused.status == 409  # owes 4500: settle first, or the debt could never be paid
+    assert "owes 4500" in (await refused.json(content_type=None))["detail"]
+    await api.pay(created["id"], 4500)
     body = await api.ok("DELETE", f"/api/v1/customers/{created['id']}")
     assert body == {"message": "Customer deleted successfully"}
     assert (await api.get(f"/api/v1/customers/{created['id']}")).status == 404
@@ -253,7 +257,7 @@ async def test_delete_with_history_anonymizes_and_keeps_history(api, node_env):
             "SELECT COUNT(*) FROM ledger_entry WHERE customer_id = ?", (created["id"],)
         ).fetchone()[0]
     assert row[0] != "Jane Doe" and row[1:6] == (None,) * 5 and row[6] == "[]" and row[7]
-    assert entries == 1
+    assert entries == 2
     assert (await api.delete(f"/api/v1/customers/{created['id']}")).status == 404
 
 

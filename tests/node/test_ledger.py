@@ -341,6 +341,23 @@ async def test_reversal_of_unknown_or_foreign_entry_is_404(api):
     assert len(await entries(api, jane["id"])) == 1
 
 
+async def test_sale_debt_cannot_be_cancelled_twice(api):
+    """Reversing a sale's debit and then refunding the sale must not credit the customer twice.
+
+    The owner "cancels" an account sale by reversing its debit; later the goods come back and
+    the sale is refunded. Whichever of the two the node accepts, the customer must end up
+    owing nothing and being owed nothing: they never paid for that sale.
+    """
+    customer = await api.customer()
+    sale = await api.sale(customer["id"], 5000, "account")
+    [sale_debit] = await entries(api, customer["id"])
+    reversal = await api.post(reverse_path(customer["id"], sale_debit["id"]))
+    assert reversal.status in (201, 409)
+    refund = await api.post(f"/api/v1/sales/{sale['id']}/refund")
+    assert refund.status in (201, 409)
+    assert await balance(api, customer["id"]) == 0
+
+
 # -- amounts that must be refused ------------------------------------------------------------
 
 BAD_AMOUNTS = [-100, 0, 10.5, 100.0, "100", True, False, None, 10**13, [100], {"value": 100}]

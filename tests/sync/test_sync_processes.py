@@ -110,7 +110,10 @@ def test_anonymization_reaches_every_node_and_central(shops: Shops, central: Cen
     cid = post(a, "/api/v1/customers", {"name": "Private Person", "email": "pp@example.com",
                                         "phone": "+1 555 0101"})["id"]  # fmt: skip
     post(a, "/api/v1/sales", {"customer_id": cid, "total": 2000, "payment_method": "account"})
-    synced(a, b, c)
+    post(b, f"/api/v1/customers/{cid}/ledger", {"type": "credit", "amount": 500})
+    synced(a, b, c, a)
+    assert call(a, "DELETE", f"/api/v1/customers/{cid}")[0] == 409  # still owes 1500
+    post(a, f"/api/v1/customers/{cid}/ledger", {"type": "credit", "amount": 1500})
     # B edits while A deletes: the deletion wins everywhere.
     assert call(b, "PATCH", f"/api/v1/customers/{cid}", {"notes": "concurrent edit"})[0] == 200
     assert call(a, "DELETE", f"/api/v1/customers/{cid}")[0] == 200
@@ -123,7 +126,7 @@ def test_anonymization_reaches_every_node_and_central(shops: Shops, central: Cen
             dump = "\n".join(conn.iterdump())
         assert "Private Person" not in dump and "pp@example.com" not in dump
         assert "concurrent edit" not in dump
-        assert money_view_raw(db, cid) == (-2000, 20)
+        assert money_view_raw(db, cid) == (0, 20)
     if central.env["SHOPNODE_CENTRAL_DATABASE"].startswith("sqlite"):
         path = central.env["SHOPNODE_CENTRAL_DATABASE"].split("sqlite:///", 1)[1]
         with sqlite3.connect(path) as conn:
