@@ -37,6 +37,7 @@ COUNTERS = {
 # the central cursor of the last page of others' changes applied.
 ACKED = "sync_push_acked"
 CURSOR = "sync_pull_cursor"
+CURSOR_ID = "sync_pull_cursor_id"  # the id of the change at the cursor, to detect a restore
 
 _pending = threading.local()
 

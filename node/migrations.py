@@ -86,8 +86,10 @@ V2_MONEY = [
         refunded_amount INTEGER NOT NULL DEFAULT 0,
         points_reversed INTEGER NOT NULL DEFAULT 0,
         points_restored INTEGER NOT NULL DEFAULT 0,
-        created_at TEXT NOT NULL,
-        UNIQUE (origin, receipt_number))""",
+        created_at TEXT NOT NULL)""",
+    # Not UNIQUE: a shop restored from an old backup may reissue a receipt number before
+    # sync brings the lost sale back; both sales are kept and the clash is reported.
+    "CREATE INDEX sale_receipt ON sale(origin, receipt_number)",
     "CREATE INDEX sale_customer ON sale(customer_id, created_at, id)",
     """CREATE TABLE refund (
         id TEXT PRIMARY KEY,

@@ -61,7 +61,13 @@ routes = web.RouteTableDef()
 async def push(request: web.Request) -> web.Response:
     """Take a batch of one origin's changes, idempotently."""
     try:
-        payload = json.loads(await request.read())
+        raw = await request.read()
+    except web.HTTPException:
+        raise
+    except Exception as exc:  # a body marked gzip that is not, a cut-off upload
+        return problem(400, f"unreadable push body: {exc}")
+    try:
+        payload = json.loads(raw)
         origin = payload["origin"]
         if not isinstance(origin, str) or not isinstance(payload["changes"], list):
             raise ProtocolError("origin must be a string and changes a list")
@@ -88,11 +94,12 @@ async def pull(request: web.Request) -> web.Response:
         after = int(request.query.get("after", "0"))
         limit = min(int(request.query.get("limit", "500")), MAX_PULL_LIMIT)
         origin = request.query["origin"]
+        after_id = request.query.get("after_id", "")
         if after < 0 or limit < 1:
             raise ValueError("after must be >= 0 and limit >= 1")
     except (ValueError, KeyError) as exc:
         return problem(400, f"pull needs after (int), limit (int) and origin: {exc}")
-    page = await run_db(request, request.app[STORE].pull, after, limit, origin)
+    page = await run_db(request, request.app[STORE].pull, after, limit, origin, after_id)
     response = web.json_response(page)
     response.enable_compression()
     return response

@@ -78,6 +78,8 @@ def _apply_body(body: dict[str, Any], change: dict[str, Any]) -> None:
             report("conflict", f"customer {row['id']} already exists", change["id"])
             continue
         changes.insert_row(table, row)
+        if table == "sale":
+            _report_receipt_clash(row, change["id"])
     for table, row_id, deltas in body.get("adds", []):
         if table == "customer":
             ensure_customer(row_id, change["recorded_at"])
@@ -124,6 +126,17 @@ def _scrub(customer_id: str, change: dict[str, Any]) -> None:
         return
     scrub_customer(customer_id)
     changes.scrub_logged_changes(customer_id)
+
+
+def _report_receipt_clash(sale: dict[str, Any], change_id: str) -> None:
+    clash = fetch_one(
+        "SELECT id FROM sale WHERE origin = ? AND receipt_number = ? AND id <> ?",
+        (sale["origin"], sale["receipt_number"], sale["id"]),
+    )
+    if clash:
+        detail = (f"receipt {sale['receipt_number']} was issued twice by one shop "
+                  f"(sales {clash['id']} and {sale['id']}), after a restore")  # fmt: skip
+        report("receipt_reused", detail, change_id)
 
 
 def _report_overdraft(customer_id: str, deltas: dict[str, int], change_id: str) -> None:

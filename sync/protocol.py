@@ -1,11 +1,15 @@
 """The /sync/v1 wire protocol, shared by the worker (node side) and the central node.
 
 push  POST /sync/v1/push   {"origin": ORIGIN, "changes": [CHANGE, ...]}  (sequence order)
-      -> {"acked_seq": N, "conflicts": [change id, ...]}
-      N is the highest contiguous sequence central holds for ORIGIN.
-pull  GET  /sync/v1/pull?after=CURSOR&limit=N&origin=ORIGIN
-      -> {"changes": [CHANGE + "cursor", ...], "next": CURSOR, "more": bool, "high": CURSOR}
-      Changes of every origin but ORIGIN, in central commit order.
+      -> {"acked_seq": N, "conflicts": [change id, ...], "reused": [change id, ...]}
+      N is the highest contiguous sequence central holds for ORIGIN; `conflicts` are ids
+      central holds with another body (quarantined); `reused` are changes whose sequence
+      central holds under another id (the sender was restored from an old backup).
+pull  GET  /sync/v1/pull?after=CURSOR&after_id=ID&limit=N&origin=ORIGIN
+      -> {"changes": [CHANGE + "cursor", ...], "next": CURSOR, "next_id": ID, "more": bool,
+          "high": CURSOR, "reset": bool}
+      Changes of every origin but ORIGIN, in central commit order. `reset`: the cursor
+      no longer points at the change it named (central restored): start again from 0.
 
 CHANGE = {"id", "origin", "origin_seq", "hlc", "kind", "entity_id", "body", "recorded_at"},
 with `body` the origin's exact JSON text, so "same change" is a byte comparison.

@@ -102,10 +102,16 @@ class CentralStore:
 
     # -- push ----------------------------------------------------------------------------
     def push(self, store_id: str, origin: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
-        """Store a batch of one origin's changes; returns the origin's contiguous high."""
+        """Store a batch of one origin's changes; returns the origin's contiguous high.
+
+        `reused` lists changes whose sequence number central already holds under another
+        id: the sender was restored from an old backup and must take a new origin identity.
+        Nothing of those is stored.
+        """
         if any(change["origin"] != origin for change in batch):
             raise Forbidden("every change in a push must carry the push's origin")
         conflicts: list[str] = []
+        reused: list[str] = []
         with self.db.atomic():
             if self.postgres:
                 self._sql("SELECT pg_advisory_xact_lock(?)", (PUSH_LOCK,))
@@ -120,8 +126,7 @@ class CentralStore:
                         self._quarantine(store_id, change, "same id, different body")
                         conflicts.append(change["id"])
                 elif seq <= high:
-                    self._quarantine(store_id, change, "sequence already used by another change")
-                    conflicts.append(change["id"])
+                    reused.append(change["id"])
                 elif seq == high + 1 + len(fresh):
                     fresh.append(change)
                 # else: a gap; the node re-sends from acked_seq + 1
@@ -135,7 +140,7 @@ class CentralStore:
                         self._sql("UPDATE change SET scrubbed = 1 WHERE id = ?", (change["id"],))
                     if change["kind"] in ("customer.deleted", "customer.anonymized"):
                         self._scrub(change["entity_id"])
-        return {"acked_seq": high, "conflicts": conflicts}
+        return {"acked_seq": high, "conflicts": conflicts, "reused": reused}
 
     def _claim_origin(self, store_id: str, origin: str) -> int:
         rows = self._rows("SELECT store_id, high_seq FROM origin WHERE id = ?", (origin,))
@@ -212,10 +217,18 @@ class CentralStore:
                       (scrubbed, row["id"]))  # fmt: skip
 
     # -- pull ----------------------------------------------------------------------------
-    def pull(self, after: int, limit: int, origin: str) -> dict[str, Any]:
-        """Others' changes after `after`, in commit order, up to the high mark read first."""
+    def pull(self, after: int, limit: int, origin: str, after_id: str = "") -> dict[str, Any]:
+        """Others' changes after `after`, in commit order, up to the high mark read first.
+
+        A cursor comes with the id of the change it points at (`next_id`); if that position
+        no longer holds that change (central was restored from an older backup), the
+        answer is `reset` and the reader starts again from 0: ids dedupe what it re-reads.
+        """
         # Read the high mark first: every change at or below it is committed (see top).
         high = self._rows("SELECT COALESCE(MAX(gseq), 0) AS high FROM change")[0]["high"]
+        if after and after_id and self._id_at(after) != after_id:
+            return {"changes": [], "next": 0, "next_id": "", "more": True, "high": high,
+                    "reset": True}  # fmt: skip
         columns = ", ".join(CHANGE_FIELDS)
         rows = self._rows(
             f"SELECT gseq, {columns} FROM change WHERE gseq > ? AND gseq <= ? AND origin <> ? "
@@ -225,9 +238,17 @@ class CentralStore:
         more = len(rows) > limit
         rows = rows[:limit]
         page = [{**{f: r[f] for f in CHANGE_FIELDS}, "cursor": r["gseq"]} for r in rows]
-        # With nothing more to send, skip past this origin's own changes up to the high mark.
-        next_cursor = rows[-1]["gseq"] if more else high
-        return {"changes": page, "next": next_cursor, "more": more, "high": high}
+        if more:
+            next_cursor, next_id = rows[-1]["gseq"], rows[-1]["id"]
+        else:
+            # Nothing more for this reader: skip past its own changes up to the high mark.
+            next_cursor, next_id = high, self._id_at(high) if high else ""
+        return {"changes": page, "next": next_cursor, "next_id": next_id, "more": more,
+                "high": high, "reset": False}  # fmt: skip
+
+    def _id_at(self, gseq: int) -> str | None:
+        rows = self._rows("SELECT id FROM change WHERE gseq = ?", (gseq,))
+        return rows[0]["id"] if rows else None
 
     def status(self) -> dict[str, Any]:
         return {

@@ -25,7 +25,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from node import changes
 from node.api.keys import HEALTH
-from node.changes import ACKED, CURSOR
+from node.changes import ACKED, CURSOR, CURSOR_ID
 from node.db import database, fetch_all, fetch_one, get_meta, set_meta
 from node.ids import now_iso, uuid7
 from sync import merge
@@ -70,7 +70,8 @@ class Transport(Protocol):
 
     async def push(self, payload: dict[str, Any]) -> dict[str, Any]: ...
 
-    async def pull(self, after: int, limit: int, origin: str) -> dict[str, Any]: ...
+    async def pull(self, after: int, limit: int, origin: str, after_id: str) -> dict[str, Any]:
+        ...
 
 
 class HttpTransport:
@@ -89,8 +90,9 @@ class HttpTransport:
                 raise CentralUnreachable(f"push refused ({response.status}): {body.get('detail')}")
             return body
 
-    async def pull(self, after: int, limit: int, origin: str) -> dict[str, Any]:
-        params = {"after": str(after), "limit": str(limit), "origin": origin}
+    async def pull(self, after: int, limit: int, origin: str, after_id: str) -> dict[str, Any]:
+        params = {"after": str(after), "limit": str(limit), "origin": origin,
+                  "after_id": after_id}  # fmt: skip
         async with self.http.get(self.central_url + PULL_PATH, params=params) as response:
             body = await response.json(content_type=None)
             if response.status != 200:
@@ -153,19 +155,23 @@ async def push_all(transport: Transport, result: RoundResult) -> None:
     """Send changes after the acknowledged sequence until central holds them all."""
     origin = changes.origin_id()
     acked = int(get_meta(ACKED) or 0)
+    position, reused = acked, []
     while True:
-        unsent = fetch_all(
-            "SELECT id, origin, origin_seq, hlc, kind, entity_id, body, recorded_at "
-            "FROM change_log WHERE origin = ? AND origin_seq > ? ORDER BY origin_seq LIMIT ?",
-            (origin, acked, MAX_BATCH_CHANGES),
-        )
-        batch = batches(unsent)[0] if unsent else []
+        batch = _unsent(origin, position)
         answer = await transport.push({"origin": origin, "changes": batch})
         central = answer["acked_seq"]
         result.conflicts += len(answer.get("conflicts", []))
+        reused += answer.get("reused", [])
         local_high = _local_high(origin)
-        if central > local_high:
-            origin, acked = _take_new_identity(origin, acked), 0
+        if reused or central > local_high:
+            # Restored from an old backup: central holds sequence numbers of ours that we
+            # lost. Walk on so central stores what it lacks and names every change whose
+            # number it holds under another id; then move those to a fresh origin identity.
+            if batch and batch[-1]["origin_seq"] < local_high:
+                position = batch[-1]["origin_seq"]
+                continue
+            origin, acked = _take_new_identity(origin, reused), 0
+            position, reused = 0, []
             result.notes.append("restored from an older backup: took a new origin identity")
             continue
         if central < acked:
@@ -173,11 +179,21 @@ async def push_all(transport: Transport, result: RoundResult) -> None:
         elif central == acked and batch:
             raise CentralUnreachable("central accepted none of the batch (see its quarantine)")
         result.pushed += max(0, central - acked)
-        acked = central
+        acked = position = central
         with database.atomic():
             set_meta(ACKED, str(acked))
         if acked >= local_high:
             return
+
+
+def _unsent(origin: str, after: int) -> list[dict[str, Any]]:
+    """The next batch of this origin's changes after sequence `after`."""
+    rows = fetch_all(
+        "SELECT id, origin, origin_seq, hlc, kind, entity_id, body, recorded_at "
+        "FROM change_log WHERE origin = ? AND origin_seq > ? ORDER BY origin_seq LIMIT ?",
+        (origin, after, MAX_BATCH_CHANGES),
+    )
+    return batches(rows)[0] if rows else []
 
 
 def _local_high(origin: str) -> int:
@@ -187,14 +203,14 @@ def _local_high(origin: str) -> int:
     return row["n"]
 
 
-def _take_new_identity(old: str, acked: int) -> str:
-    """Re-stamp changes central has not acknowledged under a fresh origin id."""
+def _take_new_identity(old: str, reused: list[str]) -> str:
+    """Continue under a fresh origin id; re-number the changes central never got."""
     new = uuid7()
     with database.atomic():
+        marks = ", ".join("?" for _ in reused)
         pending = fetch_all(
-            "SELECT id FROM change_log WHERE origin = ? AND origin_seq > ? ORDER BY origin_seq",
-            (old, acked),
-        )
+            f"SELECT id FROM change_log WHERE id IN ({marks}) ORDER BY origin_seq", reused
+        ) if reused else []  # fmt: skip
         for seq, row in enumerate(pending, start=1):
             database.execute_sql(
                 "UPDATE change_log SET origin = ?, origin_seq = ? WHERE id = ?",
@@ -211,26 +227,28 @@ def _take_new_identity(old: str, acked: int) -> str:
 async def pull_all(transport: Transport, result: RoundResult, state: SyncState | None) -> None:
     """Apply pages of others' changes, each with its cursor, until caught up."""
     origin = changes.origin_id()
-    cursor = int(get_meta(CURSOR) or 0)
+    cursor, cursor_id = int(get_meta(CURSOR) or 0), get_meta(CURSOR_ID) or ""
     while True:
-        page = await transport.pull(cursor, PULL_PAGE, origin)
+        page = await transport.pull(cursor, PULL_PAGE, origin, cursor_id)
         if state is not None:
             state.central_high = page["high"]
-        if page["high"] < cursor:
+        if page.get("reset"):
             # Central was restored from an older backup: read it all again (ids dedupe).
-            result.notes.append("central is behind our cursor: re-reading from the start")
-            cursor = 0
+            result.notes.append("central no longer holds our cursor: re-reading from the start")
+            cursor, cursor_id = 0, ""
             continue
-        applied, conflicts = apply_page(page["changes"], page["next"], origin)
+        applied, conflicts = apply_page(page["changes"], page["next"], page["next_id"], origin)
         result.pulled += len(page["changes"])
         result.applied += applied
         result.conflicts += conflicts
-        cursor = page["next"]
+        cursor, cursor_id = page["next"], page["next_id"]
         if not page["more"]:
             return
 
 
-def apply_page(page: list[dict[str, Any]], next_cursor: int, origin: str) -> tuple[int, int]:
+def apply_page(
+    page: list[dict[str, Any]], next_cursor: int, next_id: str, origin: str
+) -> tuple[int, int]:
     """Apply one pulled page and its cursor in one transaction."""
     applied = conflicts = 0
     with database.atomic():
@@ -240,6 +258,7 @@ def apply_page(page: list[dict[str, Any]], next_cursor: int, origin: str) -> tup
             conflicts += outcome == "conflict"
         # A second worker may have gone further; re-reading a page is harmless (ids dedupe).
         set_meta(CURSOR, str(next_cursor))
+        set_meta(CURSOR_ID, next_id)
     return applied, conflicts
 
 

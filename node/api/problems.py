@@ -75,4 +75,4 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         return response
     except Exception:
         log.exception("unexpected error on %s %s", request.method, request.path)
-        return problem(500, "something went wrong on the node; it has been logged")
+        return problem(500, "something went wrong on the server; it has been logged")

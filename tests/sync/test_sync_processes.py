@@ -197,9 +197,9 @@ def test_same_id_different_body_is_quarantined_not_applied(shops: Shops, central
                   "updated_at": "2025-01-01T00:00:00.000Z"}]]}),
               "recorded_at": "2025-01-01T00:00:00.000Z"}  # fmt: skip
     assert raw_push(central, store["token"], {"origin": "tester-origin", "changes": [change]}) \
-        == (200, {"acked_seq": 1, "conflicts": []})
+        == (200, {"acked_seq": 1, "conflicts": [], "reused": []})
     again = raw_push(central, store["token"], {"origin": "tester-origin", "changes": [change]})
-    assert again == (200, {"acked_seq": 1, "conflicts": []})  # a retry is acknowledged
+    assert again == (200, {"acked_seq": 1, "conflicts": [], "reused": []})  # a retry is acknowledged
     forged = {**change, "body": change["body"].replace("Original", "Overwritten")}
     status, answer = raw_push(central, store["token"], {"origin": "tester-origin",
                                                         "changes": [forged]})  # fmt: skip
