@@ -199,7 +199,8 @@ def test_same_id_different_body_is_quarantined_not_applied(shops: Shops, central
     assert raw_push(central, store["token"], {"origin": "tester-origin", "changes": [change]}) \
         == (200, {"acked_seq": 1, "conflicts": [], "reused": []})
     again = raw_push(central, store["token"], {"origin": "tester-origin", "changes": [change]})
-    assert again == (200, {"acked_seq": 1, "conflicts": [], "reused": []})  # a retry is acknowledged
+    # A retry is acknowledged, not stored twice.
+    assert again == (200, {"acked_seq": 1, "conflicts": [], "reused": []})
     forged = {**change, "body": change["body"].replace("Original", "Overwritten")}
     status, answer = raw_push(central, store["token"], {"origin": "tester-origin",
                                                         "changes": [forged]})  # fmt: skip
