@@ -84,7 +84,7 @@ def _apply_body(body: dict[str, Any], change: dict[str, Any]) -> None:
         if table == "customer":
             ensure_customer(row_id, change["recorded_at"])
         changes.add_to_row(table, row_id, deltas)
-        if table == "customer":
+        if table == "customer" and min(deltas.values()) < 0:
             _report_overdraft(row_id, deltas, change["id"])
     if "fields" in body:
         _merge_fields(*body["fields"], change["hlc"])
