@@ -26,7 +26,21 @@ from node import hlc
 from node.db import database, execute, fetch_all, fetch_one, get_meta
 from node.ids import now, now_iso, uuid7
 
-SYNCED_TABLES = ("customer", "sale", "refund", "ledger_entry", "loyalty_event")
+# What a change body may write: these tables and columns only (checked before applying a
+# remote change, since table and column names end up in SQL text).
+SYNCED_COLUMNS = {
+    "customer": ("id", "name", "email", "phone", "phone_digits", "address", "notes", "tags",
+                 "credit_limit", "created_at", "updated_at"),
+    "sale": ("id", "origin", "customer_id", "receipt_number", "total", "discount_amount",
+             "payment_method", "points_earned", "points_redeemed", "created_at"),
+    "refund": ("id", "sale_id", "amount", "points_reversed", "points_shortfall",
+               "points_restored", "created_at"),
+    "ledger_entry": ("id", "customer_id", "type", "amount", "description", "reference_id",
+                     "reverses_id", "created_at"),
+    "loyalty_event": ("id", "customer_id", "kind", "points", "sale_id", "description",
+                      "created_at"),
+}  # fmt: skip
+PROFILE_COLUMNS = ("name", "email", "phone", "address", "notes", "tags", "credit_limit")
 COUNTERS = {
     "customer": ("ledger_balance", "loyalty_points", "total_spent", "total_orders"),
     "sale": ("discount_amount", "points_redeemed", "refunded_amount", "points_reversed",
@@ -46,6 +60,40 @@ def _body() -> dict[str, Any]:
     if getattr(_pending, "body", None) is None:
         _pending.body = {}
     return _pending.body
+
+
+def check_body(body: Any) -> dict[str, Any]:
+    """A remote change body that writes only synced tables and columns, or ValueError."""
+
+    def scalar(value: Any) -> bool:
+        return value is None or isinstance(value, str | int) and not isinstance(value, bool)
+
+    if not isinstance(body, dict) or set(body) - {"rows", "adds", "fields", "scrub"}:
+        raise ValueError("a change body has only rows, adds, fields and scrub")
+    for item in body.get("rows", []):
+        table, row = item
+        allowed = SYNCED_COLUMNS.get(table)
+        if allowed is None or not isinstance(row, dict) or set(row) - set(allowed):
+            raise ValueError(f"rows may not write {table!r} or these columns")
+        if not isinstance(row.get("id"), str) or not all(map(scalar, row.values())):
+            raise ValueError("a row needs a string id and scalar values")
+    for item in body.get("adds", []):
+        table, row_id, deltas = item
+        allowed = COUNTERS.get(table, ())
+        if not isinstance(row_id, str) or not isinstance(deltas, dict) or not deltas:
+            raise ValueError("an add names a row id and its deltas")
+        if set(deltas) - set(allowed) or not all(
+            isinstance(d, int) and not isinstance(d, bool) for d in deltas.values()
+        ):
+            raise ValueError(f"adds may only add integers to running totals of {table!r}")
+    if "fields" in body:
+        customer_id, fields = body["fields"]
+        if not isinstance(customer_id, str) or not isinstance(fields, dict) or \
+                set(fields) - set(PROFILE_COLUMNS) or not all(map(scalar, fields.values())):
+            raise ValueError("fields may only set customer profile fields")  # fmt: skip
+    if "scrub" in body and not isinstance(body["scrub"], str):
+        raise ValueError("scrub names a customer id")
+    return body
 
 
 def insert_row(table: str, row: dict[str, Any]) -> None:
@@ -129,7 +177,7 @@ def log_change(kind: str, entity_id: str) -> dict[str, Any]:
         "SELECT COALESCE(MAX(origin_seq), 0) + 1 AS seq FROM change_log WHERE origin = ?",
         (origin,),
     )
-    stamp = hlc.tick(origin)
+    stamp = hlc.tick(origin, after=_latest_field_clock(body))
     change = {
         "id": uuid7(),
         "origin": origin,
@@ -144,6 +192,19 @@ def log_change(kind: str, entity_id: str) -> dict[str, Any]:
     if "fields" in body:
         set_field_clocks(body["fields"][0], body["fields"][1], stamp)
     return change
+
+
+def _latest_field_clock(body: dict[str, Any]) -> str | None:
+    if "fields" not in body:
+        return None
+    customer_id, fields = body["fields"]
+    marks = ", ".join("?" for _ in fields)
+    row = fetch_one(
+        f"SELECT MAX(hlc) AS hlc FROM customer_field_clock WHERE customer_id = ? "
+        f"AND field IN ({marks})",
+        (customer_id, *fields),
+    )
+    return row["hlc"] if row else None
 
 
 def set_field_clocks(customer_id: str, fields: dict[str, Any], stamp: str) -> None:

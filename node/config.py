@@ -136,7 +136,12 @@ def _from_env(section: str, key: str, raw: str) -> Any:
         try:
             return int(raw.strip())
         except ValueError:
-            raise ConfigError(f"{where}: must be an integer, got {raw!r}") from None
+            if (section, key) == ("loyalty", "earn_rate"):
+                try:
+                    return float(raw.strip())
+                except ValueError:
+                    pass
+            raise ConfigError(f"{where}: must be a number, got {raw!r}") from None
     if isinstance(default, list):
         parts = [p for p in re.split(r"[,\s]+", raw.strip()) if p]
         try:
@@ -152,6 +157,8 @@ def _check(section: str, key: str, value: Any) -> Any:
     if isinstance(default, bool) or isinstance(value, bool):
         if type(value) is not type(default):
             raise ConfigError(f"{name}: must be {type(default).__name__}, got {value!r}")
+    if name == "loyalty.earn_rate" and isinstance(value, float):
+        return value  # points per major unit may be fractional (0.5)
     if isinstance(default, int):
         if not isinstance(value, int):
             raise ConfigError(f"{name}: must be an integer, got {value!r}")

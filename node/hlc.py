@@ -38,9 +38,14 @@ def _last() -> tuple[int, int]:
     return wall, counter
 
 
-def tick(origin: str) -> str:
-    """A new timestamp for a local change (call inside the change's transaction)."""
+def tick(origin: str, after: str | None = None) -> str:
+    """A new timestamp for a local change (call inside the change's transaction), later
+    than `after` too: an edit must win over the values it replaces, even ones stamped by a
+    clock running ahead (that clock is held back from ours, not from the values)."""
     last_wall, last_counter = _last()
+    if after is not None:
+        after_wall, after_counter, _ = decode(after)
+        last_wall, last_counter = max((last_wall, last_counter), (after_wall, after_counter))
     wall = _wall_ms()
     if wall > last_wall:
         stamp = encode(wall, 0, origin)

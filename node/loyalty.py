@@ -85,8 +85,7 @@ def apply_discount_to_sale(customer_id: str, sale_id: str, points: int, discount
             errors=[{"field": "points", "message": f"at most {payable} of discount fits"}],
         )
     paid_before = sale["total"] - sale["discount_amount"]
-    earned = sale["points_earned"] * (paid_before - discount) // paid_before if paid_before else 0
-    earned = sale["points_earned"] if not discount else earned
+    earned = min(sale["points_earned"], points_for(paid_before - discount))
     take_back = sale["points_earned"] - earned
     changes.add("sale", sale_id, discount_amount=discount, points_redeemed=points,
                 points_earned=-take_back)  # fmt: skip

@@ -15,7 +15,8 @@ def _parse(field: str, text: str) -> tuple[datetime, bool]:
             day = date.fromisoformat(text)
             return datetime(day.year, day.month, day.day, tzinfo=UTC), True
         moment = datetime.fromisoformat(text.replace("z", "Z"))
-    except ValueError:
+        moment.astimezone(UTC)  # out-of-range offsets at the calendar's ends fail here
+    except (ValueError, OverflowError):
         raise Invalid(
             [(field, "must be a date (2025-05-18) or an RFC 3339 time (2025-05-18T10:00:00Z)")]
         ) from None
@@ -32,7 +33,10 @@ def period(start: str | None, end: str | None) -> tuple[str | None, str | None]:
     if end:
         moment, whole_day = _parse("to", end)
         # A date includes its whole day; a time includes its own millisecond.
-        upper = iso(moment + (timedelta(days=1) if whole_day else timedelta(milliseconds=1)))
+        try:
+            upper = iso(moment + (timedelta(days=1) if whole_day else timedelta(milliseconds=1)))
+        except OverflowError:
+            upper = None  # the end of the calendar: no upper bound
     if lower and upper and lower >= upper:
         raise Invalid([("from", "must not be after 'to'")])
     return lower, upper

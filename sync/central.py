@@ -74,7 +74,7 @@ async def push(request: web.Request) -> web.Response:
         if len(payload["changes"]) > MAX_BATCH_CHANGES:
             raise ProtocolError(f"at most {MAX_BATCH_CHANGES} changes per push")
         batch = [check_change(c) for c in payload["changes"]]
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         return problem(400, f"malformed push: {exc}")
     try:
         result = await run_db(request, request.app[STORE].push, request[STORE_ID], origin, batch)

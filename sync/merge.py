@@ -48,7 +48,7 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
         return "conflict"
     if not hlc.observe(change["hlc"], my_origin):
         report("clock_ahead", f"remote clock {change['hlc']} is far ahead of ours", change["id"])
-    body = json.loads(change["body"])
+    body = changes.check_body(json.loads(change["body"]))
     if change["kind"] == "customer.updated" and _scrubbed(change["entity_id"]):
         # An edit that lost the race to a deletion: keep the change, not the personal data.
         change = {**change, "body": changes.encode_body(
@@ -75,7 +75,7 @@ def _apply_body(body: dict[str, Any], change: dict[str, Any]) -> None:
         if table != "customer" and "customer_id" in row:
             ensure_customer(row["customer_id"], row["created_at"])
         if table == "customer" and fetch_one("SELECT 1 FROM customer WHERE id = ?", (row["id"],)):
-            report("conflict", f"customer {row['id']} already exists", change["id"])
+            _fill_placeholder(row, change)
             continue
         changes.insert_row(table, row)
         if table == "sale":
@@ -101,6 +101,29 @@ def ensure_customer(customer_id: str, created_at: str) -> None:
         "id": customer_id, "name": ANONYMIZED_NAME, "tags": "[]", "created_at": created_at,
         "updated_at": stamp, "anonymized_at": stamp,
     })  # fmt: skip
+
+
+def _fill_placeholder(row: dict[str, Any], change: dict[str, Any]) -> None:
+    """The customer's creation arrived after history that needed a placeholder for them:
+    the real profile replaces it, unless the customer has since been deleted."""
+    placeholder = fetch_one(
+        "SELECT 1 FROM customer WHERE id = ? AND anonymized_at IS NOT NULL", (row["id"],)
+    )
+    deleted = fetch_one(
+        "SELECT 1 FROM change_log WHERE entity_id = ? "
+        "AND kind IN ('customer.deleted', 'customer.anonymized')",
+        (row["id"],),
+    )
+    if placeholder is None or deleted is not None:
+        if placeholder is None:
+            report("conflict", f"customer {row['id']} already exists", change["id"])
+        return
+    profile = {k: v for k, v in row.items() if k not in ("id", "updated_at")}
+    assignments = ", ".join(f"{column} = ?" for column in profile)
+    execute(
+        f"UPDATE customer SET {assignments}, anonymized_at = NULL WHERE id = ?",
+        (*profile.values(), row["id"]),
+    )
 
 
 def _merge_fields(customer_id: str, fields: dict[str, Any], stamp: str) -> None:

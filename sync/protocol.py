@@ -22,6 +22,8 @@ import gzip
 import json
 from typing import Any
 
+from node.changes import check_body
+
 PUSH_PATH = "/sync/v1/push"
 PULL_PATH = "/sync/v1/pull"
 STATUS_PATH = "/sync/v1/status"
@@ -54,11 +56,9 @@ def check_change(change: Any) -> dict[str, Any]:
         if field != "origin_seq" and not isinstance(change[field], str):
             raise ProtocolError(f"{field} must be a string")
     try:
-        body = json.loads(change["body"])
-    except ValueError:
-        raise ProtocolError("body must be JSON text") from None
-    if not isinstance(body, dict):
-        raise ProtocolError("body must be a JSON object")
+        check_body(json.loads(change["body"]))
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise ProtocolError(f"change {change['id']}: {exc}") from None
     return {field: change[field] for field in CHANGE_FIELDS}
 
 

@@ -125,7 +125,9 @@ class CentralStore:
                     if not self._same(held[change["id"]], change):
                         self._quarantine(store_id, change, "same id, different body")
                         conflicts.append(change["id"])
-                elif seq <= high:
+                elif seq <= high or reused:
+                    # After a reused number nothing later of this batch may land: it could
+                    # depend on the change that has to move to a new origin.
                     reused.append(change["id"])
                 elif seq == high + 1 + len(fresh):
                     fresh.append(change)

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import aiohttp
+import peewee
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -29,7 +30,15 @@ from node.changes import ACKED, CURSOR, CURSOR_ID
 from node.db import database, fetch_all, fetch_one, get_meta, set_meta
 from node.ids import now_iso, uuid7
 from sync import merge
-from sync.protocol import MAX_BATCH_CHANGES, PULL_PATH, PUSH_PATH, batches, check_change, gzip_json
+from sync.protocol import (
+    MAX_BATCH_CHANGES,
+    PULL_PATH,
+    PUSH_PATH,
+    ProtocolError,
+    batches,
+    check_change,
+    gzip_json,
+)
 
 log = logging.getLogger("shopnode.sync")
 
@@ -165,12 +174,13 @@ async def push_all(transport: Transport, result: RoundResult) -> None:
         local_high = _local_high(origin)
         if reused or central > local_high:
             # Restored from an old backup: central holds sequence numbers of ours that we
-            # lost. Walk on so central stores what it lacks and names every change whose
-            # number it holds under another id; then move those to a fresh origin identity.
-            if batch and batch[-1]["origin_seq"] < local_high:
+            # lost. Walk on while central holds what we send; from the first change whose
+            # number it holds under another id, move everything to a fresh origin identity.
+            if not reused and batch and batch[-1]["origin_seq"] < local_high:
                 position = batch[-1]["origin_seq"]
                 continue
-            origin, acked = _take_new_identity(origin, reused), 0
+            first = min((c["origin_seq"] for c in batch if c["id"] in reused), default=None)
+            origin, acked = _take_new_identity(origin, first), 0
             position, reused = 0, []
             result.notes.append("restored from an older backup: took a new origin identity")
             continue
@@ -203,14 +213,15 @@ def _local_high(origin: str) -> int:
     return row["n"]
 
 
-def _take_new_identity(old: str, reused: list[str]) -> str:
-    """Continue under a fresh origin id; re-number the changes central never got."""
+def _take_new_identity(old: str, first_unheld: int | None) -> str:
+    """Continue under a fresh origin id, re-numbering (in order) our changes from the first
+    one central does not hold; those before it central holds already."""
     new = uuid7()
     with database.atomic():
-        marks = ", ".join("?" for _ in reused)
         pending = fetch_all(
-            f"SELECT id FROM change_log WHERE id IN ({marks}) ORDER BY origin_seq", reused
-        ) if reused else []  # fmt: skip
+            "SELECT id FROM change_log WHERE origin = ? AND origin_seq >= ? ORDER BY origin_seq",
+            (old, first_unheld),
+        ) if first_unheld is not None else []  # fmt: skip
         for seq, row in enumerate(pending, start=1):
             database.execute_sql(
                 "UPDATE change_log SET origin = ?, origin_seq = ? WHERE id = ?",
@@ -246,6 +257,22 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
             return
 
 
+def apply_one(raw: dict[str, Any], origin: str) -> str:
+    """Apply one pulled change in a savepoint; a change that cannot apply is reported and
+    skipped rather than blocking every later one (a re-read retries it)."""
+    try:
+        change = check_change(raw)
+    except ProtocolError as exc:
+        merge.report("invalid", str(exc), raw.get("id") if isinstance(raw, dict) else None)
+        return "invalid"
+    try:
+        with database.atomic():
+            return merge.apply_change(change, origin)
+    except peewee.IntegrityError as exc:
+        merge.report("unapplied", f"{change['kind']} could not be applied: {exc}", change["id"])
+        return "unapplied"
+
+
 def apply_page(
     page: list[dict[str, Any]], next_cursor: int, next_id: str, origin: str
 ) -> tuple[int, int]:
@@ -253,9 +280,9 @@ def apply_page(
     applied = conflicts = 0
     with database.atomic():
         for raw in page:
-            outcome = merge.apply_change(check_change(raw), origin)
+            outcome = apply_one(raw, origin)
             applied += outcome == "applied"
-            conflicts += outcome == "conflict"
+            conflicts += outcome != "applied" and outcome != "duplicate"
         # A second worker may have gone further; re-reading a page is harmless (ids dedupe).
         set_meta(CURSOR, str(next_cursor))
         set_meta(CURSOR_ID, next_id)

@@ -20,6 +20,8 @@ async def list_customers(request: web.Request) -> web.Response:
     """Customers, searched, sorted and paged."""
     page, limit = paging(request)
     search = request.query.get("search", "")[:MAX_SEARCH]
+    if any(ord(ch) < 32 for ch in search):
+        raise invalid("search", "must not contain control characters")
     sort = query_choice(request, "sort", list(customers.SORTS), "created_at")
     order = request.query.get("order", "").upper() or None
     if order not in (None, "ASC", "DESC"):
@@ -38,6 +40,8 @@ async def get_customer(request: web.Request) -> web.Response:
 async def create_customer(request: web.Request) -> web.Response:
     """Create a customer; only `name` is required."""
     fields = parse_body(await read_json(request), customers.PROFILE_FIELDS, required=["name"])
+    if "credit_limit" in fields:
+        require_owner(request, "set credit limits")
     return json_response(customers.create_customer(fields), status=201)
 
 
@@ -47,6 +51,8 @@ async def update_customer(request: web.Request) -> web.Response:
     """Partial update; PUT is accepted as the same. Tags are replaced."""
     customer_id = path_id(request)
     fields = parse_body(await read_json(request), customers.PROFILE_FIELDS, nonempty=True)
+    if "credit_limit" in fields:
+        require_owner(request, "set credit limits")
     return json_response(customers.update_customer(customer_id, fields))
 
 

@@ -29,7 +29,7 @@ async def read_json(request: web.Request, allow_empty: bool = False) -> Any:
         raise invalid("body", "the request body is empty; send a JSON object")
     try:
         return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Malformed(
             [("body", f"is not valid JSON: {exc}")], "the request body is not valid JSON"
         ) from None
@@ -96,7 +96,8 @@ async def idempotent(
         status, result = write(body)
         return json_response(result, status=status)
     key = idempotency.check_key(key)
-    fingerprint = idempotency.fingerprint(request.method, request.path, raw)
+    # Lower-cased: the ids in a path are UUIDs, which are the same in either case.
+    fingerprint = idempotency.fingerprint(request.method, request.path.lower(), raw)
     scope = request[TOKEN]["name"]  # per client; a token re-issued under its name keeps its keys
     status, result, replayed = idempotency.run_once(scope, key, fingerprint, lambda: write(body))
     headers = {"Idempotent-Replayed": "true"} if replayed else None

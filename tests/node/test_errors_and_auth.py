@@ -128,3 +128,35 @@ async def test_wrong_types_everywhere_never_500(api):
                 assert response.content_type in ("application/json", "application/problem+json")
     after = await api.get_customer(cid)
     assert after["ledger_balance"] == 0 and after["loyalty_points"] == 0
+
+
+async def test_staff_cannot_raise_a_credit_limit_to_get_round_it(api):
+    await api.ok("PATCH", "/api/v1/settings", json={"default_credit_limit": 1000})
+    customer = await api.customer()
+    path = f"/api/v1/customers/{customer['id']}"
+    assert (await api.patch(path, staff=True, json={"credit_limit": 10**12})).status == 403
+    assert (await api.post("/api/v1/customers", staff=True,
+                           json={"name": "B", "credit_limit": 5})).status == 403  # fmt: skip
+    assert (await api.get_customer(customer["id"]))["credit_limit"] is None
+    assert (await api.patch(path, json={"credit_limit": 5000})).status == 200
+
+
+@pytest.mark.parametrize("query", [
+    {"to": "9999-12-31"}, {"to": "9999-12-31T23:59:59.999999Z"},
+    {"from": "0001-01-01T00:00:00+00:01"}, {"from": "2025-13-01"},
+])  # fmt: skip
+async def test_dates_at_the_ends_of_the_calendar_never_500(api, query):
+    customer = await api.customer()
+    for path in (f"/api/v1/customers/{customer['id']}/ledger", "/api/v1/reports/loyalty"):
+        response = await api.get(path, params=query)
+        assert response.status in (200, 422), (path, query, response.status)
+
+
+async def test_control_characters_in_search_and_deep_json_are_client_errors(api):
+    response = await api.get("/api/v1/customers", params={"search": "\x00abc"})
+    assert response.status == 422
+    await problem_of(response)
+    for path in ("/api/v1/customers", "/api/v1/sales"):
+        response = await api.post(path, data="[" * 100_000)
+        assert response.status == 400
+        await problem_of(response)

@@ -429,3 +429,17 @@ async def test_deleting_a_customer_who_owes_does_not_strand_the_debt(api):
     )
     assert payment.status == 201, await payment.text()
     assert (await api.ok("GET", RECEIVABLES))["total_owed"] == 0
+
+
+async def test_late_redemption_keeps_the_points_the_smaller_total_earns(api):
+    customer = await api.customer("Small Sale")
+    await api.pay(customer["id"], 1)  # history, irrelevant to points
+    sale = await api.sale(customer["id"], 150)  # 1.50 earns 1 point
+    await api.sale(customer["id"], 10000)  # 100 more points to redeem with
+    before = (await api.get_customer(customer["id"]))["loyalty_points"]
+    assert before == 101
+    redeemed = await api.ok("POST", f"/api/v1/customers/{customer['id']}/loyalty/redeem",
+                            json={"points": 5, "sale_id": sale["id"]})  # fmt: skip
+    # 1.50 - 0.50 = 1.00 still earns 1 point: nothing taken back beyond the 5 redeemed.
+    assert redeemed["remaining_points"] == 96
+    assert (await api.ok("GET", f"/api/v1/sales/{sale['id']}"))["points_earned"] == 1

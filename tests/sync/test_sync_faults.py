@@ -406,7 +406,7 @@ def synthetic_changes(origin: str, first_seq: int, count: int) -> list[dict]:
     return [
         {"id": str(uuid.uuid4()), "origin": origin, "origin_seq": seq,
          "hlc": f"{1_700_000_000_000 + seq:015d}-000000-{origin}", "kind": "test.synthetic",
-         "entity_id": str(uuid.uuid4()), "body": json.dumps({"n": seq}),
+         "entity_id": str(uuid.uuid4()), "body": json.dumps({"rows": [], "adds": []}),
          "recorded_at": "2025-01-01T00:00:00.000Z"}
         for seq in range(first_seq, first_seq + count)
     ]  # fmt: skip

@@ -1,0 +1,172 @@
+"""Merge and restore rules, in one process: several shop databases and one central store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node import changes, customers, db, ledger, sales, settings
+from node.errors import Conflict
+from sync import worker
+from sync.protocol import ProtocolError, check_change
+from sync.store import CentralStore
+
+
+class Chain:
+    """Shops as SQLite files; `use(name)` points the node code at one of them."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.central = CentralStore(f"sqlite:///{tmp / 'central.db'}")
+        self.stores: dict[str, str] = {}
+
+    def use(self, name: str) -> None:
+        if db.database.obj is not None:
+            db.database.close()
+        db.open_database(self.tmp / f"{name}.db")
+        settings.seed_settings({"earn_rate": 1, "point_value": 10, "currency": "USD",
+                                "default_credit_limit": None})  # fmt: skip
+        if name not in self.stores:
+            self.stores[name] = self.central.add_store(name)["store_id"]
+        self.current = name
+
+    def sync(self) -> worker.RoundResult:
+        central, store = self.central, self.stores[self.current]
+
+        class Direct:
+            async def push(self, payload: dict[str, Any]) -> dict[str, Any]:
+                return central.push(store, payload["origin"], payload["changes"])
+
+            async def pull(self, after: int, limit: int, origin: str, after_id: str) -> dict:
+                return central.pull(after, limit, origin, after_id)
+
+        return asyncio.run(worker.sync_round(Direct()))
+
+    def copy(self, name: str, target: str) -> None:
+        db.database.close()
+        shutil.copy(self.tmp / f"{name}.db", self.tmp / f"{target}.db")
+        for suffix in ("-wal", "-shm"):
+            (self.tmp / f"{target}.db{suffix}").unlink(missing_ok=True)
+
+
+@pytest.fixture
+def chain(tmp_path: Path):
+    made = Chain(tmp_path)
+    yield made
+    if db.database.obj is not None:
+        db.database.close()
+    made.central.close()
+
+
+def reports() -> dict[str, int]:
+    return changes.queue_status()["reports"]
+
+
+def test_a_restored_shop_that_sells_and_refunds_before_syncing_converges(chain: Chain):
+    chain.use("a")
+    x = customers.create_customer({"name": "X"})
+    chain.sync()
+    chain.copy("a", "a-backup")
+    chain.use("a")
+    sales.record_sale(x["id"], 1000, "cash")
+    chain.sync()
+    chain.copy("a-backup", "a")  # restore: the sale above is gone from A
+    chain.use("a")
+    old_origin = changes.origin_id()
+    sale = sales.record_sale(x["id"], 700, "cash")
+    sales.refund_sale(sale["id"], 100)
+    result = chain.sync()
+    assert "new origin identity" in " ".join(result.notes)
+    assert changes.origin_id() != old_origin
+    chain.sync()
+    a_view = customers.get_customer(x["id"])
+    chain.use("c")
+    chain.sync()
+    c_view = customers.get_customer(x["id"])
+    assert c_view["total_spent"] == a_view["total_spent"] == 1000 + 600
+    assert c_view["total_orders"] == a_view["total_orders"] == 2
+    # Both sales got the day's first receipt number: kept, and reported.
+    assert reports() == {"receipt_reused": 1}
+    assert chain.central.status()["quarantined"] == 0
+
+
+def test_a_change_that_writes_outside_the_synced_columns_is_refused(chain: Chain):
+    chain.use("a")
+    evil = {"rows": [["api_token", {"id": "x", "name": "pwned", "role": "owner",
+                                    "token_hash": "0" * 64, "created_at": "2025"}]]}  # fmt: skip
+    sneaky = {"fields": ["cid", {"ledger_balance = 123456, name": "x"}]}
+    for body in (evil, sneaky, {"adds": [["customer", "cid", {"name": 1}]]}, {"other": 1}):
+        change = {"id": "01900000-0000-7000-8000-000000000001", "origin": "o", "origin_seq": 1,
+                  "hlc": "000000000000001-000000-o", "kind": "customer.created",
+                  "entity_id": "cid", "body": json.dumps(body), "recorded_at": "2025"}  # fmt: skip
+        with pytest.raises(ProtocolError):
+            check_change(change)
+        assert worker.apply_one(change, changes.origin_id()) == "invalid"
+    assert db.fetch_one("SELECT COUNT(*) AS n FROM api_token")["n"] == 0
+
+
+def test_history_that_arrives_before_its_customer_gets_the_real_profile(chain: Chain):
+    chain.use("a")
+    carol = customers.create_customer({"name": "Carol", "email": "carol@example.com"})
+    sale = sales.record_sale(carol["id"], 500, "account")
+    created, recorded = db.fetch_all(
+        "SELECT id, origin, origin_seq, hlc, kind, entity_id, body, recorded_at "
+        "FROM change_log ORDER BY origin_seq"
+    )
+    chain.use("b")
+    origin = changes.origin_id()
+    assert worker.apply_one(recorded, origin) == "applied"  # the sale first: a placeholder
+    assert worker.apply_one(created, origin) == "applied"
+    view = customers.get_customer(carol["id"])
+    assert (view["name"], view["email"], view["ledger_balance"]) == (
+        "Carol", "carol@example.com", -500)  # fmt: skip
+    assert view["recent_purchases"][0]["id"] == sale["id"]
+
+
+def test_an_edit_after_a_fast_clock_edit_still_wins_everywhere(chain: Chain, monkeypatch):
+    chain.use("a")
+    cid = customers.create_customer({"name": "Start"})["id"]
+    chain.sync()
+    chain.use("b")
+    chain.sync()
+    hour_ahead = time.time_ns() + 3600 * 10**9
+    monkeypatch.setattr("node.hlc.time.time_ns", lambda: hour_ahead)
+    customers.update_customer(cid, {"name": "From fast B"})
+    monkeypatch.undo()
+    chain.sync()
+    chain.use("a")
+    chain.sync()
+    assert reports().get("clock_ahead") == 1  # held back from A's clock, and reported
+    customers.update_customer(cid, {"name": "From A, later"})
+    chain.sync()
+    chain.use("b")
+    chain.sync()
+    assert customers.get_customer(cid)["name"] == "From A, later"
+    chain.use("a")
+    assert customers.get_customer(cid)["name"] == "From A, later"
+
+
+def test_a_sale_refunded_at_two_shops_offline_is_kept_and_refused_a_third_time(chain: Chain):
+    chain.use("a")
+    cid = customers.create_customer({"name": "Dup"})["id"]
+    sale = sales.record_sale(cid, 1000, "account")
+    chain.sync()
+    chain.use("b")
+    chain.sync()
+    sales.refund_sale(sale["id"])
+    chain.sync()
+    chain.use("a")
+    sales.refund_sale(sale["id"])  # A has not heard of B's refund yet
+    chain.sync()
+    assert ledger.ledger_sum(cid) == customers.get_customer(cid)["ledger_balance"] == 1000
+    with pytest.raises(Conflict):
+        sales.refund_sale(sale["id"])
+    chain.use("b")
+    chain.sync()
+    assert customers.get_customer(cid)["ledger_balance"] == 1000
