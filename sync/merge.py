@@ -32,7 +32,7 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
     """Apply one remote change (caller holds the transaction): applied/duplicate/conflict."""
     held = fetch_one("SELECT body FROM change_log WHERE id = ?", (change["id"],))
     if held is not None:
-        if held["body"] == change["body"] or _scrubbed_copy(held["body"], change):
+        if changes.same_change(held["body"], change["body"], change["entity_id"]):
             return "duplicate"
         report("conflict", "same change id with a different body; kept ours", change["id"])
         return "conflict"
@@ -62,12 +62,6 @@ def _scrubbed(customer_id: str) -> bool:
     """Deleted (gone) or anonymized here."""
     row = fetch_one("SELECT anonymized_at FROM customer WHERE id = ?", (customer_id,))
     return row is None or row["anonymized_at"] is not None
-
-
-def _scrubbed_copy(held_body: str, change: dict[str, Any]) -> bool:
-    """Our copy was scrubbed after an anonymization: the original is the same change."""
-    scrubbed = changes.scrub_body(json.loads(change["body"]), change["entity_id"])
-    return changes.encode_body(scrubbed) == held_body
 
 
 def _apply_body(body: dict[str, Any], change: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import peewee
 from playhouse.db_url import connect
 
-from node.changes import encode_body, scrub_body
+from node.changes import encode_body, same_change, scrub_body
 from node.ids import now_iso, uuid7
 from sync.protocol import CHANGE_FIELDS
 
@@ -163,13 +163,7 @@ class CentralStore:
 
     @staticmethod
     def _same(held: tuple[str, bool], change: dict[str, Any]) -> bool:
-        body, scrubbed = held
-        if body == change["body"]:
-            return True
-        if scrubbed:  # our copy lost its personal data; compare what is left
-            scrubbed_body = scrub_body(json.loads(change["body"]), change["entity_id"])
-            return encode_body(scrubbed_body) == body
-        return False
+        return same_change(held[0], change["body"], change["entity_id"])
 
     def _insert(self, fresh: list[dict[str, Any]]) -> None:
         received = now_iso()
