@@ -1,0 +1,963 @@
+"""A deterministic simulation of several shops syncing through one central node, with faults.
+
+One process plays every part: N shop nodes, each on its own SQLite file, and a CentralStore
+on another. Everything is single-threaded, so "being" a node means pointing the global
+peewee proxy (`node.db.database`) at that node's database and switching the virtual clock
+and UUIDv7 state to that node's. A `random.Random(seed)` decides everything — which node
+does what, when it syncs, which messages are lost, duplicated, delayed or replayed, when a
+node crashes, how far its clock is off — and the node's clocks and id randomness come from
+the simulation too, so a seed replays exactly.
+
+Faults injected by `SimTransport` (the `sync.worker.Transport` a round talks to):
+request lost, response lost after central committed, push delivered twice, push delayed and
+delivered later, the tail of a batch arriving before its head (a gap), a stale earlier pull
+answer delivered again, one-way partitions, crashes before/after a call (the round stops
+where it is) and crashes inside `apply_page` after some changes (the page's transaction must
+roll back) or inside a local write. Clocks are skewed by up to days per node and step
+backwards now and then.
+
+After the random phase every fault is healed and each node runs rounds until quiescent;
+`Simulation.check()` then lists every way the nodes and central disagree.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import random
+import re
+import shutil
+import tempfile
+import traceback
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import peewee
+
+import node.hlc as hlc_module
+import node.ids as ids_module
+import sync.merge as merge_module
+import sync.worker as worker_module
+from node import changes, customers, ledger, loyalty, sales
+from node.db import database, fetch_all, fetch_one, get_meta, open_database
+from node.errors import Conflict, Invalid, NotFound, Unprocessable
+from node.migrations import migrate
+from node.settings import seed_settings
+from sync.protocol import MAX_BATCH_CHANGES, MAX_PULL_LIMIT, check_change
+from sync.store import CentralStore, Forbidden
+from sync.worker import CentralUnreachable, RoundResult, pull_all, push_all, sync_round
+
+REPLAY = "SHOPNODE_SIM_SEED={seed} python -m pytest tests/sync/test_simulation.py -k replay"
+
+# The errors a domain call may answer with when the simulation asks for something the node
+# refuses (unknown or anonymized customer, over the credit limit, too many points...).
+EXPECTED_ERRORS = (NotFound, Conflict, Invalid, Unprocessable)
+
+SETTINGS = {"earn_rate": 1, "point_value": 10, "default_credit_limit": 30_000, "currency": "USD"}
+
+MS = 1_000_000
+SECOND = 1000 * MS
+MINUTE = 60 * SECOND
+HOUR = 60 * MINUTE
+DAY = 24 * HOUR
+BASE_NS = 1_748_736_000 * SECOND  # 2025-06-01T00:00:00Z
+
+# Small batches and pages, so one round takes several of each and can fail between them.
+SIM_PUSH_BATCH = 4
+SIM_MAX_PAGE = 6
+HEAL_PASSES = 8
+
+PUSH_FAULTS = ("lost_request", "lost_response", "duplicate", "delayed", "reordered",
+               "crash_before", "crash_after")  # fmt: skip
+PULL_FAULTS = ("lost_request", "lost_response", "stale", "crash_before", "crash_after")
+
+FIRST = ("Asha", "Ravi", "Meera", "John", "Lena", "Omar", "Yuki", "Ana", "Kofi", "Ivan")
+LAST = ("Rao", "Shah", "Okafor", "Smith", "Novak", "Haddad", "Sato", "Silva", "Mensah")
+
+
+class SimCrash(Exception):
+    """The simulated node process died here; whatever it had committed stays."""
+
+
+# -- clocks and randomness of the node under simulation -------------------------------------
+
+_active: Simulation | None = None
+
+
+def _sim() -> Simulation:
+    if _active is None:
+        raise RuntimeError("node clock used outside a running simulation")
+    return _active
+
+
+class _SimDatetime(datetime):
+    """`datetime` as node.ids sees it: now() is the active node's virtual clock."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
+        ns = _sim().clock_ns()
+        moment = datetime.fromtimestamp(ns // SECOND, UTC).replace(microsecond=ns // 1000 % 10**6)
+        return moment.astimezone(tz) if tz is not None else moment.replace(tzinfo=None)
+
+
+def _wall_ms() -> int:
+    sim = _sim()
+    if sim.crash_in_write:
+        sim.crash_in_write = False
+        raise SimCrash("crash inside a local write, after its rows, before its change")
+    return sim.clock_ns() // MS
+
+
+def _crashable_apply_change(change: dict[str, Any], my_origin: str) -> str:
+    sim = _sim()
+    if sim.crash_after_applies is not None:
+        if sim.crash_after_applies <= 0:
+            sim.crash_after_applies = None
+            sim.faults["crash_in_apply_page"] += 1
+            raise SimCrash("crash inside apply_page")
+        sim.crash_after_applies -= 1
+    return _original["apply_change"](change, my_origin)
+
+
+def _checked_apply_page(*args: Any) -> Any:
+    """apply_page, verifying that a crash inside it leaves nothing of the page behind."""
+    sim = _sim()
+    before = sim.snapshot()
+    try:
+        return _original["apply_page"](*args)
+    except SimCrash:
+        after = sim.snapshot()
+        if after != before:
+            sim.problems.append(f"a crash inside apply_page was not rolled back: "
+                                f"{before} became {after}")  # fmt: skip
+        raise
+
+
+_original: dict[str, Any] = {}
+
+
+@contextlib.contextmanager
+def patched() -> Iterator[None]:
+    """Route node clocks, id randomness and the sync hooks through the active simulation."""
+    replacements = [
+        (ids_module, "time", SimpleNamespace(time_ns=lambda: _sim().clock_ns())),
+        (ids_module, "os", SimpleNamespace(urandom=lambda n: _sim().id_rng.randbytes(n))),
+        (ids_module, "datetime", _SimDatetime),
+        (hlc_module, "_wall_ms", _wall_ms),
+        (merge_module, "apply_change", _crashable_apply_change),
+        (worker_module, "apply_page", _checked_apply_page),
+        (worker_module, "MAX_BATCH_CHANGES", SIM_PUSH_BATCH),
+    ]
+    saved = [(module, name, getattr(module, name)) for module, name, _ in replacements]
+    saved_ids = (ids_module._last_ms, ids_module._counter)
+    _original["apply_change"] = merge_module.apply_change
+    _original["apply_page"] = worker_module.apply_page
+    for module, name, value in replacements:
+        setattr(module, name, value)
+    try:
+        yield
+    finally:
+        for module, name, value in saved:
+            setattr(module, name, value)
+        ids_module._last_ms, ids_module._counter = saved_ids
+
+
+# -- one node and its link to central --------------------------------------------------------
+
+
+@dataclass
+class SimNode:
+    index: int
+    path: Path
+    skew_ns: int
+    db: peewee.SqliteDatabase | None = None
+    store_id: str = ""
+    ids_state: tuple[int, int] = (0, 0)  # node.ids' monotonic state: one per process
+    push_blocked_until: int = -1
+    pull_blocked_until: int = -1
+    pull_answers: list[tuple[int, str]] = field(default_factory=list)  # (after, JSON)
+
+    @property
+    def name(self) -> str:
+        return f"shop{self.index}"
+
+
+class SimTransport:
+    """The Transport a round uses: central's calls in-process, with faults on the way."""
+
+    def __init__(self, sim: Simulation, node: SimNode, faulty: bool) -> None:
+        self.sim = sim
+        self.node = node
+        self.faulty = faulty
+
+    async def push(self, payload: dict[str, Any]) -> dict[str, Any]:
+        sim, node = self.sim, self.node
+        wire = json.loads(json.dumps(payload))  # the request as it leaves the node
+        fault = None
+        if self.faulty:
+            if sim.step < node.push_blocked_until:
+                sim.faults["push_partitioned"] += 1
+                raise CentralUnreachable("partitioned: pushes do not get through")
+            fault = sim.pick_fault(PUSH_FAULTS)
+        if fault is None:
+            return sim.deliver_push(node, wire)
+        sim.faults[f"push_{fault}"] += 1
+        sim.trace.append(f"  push fault {fault} ({len(wire['changes'])} changes)")
+        if fault == "lost_request":
+            raise CentralUnreachable("request lost")
+        if fault == "crash_before":
+            raise SimCrash("crashed before pushing")
+        if fault == "lost_response":
+            sim.deliver_push(node, wire)
+            raise CentralUnreachable("response lost")
+        if fault == "crash_after":
+            sim.deliver_push(node, wire)
+            raise SimCrash("crashed after central committed the push")
+        if fault == "duplicate":
+            sim.deliver_push(node, wire)
+            return sim.deliver_push(node, wire)
+        if fault == "delayed":
+            sim.in_flight.append((node, wire))
+            raise CentralUnreachable("timed out; the request is still on its way")
+        # reordered: the tail of the batch arrives first (a gap for central), then all of it
+        if len(wire["changes"]) >= 2:
+            cut = sim.rng.randint(1, len(wire["changes"]) - 1)
+            sim.deliver_push(node, {**wire, "changes": wire["changes"][cut:]})
+        return sim.deliver_push(node, wire)
+
+    async def pull(self, after: int, limit: int, origin: str, after_id: str = "") -> dict[str, Any]:
+        sim, node = self.sim, self.node
+        fault = None
+        if self.faulty:
+            if sim.step < node.pull_blocked_until:
+                sim.faults["pull_partitioned"] += 1
+                raise CentralUnreachable("partitioned: pulls do not get through")
+            fault = sim.pick_fault(PULL_FAULTS)
+        if fault is not None:
+            sim.faults[f"pull_{fault}"] += 1
+            sim.trace.append(f"  pull fault {fault} (after {after})")
+        if fault == "lost_request":
+            raise CentralUnreachable("request lost")
+        if fault == "crash_before":
+            raise SimCrash("crashed before pulling")
+        if fault == "stale":
+            # An earlier answer to a question with the same or a smaller cursor: a consistent
+            # snapshot of central at that time, so applying it must be harmless.
+            earlier = [text for asked, text in node.pull_answers if asked <= after]
+            if earlier:
+                return json.loads(sim.rng.choice(earlier))
+            sim.faults["pull_stale"] -= 1
+        limit = min(limit, MAX_PULL_LIMIT, sim.rng.randint(1, SIM_MAX_PAGE))
+        with sim.as_central():
+            answer = sim.central.pull(after, limit, origin, after_id)
+        if answer.get("reset"):
+            sim.problems.append(
+                f"step {sim.step}: central answered {node.name}'s pull after "
+                f"{after} ({after_id}) with a reset, but was never restored"
+            )
+        text = json.dumps(answer)
+        node.pull_answers = [*node.pull_answers[-7:], (after, text)]
+        if fault == "lost_response":
+            raise CentralUnreachable("response lost")
+        if fault == "crash_after":
+            raise SimCrash("crashed after central answered the pull")
+        return json.loads(text)
+
+
+# -- the simulation ----------------------------------------------------------------------------
+
+
+class Simulation:
+    """One seed: build the shops, run the random phase, heal, then `check()`."""
+
+    def __init__(self, seed: int, root: Path, template: Path) -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.id_rng = random.Random(f"shopnode-sim-ids-{seed}")
+        self.dir = root / f"seed-{seed}"
+        self.template = template
+        self.trace: list[str] = []
+        self.problems: list[str] = []
+        self.faults: Counter[str] = Counter()
+        self.step = 0
+        self.now_ns = BASE_NS + self.rng.randrange(365 * DAY // MS) * MS
+        self.current: SimNode | None = None
+        self.central_ids_state = (0, 0)
+        self.crash_in_write = False
+        self.crash_after_applies: int | None = None
+        self.in_flight: list[tuple[SimNode, dict[str, Any]]] = []
+        self.fault_plan: list[str] = []  # faults a directed scenario asks for, in order
+        self.fixed_step_ns = 0  # a directed scenario's clock moves by this much per step
+        self.personal: dict[str, set[str]] = defaultdict(set)  # customer id -> its data
+        self.marker = 0
+        self.doing = ""  # the operation under way, for the trace
+        self.n_nodes = self.rng.choice((3, 3, 4))
+        self.n_steps = self.rng.randint(30, 50)
+        self.fault_rate = self.rng.choice((0.0, 0.15, 0.3, 0.5))
+        self.nodes: list[SimNode] = []
+        self.central: CentralStore
+
+    # -- clocks and identities ---------------------------------------------------------
+    def clock_ns(self) -> int:
+        return self.now_ns + (self.current.skew_ns if self.current else 0)
+
+    def advance(self) -> None:
+        if self.fixed_step_ns:
+            self.now_ns += self.fixed_step_ns
+            return
+        roll = self.rng.random()
+        if roll < 0.8:
+            self.now_ns += self.rng.randint(1, 20_000) * MS
+        elif roll < 0.97:
+            self.now_ns += self.rng.randint(1, 120) * MINUTE
+        else:
+            self.now_ns += self.rng.randint(1, 3) * DAY
+
+    def _leave(self) -> None:
+        state = (ids_module._last_ms, ids_module._counter)
+        if self.current is None:
+            self.central_ids_state = state
+        else:
+            self.current.ids_state = state
+
+    def use(self, node: SimNode) -> None:
+        """Act as this node from now on: its database, its clock, its id generator."""
+        if self.current is not node:
+            self._leave()
+            self.current = node
+            ids_module._last_ms, ids_module._counter = node.ids_state
+        if node.db is not None:
+            database.initialize(node.db)
+
+    @contextlib.contextmanager
+    def as_central(self) -> Iterator[None]:
+        node = self.current
+        self._leave()
+        self.current = None
+        ids_module._last_ms, ids_module._counter = self.central_ids_state
+        try:
+            yield
+        finally:
+            self.central_ids_state = (ids_module._last_ms, ids_module._counter)
+            self.current = node
+            if node is not None:
+                ids_module._last_ms, ids_module._counter = node.ids_state
+
+    def restart(self, node: SimNode) -> None:
+        """The node's process comes back after a crash: new connection, fresh memory."""
+        assert node.db is not None
+        node.db.close()
+        node.db.connect()
+        node.ids_state = (0, 0)
+        ids_module._last_ms, ids_module._counter = node.ids_state
+        node.pull_answers = []
+
+    def pick_fault(self, kinds: tuple[str, ...]) -> str | None:
+        if self.fault_plan and self.fault_plan[0] in kinds:
+            return self.fault_plan.pop(0)
+        if self.fault_rate and self.rng.random() < self.fault_rate:
+            return self.rng.choice(kinds)
+        return None
+
+    # -- set-up and tear-down ------------------------------------------------------------
+    def start(self, skews: list[int] | None = None) -> None:
+        """Central and the shops; `skews` (ns) fixes the shops' clocks for a directed test."""
+        self.dir.mkdir(parents=True)
+        with self.as_central():
+            self.central = CentralStore(f"sqlite:///{self.dir / 'central.db'}")
+        if skews is not None:
+            self.n_nodes = len(skews)
+        for index in range(self.n_nodes):
+            skew = self.rng.choice((0, 0, self.rng.randint(-5 * MINUTE, 5 * MINUTE),
+                                    self.rng.randint(-3 * DAY, 3 * DAY)))  # fmt: skip
+            if skews is not None:
+                skew = skews[index]
+            node = SimNode(index, self.dir / f"shop{index}.db", skew)
+            shutil.copyfile(self.template, node.path)
+            self.use(node)
+            node.db = open_database(node.path)
+            seed_settings(SETTINGS)
+            with self.as_central():
+                node.store_id = self.central.add_store(node.name)["store_id"]
+            self.nodes.append(node)
+            self.trace.append(f"{node.name}: origin {changes.origin_id()}, "
+                              f"clock skew {skew / SECOND:+.0f} s")  # fmt: skip
+
+    def close(self) -> None:
+        for node in self.nodes:
+            if node.db is not None:
+                node.db.close()
+        with contextlib.suppress(AttributeError):
+            self.central.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- the random phase -------------------------------------------------------------------
+    async def run(self) -> None:
+        for step in range(self.n_steps):
+            self.step = step
+            self.advance()
+            node = self.rng.choice(self.nodes)
+            self.use(node)
+            if self.rng.random() < 0.35:
+                await self.sync_action(node)
+            else:
+                self.operation(node)
+        await self.heal()
+
+    def snapshot(self) -> tuple:
+        """What a rolled-back transaction must leave exactly as it was."""
+        row = fetch_one(
+            "SELECT (SELECT COUNT(*) FROM change_log) AS log, "
+            "(SELECT value FROM meta WHERE key = 'sync_pull_cursor') AS cursor, "
+            "(SELECT value FROM meta WHERE key = 'sync_pull_cursor_id') AS cursor_id, "
+            "(SELECT value FROM meta WHERE key = 'hlc') AS hlc, "
+            "(SELECT COUNT(*) FROM customer) AS customers, "
+            "(SELECT COUNT(*) FROM ledger_entry) AS entries, "
+            "(SELECT COUNT(*) FROM loyalty_event) AS events, "
+            "(SELECT COUNT(*) FROM sale) + (SELECT COUNT(*) FROM refund) AS sales, "
+            "(SELECT COUNT(*) FROM sync_report) AS reports, "
+            "(SELECT TOTAL(ledger_balance) || '/' || TOTAL(loyalty_points) || '/' || "
+            " TOTAL(total_spent) || '/' || TOTAL(total_orders) FROM customer) AS totals"
+        )
+        return tuple(row.values())
+
+    # -- shop operations ---------------------------------------------------------------------
+    def _mark(self) -> str:
+        self.marker += 1
+        return f"pd{self.seed}x{self.marker:04d}"
+
+    def _profile(self, full: bool) -> dict[str, Any]:
+        """Profile fields (as validated by the API) carrying unique markers."""
+        rng = self.rng
+        mark = self._mark()
+        values: dict[str, Any] = {
+            "name": f"{rng.choice(FIRST)} {rng.choice(LAST)} {mark}",
+            "email": rng.choice((None, f"{mark}@example.com")),
+            "phone": rng.choice((None, f"+1555{self.seed % 1000:03d}{self.marker:05d}")),
+            "address": rng.choice((None, f"{rng.randint(1, 99)} Park Street {mark}")),
+            "notes": rng.choice((None, f"likes tea {mark}")),
+            "tags": rng.sample(["vip", "wholesale", f"t-{mark}"], rng.randint(0, 2)),
+            "credit_limit": rng.choice((None, None, 5_000, 50_000)),
+        }
+        if full:
+            return values
+        keys = rng.sample(sorted(values), rng.randint(1, 4))
+        return {k: values[k] for k in keys}
+
+    def _remember(self, customer_id: str, fields: dict[str, Any]) -> None:
+        for key in ("name", "email", "phone", "address", "notes"):
+            if fields.get(key):
+                self.personal[customer_id].add(fields[key])
+        if fields.get("phone"):
+            self.personal[customer_id].add(re.sub(r"\D", "", fields["phone"]))
+        for tag in fields.get("tags") or ():
+            if tag.startswith("t-"):
+                self.personal[customer_id].add(tag)
+
+    def _ids(self, sql: str, params: tuple = ()) -> list[str]:
+        return [r["id"] for r in fetch_all(sql, params)]
+
+    def _customer(self) -> str | None:
+        """Mostly a live customer this node knows; now and then an anonymized one."""
+        every = self._ids("SELECT id FROM customer ORDER BY id")
+        live = self._ids("SELECT id FROM customer WHERE anonymized_at IS NULL ORDER BY id")
+        if live and self.rng.random() < 0.92:
+            return self.rng.choice(live)
+        return self.rng.choice(every) if every else None
+
+    def _points(self, customer_id: str) -> int:
+        row = fetch_one("SELECT loyalty_points FROM customer WHERE id = ?", (customer_id,))
+        return max(0, row["loyalty_points"]) if row else 0
+
+    def operation(self, node: SimNode) -> None:
+        rng = self.rng
+        kind = rng.choices(
+            ("create", "update", "delete", "sale", "payment", "debit", "reverse", "redeem",
+             "refund"),
+            weights=(3, 3, 0.7, 5, 2, 1.5, 1.2, 1.5, 1.8),
+        )[0]  # fmt: skip
+        customer_id = self._customer()
+        if customer_id is None:
+            kind = "create"
+        crash = self.fault_rate > 0 and rng.random() < 0.04
+        before = self.snapshot() if crash else None
+        self.crash_in_write = crash
+        label = f"{self.step:3d} {node.name} {kind} {(customer_id or '')[-6:]}"
+        self.doing = ""
+        try:
+            detail = self._do(kind, customer_id)
+        except EXPECTED_ERRORS as exc:
+            detail = f"-> {type(exc).__name__}: {exc.detail}"
+        except SimCrash:
+            self.faults["crash_in_write"] += 1
+            detail = "-> crashed inside the write"
+            self.restart(node)
+            if self.snapshot() != before:
+                self.problems.append(f"step {self.step}: a write that crashed left traces")
+        except Exception:
+            self.trace.append(f"{label} {self.doing} -> raised:")
+            raise
+        finally:
+            self.crash_in_write = False
+        self.trace.append(f"{label} {detail}")
+
+    def _do(self, kind: str, customer_id: str | None) -> str:
+        rng = self.rng
+        if kind == "create":
+            fields = self._profile(full=True)
+            created = customers.create_customer(fields)
+            self._remember(created["id"], fields)
+            return f"-> {created['id'][-6:]} {fields['name']!r}"
+        assert customer_id is not None
+        if kind == "update":
+            fields = self._profile(full=False)
+            customers.update_customer(customer_id, fields)
+            self._remember(customer_id, fields)
+            return f"{sorted(fields)}"
+        if kind == "delete":
+            balance = fetch_one("SELECT ledger_balance FROM customer WHERE id = ?", (customer_id,))
+            if balance and balance["ledger_balance"] and rng.random() < 0.7:
+                # Settle the account first (deleting refuses while money is owed either way).
+                owed = balance["ledger_balance"]
+                self.doing = f"settle {owed}"
+                entry_type = "credit" if owed < 0 else "debit"
+                ledger.record_entry(customer_id, entry_type, abs(owed), None, None, True)
+                self.doing = f"settled {owed}, then delete"
+            return f"{self.doing} -> {customers.delete_customer(customer_id)}"
+        if kind == "sale":
+            total = rng.choice((rng.randint(1, 500), rng.randint(100, 20_000)))
+            method = rng.choice(("cash", "card", "account", "account"))
+            points = self._points(customer_id)
+            over = 3 if rng.random() < 0.1 else 0  # now and then more than the customer has
+            redeem = rng.randint(0, points + over) if rng.random() < 0.4 else 0
+            receipt = rng.choice((None, None, None, None, f"R-{rng.randint(1, 3)}"))
+            override = method == "account" and rng.random() < 0.4
+            self.doing = f"{method} {total} redeem {redeem} receipt {receipt}"
+            sale = sales.record_sale(customer_id, total, method, redeem, receipt, override)
+            return f"{self.doing} -> {sale['id'][-6:]}"
+        if kind in ("payment", "debit"):
+            amount = rng.randint(1, 15_000)
+            entry_type = "credit" if kind == "payment" else "debit"
+            override = kind == "debit" and rng.random() < 0.8
+            self.doing = f"{amount}"
+            ledger.record_entry(customer_id, entry_type, amount, None, None, override)
+            return self.doing
+        if kind == "reverse":
+            entries = self._ids("SELECT id FROM ledger_entry WHERE customer_id = ? ORDER BY id",
+                                (customer_id,))  # fmt: skip
+            if not entries:
+                return "(no entries)"
+            target = rng.choice(entries)
+            self.doing = f"entry {target[-6:]}"
+            ledger.reverse_entry(customer_id, target)
+            return self.doing
+        if kind == "redeem":
+            over = 2 if rng.random() < 0.2 else 0
+            points = rng.randint(1, max(1, self._points(customer_id)) + over)
+            sale_ids = self._ids("SELECT id FROM sale WHERE customer_id = ? ORDER BY id",
+                                 (customer_id,))  # fmt: skip
+            sale_id = rng.choice(sale_ids) if sale_ids and rng.random() < 0.5 else None
+            self.doing = f"{points} on {sale_id and sale_id[-6:]}"
+            loyalty.redeem_points(customer_id, points, sale_id)
+            return self.doing
+        sale_ids = self._ids("SELECT id FROM sale ORDER BY id")
+        if not sale_ids:
+            return "(no sales)"
+        sale_id = rng.choice(sale_ids)
+        amount = rng.choice((None, rng.randint(1, 8_000)))
+        self.doing = f"sale {sale_id[-6:]} amount {amount}"
+        sales.refund_sale(sale_id, amount)
+        return self.doing
+
+    # -- sync --------------------------------------------------------------------------------
+    def deliver_push(self, node: SimNode, wire: dict[str, Any]) -> dict[str, Any]:
+        """What central's /sync/v1/push handler does with a request body."""
+        if len(wire["changes"]) > MAX_BATCH_CHANGES:
+            self.problems.append(f"a push of {len(wire['changes'])} changes is over the limit")
+        batch = [check_change(c) for c in wire["changes"]]
+        try:
+            with self.as_central():
+                answer = self.central.push(node.store_id, wire["origin"], batch)
+        except Forbidden as exc:
+            self.problems.append(f"step {self.step}: central refused {node.name}: {exc}")
+            raise CentralUnreachable(f"403: {exc}") from exc
+        if answer.get("reused"):
+            self.problems.append(
+                f"step {self.step}: central says {node.name} reused sequence "
+                f"numbers {answer['reused']}, but no shop was restored"
+            )
+        return json.loads(json.dumps(answer))
+
+    async def sync_action(self, node: SimNode) -> None:
+        rng = self.rng
+        faulty = self.fault_rate > 0
+        action = rng.choices(
+            ("round", "push", "pull", "deliver", "partition", "clock_step", "apply_crash"),
+            weights=(8, 2, 2, 1, 1.5 if faulty else 0, 0.7, 1.5 if faulty else 0),
+        )[0]  # fmt: skip
+        label = f"{self.step:3d} {node.name} {action}"
+        if action == "partition":
+            until = self.step + rng.randint(3, 15)
+            side = rng.choice(("push", "pull"))
+            setattr(node, f"{side}_blocked_until", until)
+            self.faults[f"partition_{side}"] += 1
+            self.trace.append(f"{label}: no {side} until step {until}")
+            return
+        if action == "clock_step":
+            back = rng.choice((rng.randint(1, 600) * SECOND, rng.randint(1, 2) * DAY))
+            node.skew_ns -= back
+            self.faults["clock_step_back"] += 1
+            self.trace.append(f"{label}: clock steps back {back / SECOND:.0f} s")
+            return
+        if action == "deliver":
+            if not self.in_flight:
+                action = "round"
+            else:
+                late, wire = self.in_flight.pop(rng.randrange(len(self.in_flight)))
+                self.faults["delayed_push_delivered"] += 1
+                answer = self.deliver_push(late, wire)
+                self.trace.append(f"{label}: a delayed push of {late.name} arrives -> {answer}")
+                return
+        if action == "apply_crash":
+            self.crash_after_applies = rng.randint(0, 4)
+        self.trace.append(label)
+        transport = SimTransport(self, node, faulty)
+        result = RoundResult()
+        try:
+            if action in ("round", "apply_crash"):
+                result = await sync_round(transport)
+            elif action == "push":
+                await push_all(transport, result)
+            else:
+                await pull_all(transport, result, None)
+            self.trace.append(f"  {result.summary()}")
+        except CentralUnreachable as exc:
+            self.trace.append(f"  failed: {exc}")
+        except SimCrash as exc:
+            self.trace.append(f"  crashed: {exc}")
+            self.restart(node)
+        finally:
+            self.crash_after_applies = None
+
+    async def heal(self) -> None:
+        """No more faults: late requests land, then rounds until every node holds everything."""
+        self.trace.append("-- heal")
+        self.step = self.n_steps
+        for node, wire in self.in_flight:
+            self.deliver_push(node, wire)
+        self.in_flight.clear()
+        for _ in range(HEAL_PASSES):
+            for node in self.nodes:
+                self.advance()
+                self.use(node)
+                try:
+                    result = await sync_round(SimTransport(self, node, faulty=False))
+                except CentralUnreachable as exc:
+                    self.problems.append(f"{node.name}: a round without faults failed: {exc}")
+                    continue
+                self.trace.append(f"{node.name} round: {result.summary()}")
+            if self.quiescent():
+                return
+        self.problems.append(f"not converged after {HEAL_PASSES} passes of rounds")
+
+    async def sync(self, node: SimNode, *faults: str) -> RoundResult | Exception:
+        """One round at this node (for directed scenarios), with these faults on the way."""
+        self.advance()
+        self.use(node)
+        self.fault_plan = list(faults)
+        try:
+            return await sync_round(SimTransport(self, node, faulty=True))
+        except (CentralUnreachable, SimCrash) as exc:
+            if isinstance(exc, SimCrash):
+                self.restart(node)
+            return exc
+        finally:
+            self.fault_plan = []
+
+    def quiescent(self) -> bool:
+        held = self.central.db.execute_sql("SELECT COUNT(*) FROM change").fetchone()[0]
+        for node in self.nodes:
+            self.use(node)
+            origin = changes.origin_id()
+            local = fetch_one("SELECT COUNT(*) AS n, "
+                              "COALESCE(MAX(CASE WHEN origin = ? THEN origin_seq END), 0) AS mine "
+                              "FROM change_log", (origin,))  # fmt: skip
+            if local["n"] != held or int(get_meta(changes.ACKED) or 0) != local["mine"]:
+                return False
+        return True
+
+    # -- the checks --------------------------------------------------------------------------
+    def central_rows(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        cursor = self.central.db.execute_sql(sql, params)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def fingerprint(self) -> str:
+        """A digest of everything central holds, plus the trace: equal runs, equal digests."""
+        digest = hashlib.sha256()
+        for row in self.central_rows("SELECT gseq, id, origin, origin_seq, hlc, body, "
+                                     "recorded_at FROM change ORDER BY gseq"):  # fmt: skip
+            digest.update(repr(sorted(row.items())).encode())
+        digest.update("\n".join(self.trace).encode())
+        return digest.hexdigest()
+
+    def check(self) -> list[str]:
+        problems = self.problems
+        central = self.central_rows("SELECT id, origin, origin_seq, kind, entity_id, body "
+                                    "FROM change ORDER BY gseq")  # fmt: skip
+        central_ids = {c["id"]: (c["origin"], c["origin_seq"]) for c in central}
+        if len(central_ids) != len(central):
+            problems.append("central holds a change id twice")
+        by_origin: dict[str, list[int]] = defaultdict(list)
+        for c in central:
+            by_origin[c["origin"]].append(c["origin_seq"])
+        origins = self.central_rows("SELECT id, high_seq FROM origin")
+        highs = {r["id"]: r["high_seq"] for r in origins}
+        for origin, seqs in sorted(by_origin.items()):
+            if sorted(seqs) != list(range(1, len(seqs) + 1)):
+                problems.append(f"central: origin {origin} has sequence gaps {sorted(seqs)}")
+            if highs.get(origin) != len(seqs):
+                problems.append(f"central: origin {origin} high_seq {highs.get(origin)} "
+                                f"but holds {len(seqs)} changes")  # fmt: skip
+        for row in self.central_rows("SELECT change_id, origin_seq, reason FROM quarantine"):
+            problems.append(f"central quarantined {row}")
+        scrubs = ("customer.anonymized", "customer.deleted")
+        scrubbed = sorted({c["entity_id"] for c in central if c["kind"] in scrubs})
+        self._check_no_personal_data("central change bodies", scrubbed,
+                                     [(c["id"], c["body"]) for c in central])  # fmt: skip
+
+        views = []
+        for node in self.nodes:
+            self.use(node)
+            log = fetch_all("SELECT id, origin, origin_seq, body FROM change_log")
+            held = {r["id"]: (r["origin"], r["origin_seq"]) for r in log}
+            if len(held) != len(log):
+                problems.append(f"{node.name}: a change id twice in the change log")
+            if held != central_ids:
+                missing = len(set(central_ids) - set(held))
+                extra = len(set(held) - set(central_ids))
+                moved = sum(1 for k in set(held) & set(central_ids) if held[k] != central_ids[k])
+                problems.append(
+                    f"{node.name}: change log differs from central: {missing} "
+                    f"missing, {extra} not at central, {moved} renumbered"
+                )
+            for report in fetch_all("SELECT kind, change_id, detail FROM sync_report "
+                                    "WHERE kind = 'conflict' ORDER BY id"):  # fmt: skip
+                problems.append(f"{node.name}: sync report {report}")
+            self._check_no_personal_data(f"{node.name} change log", scrubbed,
+                                         [(r["id"], r["body"]) for r in log])  # fmt: skip
+            views.append(self._view(node, scrubbed))
+
+        first = views[0]
+        for node, view in zip(self.nodes[1:], views[1:], strict=True):
+            for key in sorted(set(first) | set(view)):
+                if first.get(key) != view.get(key):
+                    problems.append(
+                        f"{self.nodes[0].name} and {node.name} differ on {key}: "
+                        f"{_short(first.get(key))} vs {_short(view.get(key))}"
+                    )
+        return problems
+
+    def _check_no_personal_data(self, where: str, scrubbed: list[str],
+                                bodies: list[tuple[str, str]]) -> None:  # fmt: skip
+        for customer_id in scrubbed:
+            for needle in sorted(self.personal.get(customer_id, ())):
+                for change_id, body in bodies:
+                    if needle in body:
+                        self.problems.append(
+                            f"{where}: change {change_id} still holds {needle!r} of "
+                            f"scrubbed customer {customer_id}"
+                        )
+
+    def _view(self, node: SimNode, scrubbed: list[str]) -> dict[str, Any]:
+        """Everything that must be equal on every node, keyed for a readable diff."""
+        problems = self.problems
+        view: dict[str, Any] = {}
+        rows = fetch_all("SELECT * FROM customer ORDER BY id")
+        view["customer ids"] = [r["id"] for r in rows]
+        for row in rows:
+            cid = row["id"]
+            key = f"customer {cid}"
+            live = row["anonymized_at"] is None
+            entries_sum = ledger.ledger_sum(cid)
+            points_sum = loyalty.points_sum(cid)
+            sale_rows = fetch_all("SELECT * FROM sale WHERE customer_id = ? ORDER BY id", (cid,))
+            refund_rows = fetch_all(
+                "SELECT r.* FROM refund r JOIN sale s ON s.id = r.sale_id "
+                "WHERE s.customer_id = ? ORDER BY r.id", (cid,))  # fmt: skip
+            spent = sum(s["total"] - s["discount_amount"] for s in sale_rows) - sum(
+                r["amount"] for r in refund_rows
+            )
+            if row["ledger_balance"] != entries_sum:
+                problems.append(f"{node.name}: {key} ledger_balance {row['ledger_balance']} "
+                                f"but its entries sum to {entries_sum}")  # fmt: skip
+            if row["loyalty_points"] != points_sum:
+                problems.append(f"{node.name}: {key} loyalty_points {row['loyalty_points']} "
+                                f"but its events sum to {points_sum}")  # fmt: skip
+            if row["total_spent"] != spent:
+                problems.append(f"{node.name}: {key} total_spent {row['total_spent']} but "
+                                f"its sales and refunds give {spent}")  # fmt: skip
+            self._check_sales(node, sale_rows, refund_rows)
+            view[f"{key} totals"] = (row["ledger_balance"], row["loyalty_points"],
+                                     row["total_spent"], row["total_orders"])  # fmt: skip
+            if live:
+                profile = ("name", "email", "phone", "phone_digits", "address", "notes", "tags",
+                           "credit_limit", "created_at")  # fmt: skip
+                view[f"{key} profile"] = {f: row[f] for f in profile}
+                entries, _ = ledger.list_entries(cid, limit=10_000)
+                view[f"{key} ledger"] = [(e["id"], e["balance_after"]) for e in entries]
+            else:
+                leftover = {f: row[f] for f in ("email", "phone", "phone_digits", "address",
+                                                "notes") if row[f] is not None}  # fmt: skip
+                if row["name"] != customers.ANONYMIZED_NAME or row["tags"] != "[]" or leftover:
+                    problems.append(f"{node.name}: anonymized {key} keeps personal data: "
+                                    f"{row['name']!r} {row['tags']} {leftover}")  # fmt: skip
+                view[f"{key} profile"] = "anonymized"
+                view[f"{key} ledger"] = [(e["id"], e["balance_after"]) for e in fetch_all(
+                    f"SELECT id, balance_after FROM ({ledger._RUNNING}) ORDER BY created_at, id",
+                    (cid,))]  # fmt: skip
+            view[f"{key} ledger rows"] = fetch_all(
+                "SELECT * FROM ledger_entry WHERE customer_id = ? ORDER BY id", (cid,)
+            )
+            view[f"{key} loyalty events"] = fetch_all(
+                "SELECT * FROM loyalty_event WHERE customer_id = ? ORDER BY id", (cid,)
+            )
+            view[f"{key} sales"] = sale_rows
+            view[f"{key} refunds"] = refund_rows
+        for cid in scrubbed:
+            row = fetch_one("SELECT anonymized_at FROM customer WHERE id = ?", (cid,))
+            if row is not None and row["anonymized_at"] is None:
+                problems.append(f"{node.name}: scrubbed customer {cid} is live again")
+            for needle in sorted(self.personal.get(cid, ())):
+                # The search index must forget them too.
+                phrase = '"' + needle.replace('"', '""') + '"'
+                search = "SELECT rowid FROM customer_fts WHERE customer_fts MATCH ?"
+                if fetch_all(search, (phrase,)):
+                    problems.append(f"{node.name}: search still finds {needle!r} of {cid}")
+        orphans = fetch_all("SELECT 'ledger_entry' AS t, id FROM ledger_entry WHERE customer_id "
+                            "NOT IN (SELECT id FROM customer) UNION ALL SELECT 'sale', id FROM "
+                            "sale WHERE customer_id NOT IN (SELECT id FROM customer)")  # fmt: skip
+        if orphans:
+            problems.append(f"{node.name}: rows of customers it does not hold: {orphans}")
+        return view
+
+    def _check_sales(self, node: SimNode, sale_rows: list[dict], refund_rows: list[dict]) -> None:
+        refunds: dict[str, list[dict]] = defaultdict(list)
+        for refund in refund_rows:
+            refunds[refund["sale_id"]].append(refund)
+        for sale in sale_rows:
+            mine = refunds[sale["id"]]
+            redeemed = -sum(e["points"] for e in fetch_all(
+                "SELECT points FROM loyalty_event WHERE sale_id = ? AND kind = 'redeem'",
+                (sale["id"],)))  # fmt: skip
+            expected = {
+                "refunded_amount": sum(r["amount"] for r in mine),
+                "points_restored": sum(r["points_restored"] for r in mine),
+                "points_reversed": sum(r["points_reversed"] + r["points_shortfall"] for r in mine),
+                "points_redeemed": redeemed,
+                "discount_amount": redeemed * SETTINGS["point_value"],
+            }
+            actual = {k: sale[k] for k in expected}
+            if actual != expected:
+                self.problems.append(f"{node.name}: sale {sale['id']} counters {actual} but its "
+                                     f"events give {expected}")  # fmt: skip
+
+
+def _short(value: Any, limit: int = 300) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+# -- running seeds -------------------------------------------------------------------------------
+
+
+class SimEnvironment:
+    """Shared by many seeds: a scratch dir (tmpfs when there is one) and a migrated template."""
+
+    def __init__(self) -> None:
+        shm = Path("/dev/shm")
+        base = shm if shm.is_dir() else None
+        self.root = Path(tempfile.mkdtemp(prefix="shopnode-sim-", dir=base))
+        self.template = self.root / "template.db"
+        db = peewee.SqliteDatabase(str(self.template), pragmas={"journal_mode": "wal"})
+        db.connect()
+        migrate(db)
+        db.close()
+        self.faults: Counter[str] = Counter()
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def environment() -> Iterator[SimEnvironment]:
+    env = SimEnvironment()
+    try:
+        with patched():
+            yield env
+    finally:
+        env.close()
+
+
+@dataclass
+class Outcome:
+    seed: int
+    problems: list[str]
+    trace: list[str]
+    fingerprint: str
+    faults: Counter[str]
+
+    def message(self, with_trace: bool = False, limit: int = 12) -> str:
+        lines = [f"seed {self.seed} failed ({len(self.problems)} problems); replay it with:",
+                 "    " + REPLAY.format(seed=self.seed),
+                 *("  - " + p for p in self.problems[:limit])]  # fmt: skip
+        if len(self.problems) > limit:
+            lines.append(f"  ... and {len(self.problems) - limit} more")
+        if with_trace:
+            lines += ["trace:", *self.trace]
+        return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def scenario(env: SimEnvironment, skews: list[int]) -> Iterator[Simulation]:
+    """A simulation driven step by step by a test: no random faults, given clock skews."""
+    global _active
+    sim = Simulation(0, env.root, env.template)
+    sim.fault_rate = 0.0
+    sim.fixed_step_ns = SECOND
+    _active = sim
+    try:
+        sim.start(skews)
+        yield sim
+    finally:
+        sim.close()
+        _active = None
+
+
+async def run_seed(seed: int, env: SimEnvironment) -> Outcome:
+    """Run one seed from scratch; the outcome lists the problems found (empty: all good)."""
+    global _active
+    sim = Simulation(seed, env.root, env.template)
+    _active = sim
+    try:
+        sim.start()
+        await sim.run()
+        problems = sim.check()
+        fingerprint = sim.fingerprint()
+    except Exception as exc:  # noqa: BLE001 - any crash of the code under test is a finding
+        problems = [*sim.problems, f"unexpected {type(exc).__name__}: {exc} "
+                                   f"(at step {sim.step}: {sim.trace[-1:]})"]  # fmt: skip
+        fingerprint = ""
+        sim.trace.append(f"!! {type(exc).__name__}: {exc}")
+        sim.trace.append(traceback.format_exc())
+    finally:
+        sim.close()
+        _active = None
+    env.faults.update(sim.faults)
+    return Outcome(seed, problems, sim.trace, fingerprint, sim.faults)
