@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, NodeProcess, shopnode, start_node
+from tests.conftest import REPO, NodeProcess, call, shopnode, start_node
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -143,3 +143,24 @@ def shops(central: Central, tmp_path: Path) -> Iterator[Shops]:
 def sync(node: NodeProcess) -> subprocess.CompletedProcess:
     """`shopnode sync` for this node, as an operator runs it."""
     return shopnode("sync", env=node.env)
+
+
+def get(node: NodeProcess, path: str):
+    """GET that must answer 200; its JSON body."""
+    status, body = call(node, "GET", path)
+    assert status == 200, body
+    return body
+
+
+def post(node: NodeProcess, path: str, body: dict, expect: int = 201):
+    status, answer = call(node, "POST", path, body)
+    assert status == expect, answer
+    return answer
+
+
+def synced(*nodes: NodeProcess) -> None:
+    """A successful `shopnode sync` round at each node, in order."""
+    for node in nodes:
+        result = sync(node)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.stdout.startswith("sync ok"), result.stdout

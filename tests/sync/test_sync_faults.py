@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import NodeProcess, call, shopnode
-from tests.sync.conftest import Central, Shops, start_central, sync
+from tests.sync.conftest import Central, Shops, get, post, start_central, sync, synced
 from tests.sync.faults import (
     CentralBackup,
     FaultyProxy,
@@ -49,25 +49,6 @@ from tests.sync.faults import (
     wait_for,
     wait_round_done,
 )
-
-
-def get(node: NodeProcess, path: str):
-    status, body = call(node, "GET", path)
-    assert status == 200, body
-    return body
-
-
-def post(node: NodeProcess, path: str, body: dict, expect: int = 201):
-    status, answer = call(node, "POST", path, body)
-    assert status == expect, answer
-    return answer
-
-
-def synced(*nodes: NodeProcess) -> None:
-    for node in nodes:
-        result = sync(node)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.startswith("sync ok"), result.stdout
 
 
 def sale(node: NodeProcess, customer_id: str, total: int, method: str = "account") -> dict:

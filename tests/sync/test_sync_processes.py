@@ -13,26 +13,7 @@ import urllib.request
 from pathlib import Path
 
 from tests.conftest import NodeProcess, call
-from tests.sync.conftest import Central, Shops, start_central, sync
-
-
-def get(node: NodeProcess, path: str):
-    status, body = call(node, "GET", path)
-    assert status == 200, body
-    return body
-
-
-def post(node: NodeProcess, path: str, body: dict, expect: int = 201):
-    status, answer = call(node, "POST", path, body)
-    assert status == expect, answer
-    return answer
-
-
-def synced(*nodes: NodeProcess) -> None:
-    for node in nodes:
-        result = sync(node)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert result.stdout.startswith("sync ok"), result.stdout
+from tests.sync.conftest import Central, Shops, get, post, start_central, sync, synced
 
 
 def ledger_view(node: NodeProcess, customer_id: str) -> list[tuple]:
