@@ -10,6 +10,7 @@ no personal data of an anonymized or deleted customer left anywhere.
 
     python -m pytest tests/sync/test_simulation.py                      # seeds 0..499 (CI)
     SHOPNODE_SIM_SEEDS=10000 python -m pytest tests/sync/test_simulation.py -q   # longer run
+    SHOPNODE_SIM_FIRST_SEED=5000 SHOPNODE_SIM_SEEDS=1000 python -m pytest ...   # a stretch
     SHOPNODE_SIM_SEED=123 python -m pytest tests/sync/test_simulation.py -k replay  # one seed,
                                                                 # with its full trace on failure
 
@@ -39,6 +40,8 @@ from tests.sync.simulation import (
 )
 
 SEEDS = int(os.environ.get("SHOPNODE_SIM_SEEDS", "500"))
+# Where the range starts: lets a long run be split or a stretch of it be re-run.
+FIRST_SEED = int(os.environ.get("SHOPNODE_SIM_FIRST_SEED", "0"))
 
 # Seeds that found a bug, each with the bug, so it can be run on its own. A seed's path
 # depends on the code under test, so the directed tests at the end pin each bug down too.
@@ -54,13 +57,14 @@ def _kind(problem: str) -> str:
     """A problem with its ids and numbers blanked out, to count problems of one kind."""
     if " differ on " in problem:
         problem = problem.split(": ", 1)[0]
+    problem = problem.split(" (at step ", 1)[0]
     return re.sub(r"[0-9a-f]{8}-[0-9a-f-]{27}|\d+", "#", problem)[:160]
 
 
 async def test_simulation_seeds():
     failed = []
     with environment() as env:
-        for seed in range(SEEDS):
+        for seed in range(FIRST_SEED, FIRST_SEED + SEEDS):
             outcome = await run_seed(seed, env)
             if outcome.problems:
                 failed.append(outcome)
