@@ -15,13 +15,14 @@ from node.errors import Conflict, NotFound, Unprocessable
 from node.ids import now_iso, uuid7
 from node.ledger import append_entry
 from node.money import exponent
-from node.settings import earn_rate_decimal, get_settings
+from node.settings import get_settings
 
 
-def points_for(amount_paid: int) -> int:
+def points_for(amount_paid: int, settings: dict[str, Any]) -> int:
     """Points a purchase earns: floor(earn rate x amount paid in major units)."""
-    major = Decimal(amount_paid) / (10 ** exponent(get_settings()["currency"]))
-    return int((earn_rate_decimal() * major).to_integral_value(rounding=ROUND_FLOOR))
+    major = Decimal(amount_paid) / (10 ** exponent(settings["currency"]))
+    rate = Decimal(str(settings["earn_rate"]))  # at most 4 decimals: str() is exact
+    return int((rate * major).to_integral_value(rounding=ROUND_FLOOR))
 
 
 def add_event(
@@ -50,9 +51,10 @@ def redeem_points(customer_id: str, points: int, sale_id: str | None = None) -> 
     with changes.recording():
         customer = find_customer(customer_id)
         check_points(customer, points)
-        discount = points * get_settings()["point_value"]
+        settings = get_settings()
+        discount = points * settings["point_value"]
         if sale_id is not None:
-            apply_discount_to_sale(customer_id, sale_id, points, discount)
+            apply_discount_to_sale(customer_id, sale_id, points, discount, settings)
         else:
             add_event(customer_id, "redeem", -points, description="Points redeemed")
         changes.log_change("loyalty.redeemed", customer_id)
@@ -64,7 +66,9 @@ def redeem_points(customer_id: str, points: int, sale_id: str | None = None) -> 
     }
 
 
-def apply_discount_to_sale(customer_id: str, sale_id: str, points: int, discount: int) -> None:
+def apply_discount_to_sale(
+    customer_id: str, sale_id: str, points: int, discount: int, settings: dict[str, Any]
+) -> None:
     """Record a points discount on an existing sale; an account sale's debt shrinks by it.
 
     The sale then earns what it would have earned had the points been redeemed at the till:
@@ -85,7 +89,7 @@ def apply_discount_to_sale(customer_id: str, sale_id: str, points: int, discount
             errors=[{"field": "points", "message": f"at most {payable} of discount fits"}],
         )
     paid_before = sale["total"] - sale["discount_amount"]
-    earned = min(sale["points_earned"], points_for(paid_before - discount))
+    earned = min(sale["points_earned"], points_for(paid_before - discount, settings))
     take_back = sale["points_earned"] - earned
     changes.add("sale", sale_id, discount_amount=discount, points_redeemed=points,
                 points_earned=-take_back)  # fmt: skip

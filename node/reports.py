@@ -59,16 +59,18 @@ def receivables(limit: int = 100) -> dict[str, Any]:
         "SELECT id, name, phone, ledger_balance FROM customer WHERE ledger_balance < 0 "
         "ORDER BY ledger_balance, id"
     )
+    # Every owing customer's entries in one query, not one query per customer.
+    entries_of: dict[str, list[dict[str, Any]]] = {c["id"]: [] for c in owing}
+    for entry in fetch_all(
+        "SELECT e.customer_id, e.id, e.type, e.amount, e.reference_id, e.reverses_id, "
+        "e.created_at FROM ledger_entry e JOIN customer c ON c.id = e.customer_id "
+        "WHERE c.ledger_balance < 0 ORDER BY e.customer_id, e.created_at, e.id"
+    ):
+        entries_of[entry["customer_id"]].append(entry)
     customers = []
     for customer in owing:
-        entries = fetch_all(
-            "SELECT id, type, amount, reference_id, reverses_id, created_at FROM ledger_entry "
-            "WHERE customer_id = ? "
-            "ORDER BY created_at, id",
-            (customer["id"],),
-        )
         mine = {name: 0 for name, _ in BUCKETS}
-        unpaid = unpaid_debits(entries)
+        unpaid = unpaid_debits(entries_of[customer["id"]])
         for created_at, amount in unpaid:
             name = bucket_for(_age_days(created_at, today))
             mine[name] += amount

@@ -105,7 +105,7 @@ def record_sale(
             raise invalid("receipt_number", "letters, digits and - _ / . only, at most 50")
         elif receipt_taken(receipt_number):
             raise Conflict(f"receipt number {receipt_number} is already used in this shop")
-        sale_id, earned = uuid7(), points_for(amount_paid)
+        sale_id, earned = uuid7(), points_for(amount_paid, settings)
         changes.insert("sale", {
             "id": sale_id, "origin": changes.origin_id(), "customer_id": customer_id,
             "receipt_number": receipt_number, "total": total, "discount_amount": discount,

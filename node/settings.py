@@ -73,11 +73,6 @@ def _money_recorded() -> bool:
     )
 
 
-def earn_rate_decimal() -> Decimal:
-    row = fetch_all("SELECT value FROM setting WHERE key = 'earn_rate'")
-    return Decimal(json.loads(row[0]["value"])) if row else Decimal(1)
-
-
 def update_settings(fields: dict[str, Any]) -> dict[str, Any]:
     with database.atomic():
         current = get_settings()["currency"]
