@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -108,8 +108,11 @@ class Shops:
         self.tmp_path = tmp_path
         self.nodes: list[NodeProcess] = []
 
-    def env_for(self, name: str, central_url: str | None = None, interval: int = 3600) -> dict:
-        store = self.central.add_store(name)
+    def env_for(self, name: str, central_url: str | None = None, interval: int = 3600,
+                register: Callable[[str], dict[str, str]] | None = None) -> dict:  # fmt: skip
+        """A new shop's environment; its store registered with `central add-store`, or
+        with `register` when given."""
+        store = (register or self.central.add_store)(name)
         return {
             "SHOPNODE_NODE_NAME": name,
             "SHOPNODE_NODE_DATA_DIR": str(self.tmp_path / name),

@@ -65,16 +65,9 @@ def register_store(central: Central, name: str) -> dict[str, str]:
 
 def shop_env(shops: Shops, name: str, central_url: str | None = None,
              interval: int = 3600) -> dict[str, str]:  # fmt: skip
-    """The environment of a new shop node, its store registered at central."""
-    store = register_store(shops.central, name)
-    return {
-        "SHOPNODE_NODE_NAME": name,
-        "SHOPNODE_NODE_DATA_DIR": str(shops.tmp_path / name),
-        "SHOPNODE_API_PORT": "0",
-        "SHOPNODE_SYNC_CENTRAL_URL": central_url or shops.central.url,
-        "SHOPNODE_SYNC_TOKEN": store["token"],
-        "SHOPNODE_SYNC_INTERVAL_SECONDS": str(interval),
-    }
+    """The environment of a new shop node, its store registered at central in-process."""
+    return shops.env_for(name, central_url, interval,
+                         register=lambda store: register_store(shops.central, store))  # fmt: skip
 
 
 def start_shops(shops: Shops, *names: str, central_url: str | None = None, interval: int = 3600,
