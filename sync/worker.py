@@ -94,19 +94,21 @@ class HttpTransport:
         headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
         url = self.central_url + PUSH_PATH
         async with self.http.post(url, data=gzip_json(payload), headers=headers) as response:
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                raise CentralUnreachable(f"push refused ({response.status}): {body.get('detail')}")
-            return body
+            return await _answer(response, "push")
 
     async def pull(self, after: int, limit: int, origin: str, after_id: str) -> dict[str, Any]:
         params = {"after": str(after), "limit": str(limit), "origin": origin,
                   "after_id": after_id}  # fmt: skip
         async with self.http.get(self.central_url + PULL_PATH, params=params) as response:
-            body = await response.json(content_type=None)
-            if response.status != 200:
-                raise CentralUnreachable(f"pull refused ({response.status}): {body.get('detail')}")
-            return body
+            return await _answer(response, "pull")
+
+
+async def _answer(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
+    """Central's JSON answer, or CentralUnreachable saying why it refused."""
+    body = await response.json(content_type=None)
+    if response.status != 200:
+        raise CentralUnreachable(f"{what} refused ({response.status}): {body.get('detail')}")
+    return body
 
 
 class SyncWorker:
