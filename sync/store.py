@@ -138,8 +138,6 @@ class CentralStore:
                 high += len(fresh)
                 self._sql("UPDATE origin SET high_seq = ? WHERE id = ?", (high, origin))
                 for change in fresh:
-                    if change.get("scrubbed"):
-                        self._sql("UPDATE change SET scrubbed = 1 WHERE id = ?", (change["id"],))
                     if change["kind"] in ("customer.deleted", "customer.anonymized"):
                         self._scrub(change["entity_id"])
         return {"acked_seq": high, "conflicts": conflicts, "reused": reused}
@@ -167,11 +165,12 @@ class CentralStore:
 
     def _insert(self, fresh: list[dict[str, Any]]) -> None:
         received = now_iso()
-        columns = (*CHANGE_FIELDS, "received_at")
+        columns = (*CHANGE_FIELDS, "received_at", "scrubbed")
         row_marks = "(" + ", ".join("?" for _ in columns) + ")"
         for start in range(0, len(fresh), 500):
             chunk = fresh[start : start + 500]
-            params = [v for c in chunk for v in (*(c[f] for f in CHANGE_FIELDS), received)]
+            params = [v for c in chunk for v in (
+                *(c[f] for f in CHANGE_FIELDS), received, int(c.get("scrubbed", False)))]
             self._sql(
                 f"INSERT INTO change({', '.join(columns)}) VALUES "
                 + ", ".join(row_marks for _ in chunk),
