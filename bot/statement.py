@@ -9,6 +9,7 @@ from datetime import date
 from typing import Any
 
 from node.money import exponent
+from node.spreadsheet import safe_row
 
 COLUMNS = ["date", "type", "amount", "balance_after", "description", "reference_id", "entry_id"]
 
@@ -27,7 +28,7 @@ def statement_csv(entries: list[dict[str, Any]], currency: str) -> bytes:
     writer = csv.writer(out)
     writer.writerow(COLUMNS)
     for entry in reversed(entries):  # the API lists newest first; statements read forward
-        writer.writerow(
+        writer.writerow(safe_row(
             [
                 entry.get("created_at", ""),
                 entry.get("type", ""),
@@ -37,8 +38,8 @@ def statement_csv(entries: list[dict[str, Any]], currency: str) -> bytes:
                 entry.get("reference_id") or "",
                 entry.get("id") or "",
             ]
-        )
-    return ("\ufeff" + out.getvalue()).encode("utf-8")
+        ))
+    return ("\ufeff" + out.getvalue()).encode("utf-8", "backslashreplace")
 
 
 def statement_filename(customer: dict[str, Any]) -> str:

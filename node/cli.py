@@ -7,17 +7,22 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sqlite3
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import peewee
 from aiohttp import web
 
-from node import db, tokens
+from node import db, files, tokens
+from node.api import access
 from node.api.keys import HEALTH
+from node.api.server import GuardedSite, connection_limit
 from node.config import Config, ConfigError, load_config
 from node.errors import DomainError, NotFound
 from node.migrations import SchemaTooNew
@@ -89,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
+    # Everything this program writes (databases, backups, exports) is the shop's business
+    # only; the modules also set modes explicitly, this catches what they do not know of.
+    os.umask(0o077)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
@@ -165,7 +173,7 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
     """Copy the live database page by page with SQLite's online backup API."""
     if not config.database_path.exists():
         raise OSError(f"no shop database at {config.database_path}")
-    args.file.parent.mkdir(parents=True, exist_ok=True)
+    files.private_file(args.file)  # 0600 before the first byte of customer data lands
     source = sqlite3.connect(config.database_path, timeout=30)
     target = sqlite3.connect(args.file)
     try:
@@ -211,11 +219,26 @@ async def bot_in_node(config: Config, node_url: str, app: web.Application) -> As
     settings = from_config(config, node_url=node_url, node_token=secret)
     try:
         async with bot_running(settings) as runner:
-            app[HEALTH]["bot"] = lambda: {"state": runner.state}
+            app[HEALTH]["bot"] = bot_health(runner)
             yield
     finally:
         with contextlib.suppress(NotFound):
             tokens.revoke_token(BOT_TOKEN_NAME)
+
+
+def bot_health(runner: Any) -> Callable[[], dict[str, Any]]:
+    """The bot's /healthz report: running or not, and for how long it has not been."""
+    last_running = time.monotonic()
+
+    def report() -> dict[str, Any]:
+        nonlocal last_running
+        now = time.monotonic()
+        if runner.state == "running":
+            last_running = now
+        return {"healthy": runner.state == "running", "state": runner.state,
+                "lag_seconds": round(now - last_running, 1)}  # fmt: skip
+
+    return report
 
 
 def run_bot(config: Config, args: argparse.Namespace) -> int:
@@ -266,6 +289,7 @@ def run_central_serve(config: Config, args: argparse.Namespace) -> int:
     from sync.central import create_central_app
 
     app = create_central_app(config.central.database)
+    access.install(app)
     asyncio.run(serve_until_signalled(app, config.central.host, config.central.port))
     return 0
 
@@ -291,9 +315,9 @@ async def serve_until_signalled(
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
+        site = GuardedSite(runner, host, port, connection_limit())
         await site.start()
-        bound = site._server.sockets[0].getsockname()[1] if site._server else port  # port 0
+        bound = site.bound_port  # the real one when port is 0
         log.info("listening on http://%s:%s", host, bound)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

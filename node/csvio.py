@@ -15,11 +15,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from node import customers
+from node import customers, files
 from node.db import database, execute, fetch_one
 from node.errors import DomainError, Invalid
 from node.ids import now_iso
-from node.validation import parse_body
+from node.spreadsheet import safe_row, unsafe_cell
+from node.validation import is_text, parse_body
 
 IMPORT_COLUMNS = ("name", "email", "phone", "address", "notes", "tags", "credit_limit")
 CUSTOMER_EXPORT = ("id", "name", "email", "phone", "address", "notes", "tags", "loyalty_points",
@@ -48,7 +49,7 @@ def _row_fields(row: dict[str, str]) -> dict[str, Any]:
     """CSV text to API field values: empty cells are absent, tags split on ';'."""
     fields: dict[str, Any] = {}
     for column in IMPORT_COLUMNS:
-        value = (row.get(column) or "").strip()
+        value = unsafe_cell((row.get(column) or "").strip())
         if not value:
             continue
         if column == "tags":
@@ -62,13 +63,18 @@ def _row_fields(row: dict[str, str]) -> dict[str, Any]:
 
 def import_customers(path: Path, progress: Progress | None = None) -> dict[str, Any]:
     """Import customers from CSV; returns counts and the rejected rows with reasons."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    # Bytes that are not UTF-8 become lone surrogates, which validation rejects by field and
+    # row, instead of the whole import stopping at the first one.
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         total = sum(1 for _ in handle) - 1
     imported, skipped, rejected = 0, 0, []
     seen: Counter[str] = Counter()
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.DictReader(handle)
         unknown = set(reader.fieldnames or []) - set(IMPORT_COLUMNS)
+        bad_headers = [c for c in (reader.fieldnames or []) if not is_text(c)]
+        if bad_headers:
+            raise Invalid([("header", "is not UTF-8 text; save the file as UTF-8 CSV")])
         if "name" not in (reader.fieldnames or []):
             raise Invalid([("name", "the CSV needs a header row with at least a name column")])
         if unknown:
@@ -76,7 +82,9 @@ def import_customers(path: Path, progress: Progress | None = None) -> dict[str, 
         for number, row in enumerate(reader, start=2):  # row 1 is the header
             content = "\x1f".join((row.get(c) or "").strip() for c in IMPORT_COLUMNS)
             seen[content] += 1
-            mark = hashlib.sha256(f"{content}\x1e{seen[content]}".encode()).hexdigest()
+            mark = hashlib.sha256(
+                f"{content}\x1e{seen[content]}".encode("utf-8", "surrogateescape")
+            ).hexdigest()
             if fetch_one("SELECT 1 FROM import_mark WHERE fingerprint = ?", (mark,)):
                 skipped += 1
             else:
@@ -126,11 +134,13 @@ def export_ledger(path: Path, progress: Progress | None = None) -> int:
 def _write(path: Path, columns: tuple[str, ...], rows: Iterator[dict[str, Any]],
            progress: Progress | None, shape: Callable[[dict], dict]) -> int:  # fmt: skip
     count = 0
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    # backslashreplace: a lone surrogate stored before the API refused them shows as
+    # \udfff instead of ending the export half-way.
+    with files.open_private(path, errors="backslashreplace") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         for row in rows:
-            writer.writerow(shape(row))
+            writer.writerow(safe_row(shape(row)))
             count += 1
             if progress and count % 1000 == 0:
                 progress(count, None)

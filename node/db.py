@@ -6,6 +6,7 @@ from pathlib import Path
 
 import peewee
 
+from node import files
 from node.ids import uuid7
 from node.migrations import migrate
 
@@ -25,7 +26,10 @@ PRAGMAS = {
 def open_database(path: Path | str, migrate_schema: bool = True) -> peewee.SqliteDatabase:
     """Open (creating if needed) and upgrade the shop database, and bind the models to it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Customer data: 0600 file in a 0700 dir; SQLite gives -wal/-shm the file's mode.
+    files.private_file(path)
+    for suffix in ("-wal", "-shm"):
+        files.tighten(path.with_name(path.name + suffix))
     # IMMEDIATE: every transaction takes the write lock up front, so two writers queue on
     # busy_timeout instead of failing with "database is locked" when they upgrade.
     db = peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE")

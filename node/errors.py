@@ -30,6 +30,13 @@ class Forbidden(DomainError):
     title = "Forbidden"
 
 
+class TooSlow(DomainError):
+    """The client took too long to send its request."""
+
+    status = 408
+    title = "Request timeout"
+
+
 class Unprocessable(DomainError):
     status = 422
     title = "Unprocessable request"

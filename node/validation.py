@@ -58,6 +58,19 @@ def nullable(parser: Parser) -> Parser:
     return parse
 
 
+def is_text(value: str) -> bool:
+    """True when `value` is valid Unicode text: no lone surrogates (JSON's `\\ud800`, a
+    file read with surrogateescape), which no database, log or CSV file can hold."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+NOT_TEXT = "is not valid Unicode text (it holds a lone surrogate)"
+
+
 def text(min_len: int = 0, max_len: int = 1000) -> Parser:
     """A string, trimmed; empty becomes None unless min_len > 0."""
 
@@ -65,6 +78,8 @@ def text(min_len: int = 0, max_len: int = 1000) -> Parser:
         if not isinstance(value, str):
             raise ValueError("must be a string")
         value = value.strip()
+        if not is_text(value):
+            raise ValueError(NOT_TEXT)
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
         if len(value) < min_len:
@@ -108,6 +123,8 @@ def tags(value: Any) -> list[str]:
     for tag in value:
         if not isinstance(tag, str) or not tag.strip():
             raise ValueError("every tag must be a non-empty string")
+        if not is_text(tag):
+            raise ValueError("every tag must be valid Unicode text (no lone surrogates)")
         tag = tag.strip()
         if len(tag) > 50:
             raise ValueError("every tag must be at most 50 characters")

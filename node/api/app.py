@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from aiohttp import web
 
 from node import changes, db, settings
-from node.api import customers, money, openapi
-from node.api.auth import auth_middleware
-from node.api.keys import CONFIG, HEALTH, STARTED_AT
+from node.api import access, customers, money, openapi
+from node.api.auth import FailedAuth, auth_middleware
+from node.api.keys import AUTH_FAILURES, CONFIG, HEALTH, STARTED_AT
 from node.api.problems import problems_middleware
 from node.config import Config
 
@@ -19,18 +22,43 @@ MAX_BODY = 1024 * 1024  # 1 MiB; larger bodies get 413
 routes = web.RouteTableDef()
 
 
+VERSION = importlib.metadata.version("shopnode")
+
+
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    """Liveness plus what the sync worker and the bot report about themselves."""
+    """Liveness only: anyone on the shop's network can read it, so it names no data."""
     db.database.execute_sql("SELECT 1")
-    body = {
+    body: dict[str, Any] = {
         "status": "ok",
-        "node": request.app[CONFIG].node.name,
+        "version": VERSION,
         "uptime_seconds": round(time.monotonic() - request.app[STARTED_AT], 1),
     }
     for name, report in request.app[HEALTH].items():
-        body[name] = report()
+        body[name] = liveness(report())
     return web.json_response(body)
+
+
+def liveness(details: dict[str, Any]) -> dict[str, Any]:
+    """A component's health flag and lag in seconds, out of its detailed report.
+
+    The bot reports `healthy`/`lag_seconds` itself; the sync worker's status says when the
+    last round succeeded and whether the latest one failed.
+    """
+    if "healthy" in details:
+        return {"healthy": bool(details["healthy"]), "lag_seconds": details.get("lag_seconds")}
+    return {
+        "healthy": details.get("last_error") is None,
+        "lag_seconds": seconds_since(details.get("last_success_at")),
+    }
+
+
+def seconds_since(moment: str | None) -> float | None:
+    """Seconds from an RFC 3339 time to now; None when there was no such time."""
+    if not moment:
+        return None
+    then = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return round(max(0.0, (datetime.now(UTC) - then).total_seconds()), 1)
 
 
 @routes.get("/api/v1/sync/status")
@@ -59,6 +87,8 @@ def create_app(
     app[CONFIG] = config
     app[STARTED_AT] = time.monotonic()
     app[HEALTH] = {}
+    app[AUTH_FAILURES] = FailedAuth()
+    access.install(app)
     app.add_routes(routes)
     app.add_routes(customers.routes)
     app.add_routes(money.routes)

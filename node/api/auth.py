@@ -1,15 +1,66 @@
-"""Bearer-token authentication and role checks."""
+"""Bearer-token authentication, role checks, and a brake on guessing tokens."""
 
 from __future__ import annotations
+
+import math
+import time
+from collections import deque
 
 from aiohttp import web
 
 from node import tokens
-from node.api.keys import TOKEN
+from node.api.keys import AUTH_FAILURES, TOKEN
 from node.api.problems import Handler, problem
 from node.errors import Forbidden
 
 PUBLIC = {"/api/v1/openapi.json", "/healthz"}
+
+# Tokens hold 256 random bits, so guessing is hopeless; the brake only keeps the noise cheap.
+MAX_FAILURES = 20
+WINDOW_SECONDS = 60.0
+
+
+class FailedAuth:
+    """Failed authentications per client address within the last WINDOW_SECONDS."""
+
+    def __init__(self, limit: int = MAX_FAILURES, window: float = WINDOW_SECONDS) -> None:
+        self.limit = limit
+        self.window = window
+        self.failures: dict[str, deque[float]] = {}
+
+    def _recent(self, address: str, now: float) -> deque[float]:
+        times = self.failures.get(address, deque())
+        while times and times[0] <= now - self.window:
+            times.popleft()
+        return times
+
+    def retry_after(self, address: str) -> int:
+        """Seconds until `address` may try again; 0 when it may now."""
+        now = time.monotonic()
+        times = self._recent(address, now)
+        if len(times) < self.limit:
+            return 0
+        return max(1, math.ceil(times[0] + self.window - now))
+
+    def record(self, address: str) -> None:
+        now = time.monotonic()
+        if len(self.failures) > 10_000:  # many addresses: forget the quiet ones
+            self.failures = {a: t for a, t in self.failures.items() if self._recent(a, now)}
+        times = self._recent(address, now)
+        times.append(now)
+        self.failures[address] = times
+
+
+def present_secret(header: str) -> str | None:
+    """The token of an 'Authorization: Bearer TOKEN' header, if it can be one at all."""
+    scheme, _, secret = header.partition(" ")
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
+        return None
+    # Headers arrive as bytes; anything but printable ASCII is no token of ours.
+    if not (secret.isascii() and secret.isprintable()):
+        return ""
+    return secret
 
 
 @web.middleware
@@ -17,12 +68,19 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     """Every /api/v1 route needs a valid token, except the OpenAPI document."""
     if request.path in PUBLIC or not request.path.startswith("/api/"):
         return await handler(request)
-    header = request.headers.get("Authorization", "")
-    scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    failures = request.app[AUTH_FAILURES]
+    address = request.remote or "unknown"
+    wait = failures.retry_after(address)
+    if wait:
+        response = problem(429, f"too many failed authentications; try again in {wait} s")
+        response.headers["Retry-After"] = str(wait)
+        return response
+    secret = present_secret(request.headers.get("Authorization", ""))
+    if secret is None:
         return problem(401, "send an API token: 'Authorization: Bearer TOKEN'")
-    token = tokens.authenticate(secret.strip())
+    token = tokens.authenticate(secret) if secret else None
     if token is None:
+        failures.record(address)
         return problem(401, "this API token is not valid or has been revoked")
     request[TOKEN] = token
     return await handler(request)

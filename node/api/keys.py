@@ -12,5 +12,7 @@ CONFIG = web.AppKey("config", Config)
 STARTED_AT = web.AppKey("started_at", float)
 # Extra /healthz sections contributed by the sync worker and the bot: name -> callable.
 HEALTH = web.AppKey("health", dict[str, Any])
+# Failed authentications per client address (node.api.auth.FailedAuth).
+AUTH_FAILURES = web.AppKey("auth_failures", Any)
 # The authenticated token of a request: {"id", "name", "role"}.
 TOKEN = web.RequestKey("token", dict[str, Any])

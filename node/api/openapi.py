@@ -172,8 +172,11 @@ SCHEMAS: dict[str, Any] = {
     }, required=["enabled", "origin", "push_queue_depth", "oldest_unsent_age_seconds",
                  "push_acked_seq", "pull_cursor", "reports", "recent_reports"]),
     "Message": obj({"message": STR}),
-    "Health": obj({"status": {"const": "ok"}, "node": STR, "uptime_seconds": {"type": "number"}},
-                  required=["status"], closed=False),
+    "Health": obj({"status": {"const": "ok"}, "version": STR, "uptime_seconds": {"type": "number"},
+                   "sync": ref("ComponentHealth"), "bot": ref("ComponentHealth")},
+                  required=["status", "version", "uptime_seconds"]),
+    "ComponentHealth": obj({"healthy": {"type": "boolean"},
+                            "lag_seconds": {"type": ["number", "null"]}}),
     "Problem": PROBLEM,
 }  # fmt: skip
 

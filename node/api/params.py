@@ -2,37 +2,76 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from node import idempotency
 from node.api.keys import TOKEN
-from node.errors import Malformed, invalid
+from node.errors import Invalid, Malformed, TooSlow, invalid
 from node.ids import parse_uuid
+from node.validation import NOT_TEXT, is_text
 
 MAX_LIMIT = 100
+# A whole body (at most 1 MiB) must arrive within this; a client dribbling bytes is cut off.
+BODY_TIMEOUT = 15.0
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None):
     return web.json_response(body, status=status, headers=headers)
 
 
+async def read_body(request: web.Request) -> bytes:
+    """The raw body, within BODY_TIMEOUT; 400 if its Content-Encoding does not decode."""
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT):
+            return await request.read()
+    except TimeoutError:
+        raise TooSlow(f"the request body did not arrive within {BODY_TIMEOUT:g} seconds") from None
+    except HttpProcessingError:
+        raise Malformed(
+            [("body", "does not decode with its Content-Encoding")],
+            "the request body could not be decoded (is it really gzip?)",
+        ) from None
+
+
 async def read_json(request: web.Request, allow_empty: bool = False) -> Any:
     """The request's JSON body (whatever the Content-Type says); a 422 if it is not JSON."""
-    raw = await request.read()
+    raw = await read_body(request)
     if not raw.strip():
         if allow_empty:
             return None
         raise invalid("body", "the request body is empty; send a JSON object")
     try:
-        return json.loads(raw)
+        body = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise Malformed(
             [("body", f"is not valid JSON: {exc}")], "the request body is not valid JSON"
         ) from None
+    broken = [(field, NOT_TEXT) for field in not_unicode(body)]
+    if broken:
+        raise Invalid(broken)
+    return body
+
+
+def not_unicode(value: Any, where: str = "") -> Iterator[str]:
+    """Paths (`name`, `tags[2]`) of strings that are not Unicode text, keys included."""
+    if isinstance(value, str):
+        if not is_text(value):
+            yield where or "body"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not is_text(key):
+                yield (where + "." if where else "") + key.encode("utf-8", "replace").decode()
+            else:
+                yield from not_unicode(item, f"{where}.{key}" if where else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from not_unicode(item, f"{where}[{index}]")
 
 
 def path_id(request: web.Request, name: str = "id") -> str:
@@ -89,7 +128,7 @@ async def idempotent(
     request: web.Request, write: Callable[[Any], tuple[int, Any]], allow_empty: bool = False
 ) -> web.Response:
     """Run a money write once per Idempotency-Key; without a key, just run it."""
-    raw = await request.read()
+    raw = await read_body(request)
     body = await read_json(request, allow_empty=allow_empty)
     key = request.headers.get("Idempotency-Key")
     if key is None:

@@ -21,10 +21,12 @@ TITLES = {
     403: "Forbidden",
     404: "Not found",
     405: "Method not allowed",
+    408: "Request timeout",
     409: "Conflict",
     413: "Request body too large",
     415: "Unsupported media type",
     422: "Validation failed",
+    429: "Too many requests",
     500: "Internal server error",
 }
 
@@ -51,7 +53,17 @@ def from_domain(error: DomainError) -> web.Response:
     extra = dict(error.extra)
     if isinstance(error, Invalid):
         extra["errors"] = [{"field": f, "message": m} for f, m in error.errors]
-    return problem(error.status, error.detail, error.title, **extra)
+    response = problem(error.status, error.detail, error.title, **extra)
+    if error.status == 408:
+        response.force_close()  # the rest of a slow body is not worth waiting for
+    return response
+
+
+def body_limit_text(limit: int) -> str:
+    """'1 MiB' for 1048576: the 413 message names the limit the app really has."""
+    if limit % (1024 * 1024) == 0:
+        return f"{limit // (1024 * 1024)} MiB"
+    return f"{limit} bytes"
 
 
 @web.middleware
@@ -67,12 +79,25 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
         detail = {
             404: f"no route for {request.path}",
             405: f"{request.method} is not allowed on {request.path}",
-            413: "the request body is larger than the 1 MiB limit",
+            413: "the request body is larger than the "
+                 f"{body_limit_text(request.client_max_size)} limit",
         }.get(exc.status, exc.reason)
         response = problem(exc.status, detail)
         if exc.status == 405 and "Allow" in exc.headers:
             response.headers["Allow"] = exc.headers["Allow"]
         return response
+    except ConnectionResetError:
+        # The client went away mid-request: nobody to answer, nothing to alarm anyone about.
+        log.debug("client disconnected during %s %s", request.method, route_of(request))
+        raise
     except Exception:
-        log.exception("unexpected error on %s %s", request.method, request.path)
+        log.exception("unexpected error on %s %s", request.method, route_of(request))
         return problem(500, "something went wrong on the server; it has been logged")
+
+
+def route_of(request: web.BaseRequest) -> str:
+    """The matched route's pattern (`/api/v1/customers/{id}`), never the path as sent:
+    paths and queries may hold values that do not belong in a log."""
+    match_info = getattr(request, "match_info", None)  # unset when the request was unreadable
+    resource = getattr(getattr(match_info, "route", None), "resource", None)
+    return resource.canonical if resource is not None else "(no route)"
