@@ -29,6 +29,7 @@ from telegram.ext import (
 )
 
 from bot import confirm, handlers
+from bot.arguments import text_gate
 from bot.client import NodeClient
 from bot.context import Shop, attach, shop
 from bot.digest import schedule_digest
@@ -60,8 +61,10 @@ def build_application(settings: BotSettings, node: NodeClient) -> Application:
         .build()
     )
     attach(app.bot_data, Shop(settings, node))
-    # Group -1 runs first: unlisted users and group chats stop here and learn nothing.
-    app.add_handler(TypeHandler(Update, gate), group=-1)
+    # Lower groups run first (one handler per group): unlisted users and group chats stop
+    # at the gate and learn nothing; then text that is not valid Unicode stops.
+    app.add_handler(TypeHandler(Update, gate), group=-2)
+    app.add_handler(TypeHandler(Update, text_gate), group=-1)
     commands = {
         "start": handlers.start,
         "help": handlers.help_,

@@ -5,6 +5,14 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from telegram import Update
+from telegram.ext import ApplicationHandlerStop, ContextTypes
+
+from node.validation import is_text
+
+NOT_TEXT = ("That message holds characters that are not valid text (a broken emoji?). "
+            "Please type it again.")  # fmt: skip
+
 # Anything that looks like a number is taken as the amount, even when it is not a valid
 # one, so "/pay ann 5.123" gets told what is wrong with 5.123 rather than "no amount".
 _NUMBERISH = re.compile(r"-?[\d.,]*\d[\d.,]*")
@@ -62,3 +70,18 @@ def strip_quotes(query: str) -> str:
     if len(query) >= 2 and query[0] == query[-1] == '"':
         return query[1:-1].strip()
     return query
+
+
+async def text_gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Stop a message or button tap whose text is not valid Unicode (lone surrogates),
+    before any handler puts it into a request to the node."""
+    message = update.effective_message
+    typed = message.text if message is not None and update.callback_query is None else None
+    tapped = update.callback_query.data if update.callback_query is not None else None
+    if all(value is None or is_text(value) for value in (typed, tapped)):
+        return
+    if update.callback_query is not None:
+        await update.callback_query.answer(NOT_TEXT)
+    elif message is not None:
+        await message.reply_text(NOT_TEXT)
+    raise ApplicationHandlerStop

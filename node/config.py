@@ -141,7 +141,7 @@ def _from_env(section: str, key: str, raw: str) -> Any:
                     return float(raw.strip())
                 except ValueError:
                     pass
-            raise ConfigError(f"{where}: must be a number, got {raw!r}") from None
+            raise ConfigError(f"{where}: must be a number, got {shown(key, raw)}") from None
     if isinstance(default, list):
         parts = [p for p in re.split(r"[,\s]+", raw.strip()) if p]
         try:
@@ -151,24 +151,34 @@ def _from_env(section: str, key: str, raw: str) -> Any:
     return raw
 
 
+SECRET_WORDS = ("token", "secret", "password")
+
+
+def shown(key: str, value: Any) -> str:
+    """A value as an error message may show it: never the value of a secret key."""
+    if any(word in key.lower() for word in SECRET_WORDS):
+        return f"a {type(value).__name__} (value hidden: it is a secret)"
+    return repr(value)
+
+
 def _check(section: str, key: str, value: Any) -> Any:
     default = DEFAULTS[section][key]
     name = f"{section}.{key}"
     if isinstance(default, bool) or isinstance(value, bool):
         if type(value) is not type(default):
-            raise ConfigError(f"{name}: must be {type(default).__name__}, got {value!r}")
+            raise ConfigError(f"{name}: must be {type(default).__name__}, got {shown(key, value)}")
     if name == "loyalty.earn_rate" and isinstance(value, float):
         return value  # points per major unit may be fractional (0.5)
     if isinstance(default, int):
         if not isinstance(value, int):
-            raise ConfigError(f"{name}: must be an integer, got {value!r}")
+            raise ConfigError(f"{name}: must be an integer, got {shown(key, value)}")
     elif isinstance(default, list):
         if not isinstance(value, list) or not all(
             isinstance(v, int) and not isinstance(v, bool) for v in value
         ):
             raise ConfigError(f"{name}: must be a list of integer Telegram user ids")
     elif not isinstance(value, str):
-        raise ConfigError(f"{name}: must be a string, got {value!r}")
+        raise ConfigError(f"{name}: must be a string, got {shown(key, value)}")
     return value
 
 

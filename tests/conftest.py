@@ -125,8 +125,12 @@ def shopnode(*args: str, env: dict[str, str], **kw: Any) -> subprocess.Completed
     )
 
 
-def start_node(env: dict[str, str], log: Path, cwd: Path | None = None) -> NodeProcess:
-    """Start `shopnode serve`, wait for its ready line, and read the first-start token."""
+def start_node(
+    env: dict[str, str], log: Path, cwd: Path | None = None, max_files: int | None = None
+) -> NodeProcess:
+    """Start `shopnode serve`, wait for its ready line, and read the first-start token.
+
+    `max_files` lowers the child's open-file limit (RLIMIT_NOFILE), as on a small box."""
     stdout_path = log.with_suffix(".out")
     # A restart appends to the same files: read only what this run writes.
     seen = log.stat().st_size if log.exists() else 0
@@ -139,6 +143,7 @@ def start_node(env: dict[str, str], log: Path, cwd: Path | None = None) -> NodeP
             stdout=out,
             stderr=err,
             cwd=cwd or REPO,
+            preexec_fn=(lambda: _limit_files(max_files)) if max_files else None,
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -152,6 +157,13 @@ def start_node(env: dict[str, str], log: Path, cwd: Path | None = None) -> NodeP
         time.sleep(0.05)
     proc.kill()
     raise AssertionError(f"node did not start:\n{log.read_text()}")
+
+
+def _limit_files(count: int) -> None:
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ async def read_body(request: web.Request) -> bytes:
             return await request.read()
     except TimeoutError:
         raise TooSlow(f"the request body did not arrive within {BODY_TIMEOUT:g} seconds") from None
-    except HttpProcessingError:
+    except (HttpProcessingError, web.RequestPayloadError):
         raise Malformed(
             [("body", "does not decode with its Content-Encoding")],
             "the request body could not be decoded (is it really gzip?)",

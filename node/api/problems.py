@@ -98,6 +98,8 @@ async def problems_middleware(request: web.Request, handler: Handler) -> web.Str
 def route_of(request: web.BaseRequest) -> str:
     """The matched route's pattern (`/api/v1/customers/{id}`), never the path as sent:
     paths and queries may hold values that do not belong in a log."""
-    match_info = getattr(request, "match_info", None)  # unset when the request was unreadable
-    resource = getattr(getattr(match_info, "route", None), "resource", None)
+    try:
+        resource = request.match_info.route.resource
+    except (AttributeError, AssertionError):  # no match_info: the request was unreadable
+        resource = None
     return resource.canonical if resource is not None else "(no route)"

@@ -13,6 +13,7 @@ import logging
 import resource
 import uuid
 from http import HTTPStatus
+from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
@@ -29,6 +30,9 @@ HEADER_TIMEOUT = 10.0
 LINGER = 2.0
 # File descriptors kept free for the database, the bot, sync and logs.
 RESERVED_FDS = 64
+# asyncio accepts up to `backlog` connections in one go before any closed one gives its
+# descriptor back, so that many are kept free as well.
+BACKLOG = 64
 MAX_CONNECTIONS = 1000
 
 
@@ -37,11 +41,18 @@ def connection_limit(requested: int = MAX_CONNECTIONS) -> int:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft == resource.RLIM_INFINITY:
         return requested
-    return max(8, min(requested, soft - RESERVED_FDS))
+    return max(8, min(requested, soft - RESERVED_FDS - BACKLOG))
 
 
 class ProblemHandler(RequestHandler):
     """aiohttp's connection handler, answering unreadable requests with problem+json."""
+
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """A body that broke after it was answered (bad gzip) is the client's problem."""
+        if isinstance(kw.get("exc_info"), web.RequestPayloadError | ConnectionError):
+            log.debug("request body unreadable after the answer: %s", type(kw["exc_info"]))
+            return
+        super().log_exception(*args, **kw)
 
     def handle_error(
         self,
@@ -51,6 +62,10 @@ class ProblemHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """A request line or header the parser rejected: no echo of it, no version banner."""
+        if isinstance(exc, ConnectionError):
+            # The client went away (problems_middleware logged it at debug): nobody to
+            # answer; aiohttp drops the connection quietly on this error.
+            raise ConnectionError("client disconnected") from None
         if request.writer.output_size > 0:
             raise ConnectionError("the response was already started")
         if status >= 500:
@@ -98,7 +113,7 @@ class GuardedSite(web.TCPSite):
     """A TCP site whose connections go through a ConnectionGuard."""
 
     def __init__(self, runner: web.BaseRunner, host: str, port: int, max_connections: int) -> None:
-        super().__init__(runner, host, port)
+        super().__init__(runner, host, port, backlog=BACKLOG)
         self.max_connections = max_connections
 
     async def start(self) -> None:
