@@ -32,7 +32,7 @@ LINGER = 2.0
 RESERVED_FDS = 64
 # asyncio accepts up to `backlog` connections in one go before any closed one gives its
 # descriptor back, so that many are kept free as well.
-BACKLOG = 64
+BACKLOG = 32
 MAX_CONNECTIONS = 1000
 
 
@@ -87,7 +87,7 @@ class ProblemHandler(RequestHandler):
 class ConnectionGuard:
     """The protocol factory: one handler per connection, never more than `limit` open.
 
-    At the limit the oldest connection is closed to make room: under a flood of idle or
+    At the limit the oldest connections are closed to make room: under a flood of idle or
     slow connections those are the attackers' and a new client is likely a real one.
     """
 
@@ -97,8 +97,11 @@ class ConnectionGuard:
 
     def __call__(self) -> RequestHandler:
         open_now = [h for h in self.server.connections if h.transport is not None]
-        for oldest in open_now[: max(0, len(open_now) - self.limit + 1)]:
-            oldest.force_close()
+        if len(open_now) >= self.limit:
+            # Make room for a whole accept burst at once: descriptors come back only after
+            # the loop runs the closes, and asyncio may accept BACKLOG more before that.
+            for oldest in open_now[: len(open_now) - self.limit + BACKLOG]:
+                oldest.force_close()
         return ProblemHandler(
             self.server,
             loop=asyncio.get_running_loop(),
