@@ -1,16 +1,24 @@
 """The change log: every write that syncs, recorded in the same transaction as the write.
 
-Domain code writes synced tables only through `insert`, `add` and `set_fields`, then closes
-the write with `log_change(kind, entity_id)`. The change body is what those calls did:
+A change carries facts, never totals. Domain code stores facts through `insert` (a row of an
+append-only table: a customer, sale, refund, late discount, ledger entry or points event),
+`note_fields` (profile fields set) and `note_tombstone` (a customer deleted or anonymized),
+then closes the write with `log_change(kind, entity_id)`. The body is what happened:
 
-    {"rows": [[table, row], ...],             # new rows of append-only tables
-     "adds": [[table, id, {column: delta}]],  # additions to running totals (they commute)
-     "fields": [customer_id, {field: value}], # profile edits, last-writer-wins per field
-     "scrub": customer_id}                    # anonymization or deletion
+    customer.created      {"customer": [row]}
+    customer.updated      {"customer_id": id, "fields": {field: value}}
+    customer.deleted      {"customer_id": id, "created_at": t}     (a tombstone, forever)
+    customer.anonymized   {"customer_id": id, "created_at": t}
+    sale.recorded         {"sale": [row], "loyalty_event": [...], "ledger_entry": [...]}
+    sale.refunded         {"refund": [row], "loyalty_event": [...], "ledger_entry": [...]}
+    sale.discounted       {"sale_discount": [row], "loyalty_event": [...], "ledger_entry": [...]}
+    loyalty.redeemed      {"loyalty_event": [row]}
+    ledger.credit|debit|reversal   {"ledger_entry": [row]}
 
-so one mechanism replays any kind of change on another node (sync/merge.py). Each change
-gets a UUIDv7, this node's origin id, the next gap-free per-origin sequence number and a
-hybrid-logical-clock timestamp.
+Every node derives balances, points and sale counters from the facts it holds with its own
+code (node/derive.py), so no change can move a total by itself. sync/protocol.py validates
+each kind's shape on both sides of the wire. Each change gets a UUIDv7, this node's origin
+id, the next gap-free per-origin sequence number and a hybrid-logical-clock timestamp.
 """
 
 from __future__ import annotations
@@ -22,36 +30,39 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from node import hlc
+from node import derive, hlc
 from node.db import database, execute, fetch_all, fetch_one, get_meta
 from node.ids import now, now_iso, uuid7
 
-# What a change body may write: these tables and columns only (checked before applying a
-# remote change, since table and column names end up in SQL text).
-SYNCED_COLUMNS = {
-    "customer": ("id", "name", "email", "phone", "phone_digits", "address", "notes", "tags",
-                 "credit_limit", "created_at", "updated_at"),
+# The columns of each fact a change carries; the stored rows may hold more (derived).
+FACT_COLUMNS = {
+    "customer": ("id", "name", "email", "phone", "address", "notes", "tags", "credit_limit",
+                 "created_at"),
     "sale": ("id", "origin", "customer_id", "receipt_number", "total", "discount_amount",
              "payment_method", "points_earned", "points_redeemed", "created_at"),
     "refund": ("id", "sale_id", "amount", "points_reversed", "points_shortfall",
                "points_restored", "created_at"),
+    "sale_discount": ("id", "sale_id", "discount_amount", "points_redeemed",
+                      "points_not_earned", "created_at"),
     "ledger_entry": ("id", "customer_id", "type", "amount", "description", "reference_id",
                      "reverses_id", "created_at"),
     "loyalty_event": ("id", "customer_id", "kind", "points", "sale_id", "description",
                       "created_at"),
 }  # fmt: skip
 PROFILE_COLUMNS = ("name", "email", "phone", "address", "notes", "tags", "credit_limit")
-COUNTERS = {
-    "customer": ("ledger_balance", "loyalty_points", "total_spent", "total_orders"),
-    "sale": ("discount_amount", "points_redeemed", "refunded_amount", "points_reversed",
-             "points_restored", "points_earned"),
-}  # fmt: skip
+# What anonymization blanks, and what it leaves in those fields.
+PERSONAL_FIELDS = ("name", "email", "phone", "address", "notes", "tags")
+ANONYMIZED_NAME = "Deleted customer"
+SCRUBBED = {"name": ANONYMIZED_NAME, "tags": "[]"}
+TOMBSTONE_KINDS = ("customer.deleted", "customer.anonymized")
 
-# Sync progress, kept in the meta table: the highest of our sequences central holds, and
-# the central cursor of the last page of others' changes applied.
+# Sync progress, kept in the meta table: the highest of our sequences central holds, the
+# central cursor of the last page of others' changes applied, and central's epoch for each.
 ACKED = "sync_push_acked"
 CURSOR = "sync_pull_cursor"
-CURSOR_ID = "sync_pull_cursor_id"  # the id of the change at the cursor, to detect a restore
+CURSOR_ID = "sync_pull_cursor_id"  # the id of the change at the cursor
+PULL_EPOCH = "sync_pull_epoch"
+PUSH_EPOCH = "sync_push_epoch"
 
 _pending = threading.local()
 
@@ -62,79 +73,38 @@ def _body() -> dict[str, Any]:
     return _pending.body
 
 
-def check_body(body: Any) -> dict[str, Any]:
-    """A remote change body that writes only synced tables and columns, or ValueError."""
-
-    def scalar(value: Any) -> bool:
-        return value is None or isinstance(value, str | int) and not isinstance(value, bool)
-
-    if not isinstance(body, dict) or set(body) - {"rows", "adds", "fields", "scrub"}:
-        raise ValueError("a change body has only rows, adds, fields and scrub")
-    for item in body.get("rows", []):
-        table, row = item
-        allowed = SYNCED_COLUMNS.get(table)
-        if allowed is None or not isinstance(row, dict) or set(row) - set(allowed):
-            raise ValueError(f"rows may not write {table!r} or these columns")
-        if not isinstance(row.get("id"), str) or not all(map(scalar, row.values())):
-            raise ValueError("a row needs a string id and scalar values")
-    for item in body.get("adds", []):
-        table, row_id, deltas = item
-        allowed = COUNTERS.get(table, ())
-        if not isinstance(row_id, str) or not isinstance(deltas, dict) or not deltas:
-            raise ValueError("an add names a row id and its deltas")
-        if set(deltas) - set(allowed) or not all(
-            isinstance(d, int) and not isinstance(d, bool) for d in deltas.values()
-        ):
-            raise ValueError(f"adds may only add integers to running totals of {table!r}")
-    if "fields" in body:
-        customer_id, fields = body["fields"]
-        if not isinstance(customer_id, str) or not isinstance(fields, dict) or \
-                set(fields) - set(PROFILE_COLUMNS) or not all(map(scalar, fields.values())):
-            raise ValueError("fields may only set customer profile fields")  # fmt: skip
-    if "scrub" in body and not isinstance(body["scrub"], str):
-        raise ValueError("scrub names a customer id")
-    return body
-
-
-def insert_row(table: str, row: dict[str, Any]) -> None:
-    """INSERT a row of a synced table (no change recorded: sync/merge uses this)."""
+def store_fact(table: str, fact: dict[str, Any]) -> None:
+    """INSERT one fact with the local columns it implies (no change recorded: merge uses
+    this too, so a fact is stored the same way wherever it was made)."""
+    row = dict(fact)
+    if table == "customer":
+        row["phone_digits"] = derive.phone_digits(row.get("phone"))
+        row["updated_at"] = row["created_at"]
+    elif table == "sale":
+        # The till's values stay as facts; the live columns add late discounts (derive.py).
+        row["till_discount_amount"] = row["discount_amount"]
+        row["till_points_earned"] = row["points_earned"]
+        row["till_points_redeemed"] = row["points_redeemed"]
     columns = ", ".join(row)
     marks = ", ".join("?" for _ in row)
     execute(f"INSERT INTO {table}({columns}) VALUES ({marks})", tuple(row.values()))
 
 
-def add_to_row(table: str, row_id: str, deltas: dict[str, int]) -> None:
-    """Add to running totals of a row (no change recorded: sync/merge uses this)."""
-    for column in deltas:
-        if column not in COUNTERS[table]:
-            raise ValueError(f"{table}.{column} is not a running total")
-    assignments = ", ".join(f"{c} = {c} + ?" for c in deltas)
-    execute(f"UPDATE {table} SET {assignments} WHERE id = ?", (*deltas.values(), row_id))
-
-
-def insert(table: str, row: dict[str, Any]) -> None:
-    """Insert a new row and note it in the pending change."""
-    insert_row(table, row)
-    _body().setdefault("rows", []).append([table, row])
-
-
-def add(table: str, row_id: str, **deltas: int) -> None:
-    """Add to running totals and note it in the pending change."""
-    deltas = {c: d for c, d in deltas.items() if d}
-    if not deltas:
-        return
-    add_to_row(table, row_id, deltas)
-    _body().setdefault("adds", []).append([table, row_id, deltas])
+def insert(table: str, fact: dict[str, Any]) -> None:
+    """Store a new fact, note it in the pending change and bring derived totals up to date."""
+    store_fact(table, fact)
+    _body().setdefault(table, []).append(fact)
+    derive.after_fact(table, fact)
 
 
 def note_fields(customer_id: str, fields: dict[str, Any]) -> None:
     """Note profile fields the caller has just set (merged last-writer-wins elsewhere)."""
-    _body()["fields"] = [customer_id, fields]
+    _body().update(customer_id=customer_id, fields=fields)
 
 
-def note_scrub(customer_id: str) -> None:
-    """Note that the caller has anonymized or deleted this customer."""
-    _body()["scrub"] = customer_id
+def note_tombstone(customer_id: str, created_at: str) -> None:
+    """Note that the caller has deleted or anonymized this customer, for good."""
+    _body().update(customer_id=customer_id, created_at=created_at)
 
 
 @contextmanager
@@ -188,23 +158,28 @@ def log_change(kind: str, entity_id: str) -> dict[str, Any]:
         "body": encode_body(body),
         "recorded_at": now_iso(),
     }
-    insert_row("change_log", change)
+    insert_change(change)
     if "fields" in body:
-        set_field_clocks(body["fields"][0], body["fields"][1], stamp)
+        set_field_clocks(body["customer_id"], body["fields"], stamp)
     return change
+
+
+def insert_change(change: dict[str, Any]) -> None:
+    columns = ", ".join(change)
+    marks = ", ".join("?" for _ in change)
+    execute(f"INSERT INTO change_log({columns}) VALUES ({marks})", tuple(change.values()))
 
 
 def _latest_field_clock(body: dict[str, Any]) -> str | None:
     if "fields" not in body:
         return None
-    customer_id, fields = body["fields"]
-    marks = ", ".join("?" for _ in fields)
-    row = fetch_one(
-        f"SELECT MAX(hlc) AS hlc FROM customer_field_clock WHERE customer_id = ? "
-        f"AND field IN ({marks})",
-        (customer_id, *fields),
+    fields = body["fields"]
+    rows = fetch_all(
+        f"SELECT hlc FROM customer_field_clock WHERE customer_id = ? "
+        f"AND field IN ({', '.join('?' for _ in fields)})",
+        (body["customer_id"], *fields),
     )
-    return row["hlc"] if row else None
+    return max((r["hlc"] for r in rows), key=hlc.decode, default=None)
 
 
 def set_field_clocks(customer_id: str, fields: dict[str, Any], stamp: str) -> None:
@@ -216,33 +191,31 @@ def set_field_clocks(customer_id: str, fields: dict[str, Any], stamp: str) -> No
         )
 
 
-PERSONAL_FIELDS = ("name", "email", "phone", "phone_digits", "address", "notes", "tags")
-SCRUBBED = {"name": "Deleted customer", "tags": "[]"}
-
-
-def scrub_body(body: dict[str, Any], customer_id: str) -> dict[str, Any]:
-    """A change body with the customer's personal data blanked (for anonymization)."""
+def scrub_body(kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    """A change body with the customer's personal data blanked (for tombstoned customers)."""
     body = json.loads(json.dumps(body))
-    for table, row in body.get("rows", []):
-        if table == "customer" and row["id"] == customer_id:
-            for field in PERSONAL_FIELDS:
-                if field in row:
-                    row[field] = SCRUBBED.get(field)
-    fields = body.get("fields")
-    if fields and fields[0] == customer_id:
-        for field in fields[1]:
-            if field in PERSONAL_FIELDS:
-                fields[1][field] = SCRUBBED.get(field)
+    if kind == "customer.created":
+        for row in body.get("customer", []):
+            row.update({f: SCRUBBED.get(f) for f in PERSONAL_FIELDS if f in row})
+    elif kind == "customer.updated" and isinstance(body.get("fields"), dict):
+        fields = body["fields"]
+        fields.update({f: SCRUBBED.get(f) for f in PERSONAL_FIELDS if f in fields})
     return body
 
 
-def same_change(held: str, other: str, customer_id: str) -> bool:
+def scrubbed_text(kind: str, text: str) -> str:
+    """The stored text of a change body once its customer is tombstoned."""
+    if kind not in ("customer.created", "customer.updated"):
+        return text
+    return encode_body(scrub_body(kind, json.loads(text)))
+
+
+def same_change(kind: str, held: str, other: str) -> bool:
     """Two copies of one change's body: equal, or equal once the customer's personal data
-    is blanked in both, when either copy has already been scrubbed by an anonymization."""
+    is blanked in both, when either copy has already been scrubbed by a tombstone."""
     if held == other:
         return True
-    scrubbed_held = encode_body(scrub_body(json.loads(held), customer_id))
-    scrubbed_other = encode_body(scrub_body(json.loads(other), customer_id))
+    scrubbed_held, scrubbed_other = scrubbed_text(kind, held), scrubbed_text(kind, other)
     either_scrubbed = held == scrubbed_held or other == scrubbed_other
     return either_scrubbed and scrubbed_held == scrubbed_other
 
@@ -252,19 +225,39 @@ def encode_body(body: dict[str, Any]) -> str:
 
 
 def scrub_logged_changes(customer_id: str) -> None:
-    """Blank the customer's personal data in this node's own copy of the change log."""
-    rows = fetch_all(
-        "SELECT id, body FROM change_log WHERE entity_id = ? "
+    """Blank the customer's personal data in this node's copies of changes: the change log
+    and changes still waiting for a prerequisite."""
+    for row in fetch_all(
+        "SELECT id, kind, body FROM change_log WHERE entity_id = ? "
         "AND kind IN ('customer.created', 'customer.updated')",
         (customer_id,),
+    ):
+        execute("UPDATE change_log SET body = ? WHERE id = ?",
+                (scrubbed_text(row["kind"], row["body"]), row["id"]))  # fmt: skip
+    for row in fetch_all(
+        "SELECT change_id, change FROM sync_pending WHERE entity_id = ?", (customer_id,)
+    ):
+        change = json.loads(row["change"])
+        change["body"] = scrubbed_text(change["kind"], change["body"])
+        execute("UPDATE sync_pending SET change = ? WHERE change_id = ?",
+                (json.dumps(change), row["change_id"]))  # fmt: skip
+
+
+def tombstoned(customer_id: str) -> bool:
+    return fetch_one("SELECT 1 FROM tombstone WHERE customer_id = ?", (customer_id,)) is not None
+
+
+def add_tombstone(customer_id: str, kind: str, created_at: str | None, change_id: str) -> None:
+    execute(
+        "INSERT INTO tombstone(customer_id, kind, created_at, change_id, recorded_at) "
+        "VALUES (?, ?, ?, ?, ?) ON CONFLICT(customer_id) DO NOTHING",
+        (customer_id, kind, created_at, change_id, now_iso()),
     )
-    for row in rows:
-        scrubbed = encode_body(scrub_body(json.loads(row["body"]), customer_id))
-        execute("UPDATE change_log SET body = ? WHERE id = ?", (scrubbed, row["id"]))
 
 
 def queue_status() -> dict[str, Any]:
-    """Push queue depth, age of the oldest unsent change, pull cursor, sync reports."""
+    """Push queue depth, age of the oldest unsent change, pull cursor, pending changes and
+    sync reports."""
     origin = origin_id()
     acked = int(get_meta(ACKED) or 0)
     queue = fetch_one(
@@ -272,19 +265,26 @@ def queue_status() -> dict[str, Any]:
         "WHERE origin = ? AND origin_seq > ?",
         (origin, acked),
     )
-    oldest_age = None
-    if queue["oldest"]:
-        oldest = datetime.fromisoformat(queue["oldest"].replace("Z", "+00:00"))
-        oldest_age = round((now() - oldest).total_seconds(), 1)
+    pending = fetch_one("SELECT COUNT(*) AS n, MIN(received_at) AS oldest FROM sync_pending")
     counts = fetch_all("SELECT kind, COUNT(*) AS n FROM sync_report GROUP BY kind")
     return {
         "origin": origin,
         "push_queue_depth": queue["n"],
-        "oldest_unsent_age_seconds": oldest_age,
+        "oldest_unsent_age_seconds": _age(queue["oldest"]),
         "push_acked_seq": acked,
         "pull_cursor": int(get_meta(CURSOR) or 0),
+        "pull_epoch": get_meta(PULL_EPOCH),
+        "pending": pending["n"],
+        "oldest_pending_age_seconds": _age(pending["oldest"]),
         "reports": {r["kind"]: r["n"] for r in counts},
         "recent_reports": fetch_all(
             "SELECT kind, change_id, detail, created_at FROM sync_report ORDER BY id DESC LIMIT 20"
         ),
     }
+
+
+def _age(stamp: str | None) -> float | None:
+    if not stamp:
+        return None
+    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    return round((now() - moment).total_seconds(), 1)

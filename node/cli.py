@@ -65,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_store = central_commands.add_parser("add-store", parents=[common], help="register a store")
     add_store.add_argument("--name", required=True)
     add_store.set_defaults(run=run_central_add_store)
+    central_restore = central_commands.add_parser(
+        "restore", parents=[common], help="install a backup of central (stopped); new epoch")
+    central_restore.add_argument("file", type=Path, nargs="?")
+    central_restore.add_argument("--epoch-only", action="store_true",
+                                 help="the database was restored by other means (pg_restore): "
+                                      "only take a new epoch")  # fmt: skip
+    central_restore.set_defaults(run=run_central_restore)
+
+    verify = commands.add_parser("verify", parents=[common],
+                                 help="recompute every total from the facts; check tombstones")
+    verify.set_defaults(run=run_verify)
 
     bot = commands.add_parser("bot", parents=[common], help="run the Telegram bot alone")
     bot.set_defaults(run=run_bot)
@@ -286,11 +297,42 @@ def run_sync(config: Config, args: argparse.Namespace) -> int:
 
 
 def run_central_serve(config: Config, args: argparse.Namespace) -> int:
-    from sync.central import create_central_app
+    from sync.central import create_central_app, running_lock
 
-    app = create_central_app(config.central.database)
-    access.install(app)
-    asyncio.run(serve_until_signalled(app, config.central.host, config.central.port))
+    with running_lock(config.central.database):
+        app = create_central_app(config.central.database)
+        access.install(app)
+        asyncio.run(serve_until_signalled(app, config.central.host, config.central.port))
+    return 0
+
+
+def run_verify(config: Config, args: argparse.Namespace) -> int:
+    """Every derived total against its facts, every tombstone against personal data."""
+    from node import verify
+
+    if not config.database_path.exists():
+        raise OSError(f"no shop database at {config.database_path}")
+    open_node_database(config)
+    found = verify.differences()
+    for line in found:
+        print(line)
+    counts = verify.summary()
+    checked = (f"{counts['customers']} customers, {counts['sales']} sales, {counts['entries']} "
+               f"ledger entries, {counts['tombstones']} tombstones; {counts['pending']} synced "
+               "changes waiting for a prerequisite")  # fmt: skip
+    if found:
+        print(f"verify: {len(found)} differences ({checked})")
+        return 1
+    print(f"verify ok: {checked}")
+    return 0
+
+
+def run_central_restore(config: Config, args: argparse.Namespace) -> int:
+    from sync.central import restore
+
+    if args.file is None and not args.epoch_only:
+        raise ConfigError("central restore: give the backup FILE (or --epoch-only)")
+    print(restore(config, args.file))
     return 0
 
 

@@ -6,9 +6,9 @@ import json
 import re
 from typing import Any
 
-from node import changes
+from node import changes, derive
 from node import validation as v
-from node.db import execute, fetch_all, fetch_one
+from node.db import checkpoint, execute, fetch_all, fetch_one
 from node.errors import Conflict, NotFound
 from node.ids import now_iso, uuid7
 
@@ -37,7 +37,7 @@ COLUMNS = (
     "c.total_orders, c.notes, c.tags, c.credit_limit, c.ledger_balance, c.created_at, "
     "c.updated_at"
 )
-ANONYMIZED_NAME = "Deleted customer"
+ANONYMIZED_NAME = changes.ANONYMIZED_NAME
 RECENT_PURCHASES = 10
 
 
@@ -48,26 +48,20 @@ def render(row: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _phone_digits(phone: str | None) -> str | None:
-    return re.sub(r"\D", "", phone) if phone else None
-
-
 def create_customer(fields: dict[str, Any]) -> dict[str, Any]:
     """Create a customer from validated profile fields."""
-    customer_id, stamp = uuid7(), now_iso()
+    customer_id = uuid7()
     with changes.recording():
         changes.insert("customer", {
             "id": customer_id,
             "name": fields["name"],
             "email": fields.get("email"),
             "phone": fields.get("phone"),
-            "phone_digits": _phone_digits(fields.get("phone")),
             "address": fields.get("address"),
             "notes": fields.get("notes"),
             "tags": json.dumps(fields.get("tags", [])),
             "credit_limit": fields.get("credit_limit"),
-            "created_at": stamp,
-            "updated_at": stamp,
+            "created_at": now_iso(),
         })  # fmt: skip
         changes.log_change("customer.created", customer_id)
     return get_customer(customer_id, with_history=False)
@@ -110,7 +104,7 @@ def set_profile(customer_id: str, stored: dict[str, Any]) -> None:
     """Write profile fields as stored (tags as JSON text), keeping phone_digits in step."""
     values = dict(stored)
     if "phone" in values:
-        values["phone_digits"] = _phone_digits(values["phone"])
+        values["phone_digits"] = derive.phone_digits(values["phone"])
     values["updated_at"] = now_iso()
     assignments = ", ".join(f"{column} = ?" for column in values)
     execute(f"UPDATE customer SET {assignments} WHERE id = ?", (*values.values(), customer_id))
@@ -137,8 +131,10 @@ def delete_customer(customer_id: str) -> str:
             )
         outcome = scrub_customer(customer_id)
         changes.scrub_logged_changes(customer_id)
-        changes.note_scrub(customer_id)
-        changes.log_change(f"customer.{outcome}", customer_id)
+        changes.note_tombstone(customer_id, customer["created_at"])
+        change = changes.log_change(f"customer.{outcome}", customer_id)
+        changes.add_tombstone(customer_id, outcome, customer["created_at"], change["id"])
+    checkpoint()
     return outcome
 
 

@@ -1,13 +1,16 @@
 """Hybrid logical clock: wall-clock milliseconds plus a counter, persisted across restarts.
 
-A timestamp is text that sorts in clock order: `WWWWWWWWWWWWWWW-CCCCCC-ORIGIN`. Ties are
-impossible because the origin id is part of it, so last-writer-wins picks the same winner on
-every node. A remote clock far ahead of ours is not folded into our clock (it would drag all
-our future timestamps into the future); the caller reports it instead.
+A timestamp is `WWWWWWWWWWWWWWW-CCCCCC-ORIGIN`; stamps are compared as parsed (wall, counter,
+origin) values, never as text. Ties are impossible because the origin id is part of it, so
+last-writer-wins picks the same winner on every node. Our clock never moves more than
+MAX_DRIFT_MS ahead of our wall clock: a remote stamp beyond that is not folded in (it would
+drag all our future stamps into the future), and an edit stamped beyond it waits until our
+wall clock gets there (sync/merge.py).
 """
 
 from __future__ import annotations
 
+import re
 import time
 
 from node.db import get_meta, set_meta
@@ -21,9 +24,24 @@ def encode(wall_ms: int, counter: int, origin: str) -> str:
     return f"{wall_ms:015d}-{counter:06d}-{origin}"
 
 
+_STAMP = re.compile(r"(\d{15})-(\d{6})-(\S+)")
+
+
 def decode(stamp: str) -> tuple[int, int, str]:
-    wall, counter, origin = stamp.split("-", 2)
-    return int(wall), int(counter), origin
+    """(wall ms, counter, origin) of a stamp; ValueError for anything else."""
+    match = _STAMP.fullmatch(stamp) if isinstance(stamp, str) else None
+    if match is None:
+        raise ValueError(f"not a clock stamp: {stamp!r}")
+    return int(match[1]), int(match[2]), match[3]
+
+
+def ahead_ms(stamp: str) -> int:
+    """How far a stamp is ahead of our wall clock (negative: behind)."""
+    return decode(stamp)[0] - _wall_ms()
+
+
+def too_far_ahead(stamp: str) -> bool:
+    return ahead_ms(stamp) > MAX_DRIFT_MS
 
 
 def _wall_ms() -> int:
@@ -43,10 +61,11 @@ def tick(origin: str, after: str | None = None) -> str:
     than `after` too: an edit must win over the values it replaces, even ones stamped by a
     clock running ahead (that clock is held back from ours, not from the values)."""
     last_wall, last_counter = _last()
+    wall = _wall_ms()
     if after is not None:
         after_wall, after_counter, _ = decode(after)
-        last_wall, last_counter = max((last_wall, last_counter), (after_wall, after_counter))
-    wall = _wall_ms()
+        if after_wall <= wall + MAX_DRIFT_MS:
+            last_wall, last_counter = max((last_wall, last_counter), (after_wall, after_counter))
     if wall > last_wall:
         stamp = encode(wall, 0, origin)
     else:
@@ -58,8 +77,7 @@ def tick(origin: str, after: str | None = None) -> str:
 def observe(remote: str, origin: str) -> bool:
     """Fold a remote timestamp into our clock; False if it was too far ahead to trust."""
     remote_wall, remote_counter, _ = decode(remote)
-    now = _wall_ms()
-    if remote_wall > now + MAX_DRIFT_MS:
+    if remote_wall > _wall_ms() + MAX_DRIFT_MS:
         return False
     last_wall, last_counter = _last()
     if (remote_wall, remote_counter) > (last_wall, last_counter):

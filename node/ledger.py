@@ -8,6 +8,7 @@ same entries shows the same running balances.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from node import changes
@@ -52,15 +53,19 @@ def append_entry(
     reverses_id: str | None = None,
 ) -> dict[str, Any]:
     """Write one entry and move the cached balance; the caller holds the transaction."""
-    entry_id = uuid7()
+    entry_id = reversal_id(reverses_id) if reverses_id else uuid7()
     changes.insert("ledger_entry", {
         "id": entry_id, "customer_id": customer_id, "type": entry_type, "amount": amount,
         "description": description, "reference_id": reference_id, "reverses_id": reverses_id,
         "created_at": now_iso(),
     })  # fmt: skip
-    delta = amount if entry_type == "credit" else -amount
-    changes.add("customer", customer_id, ledger_balance=delta)
     return get_entry(customer_id, entry_id)
+
+
+def reversal_id(entry_id: str) -> str:
+    """The id of the one reversal an entry can have: the same at every shop, so two shops
+    reversing one entry offline make one fact, not two (sync keeps the earlier)."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"shopnode:reversal:{entry_id}"))
 
 
 def record_entry(

@@ -35,7 +35,6 @@ def add_event(
         "id": uuid7(), "customer_id": customer_id, "kind": kind, "points": points,
         "sale_id": sale_id, "description": description, "created_at": now_iso(),
     })  # fmt: skip
-    changes.add("customer", customer_id, loyalty_points=points)
 
 
 def check_points(customer: dict[str, Any], points: int) -> None:
@@ -91,9 +90,10 @@ def apply_discount_to_sale(
     paid_before = sale["total"] - sale["discount_amount"]
     earned = min(sale["points_earned"], points_for(paid_before - discount, settings))
     take_back = sale["points_earned"] - earned
-    changes.add("sale", sale_id, discount_amount=discount, points_redeemed=points,
-                points_earned=-take_back)  # fmt: skip
-    changes.add("customer", customer_id, total_spent=-discount)
+    changes.insert("sale_discount", {
+        "id": uuid7(), "sale_id": sale_id, "discount_amount": discount,
+        "points_redeemed": points, "points_not_earned": take_back, "created_at": now_iso(),
+    })  # fmt: skip
     receipt = sale["receipt_number"]
     add_event(customer_id, "redeem", -points, sale_id, f"Points redeemed on {receipt}")
     balance = fetch_one("SELECT loyalty_points FROM customer WHERE id = ?", (customer_id,))

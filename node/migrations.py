@@ -1,12 +1,14 @@
 """Versioned schema of the shop database.
 
-Each migration is a list of SQL statements; `PRAGMA user_version` records how many have
-run. A release only ever appends migrations, so an existing shop database upgrades in place
-on the next start. Never edit a migration that has shipped.
+Each migration is a list of SQL statements (and Python steps for data); `PRAGMA
+user_version` records how many have run. A release only ever appends migrations, so an
+existing shop database upgrades in place on the next start. Never edit a migration that has shipped.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from collections.abc import Callable
 
 import peewee
@@ -170,7 +172,113 @@ V4_IMPORT = [
         imported_at TEXT NOT NULL)""",
 ]
 
-MIGRATIONS: list[list[str]] = [V1_FOUNDATION, V2_MONEY, V3_SYNC, V4_IMPORT]
+
+def upgrade_body(kind: str, text: str, change_id: str, recorded_at: str) -> str:
+    """A change body of the first release (generic rows plus deltas to totals) as the
+    facts it carried (node/changes.py). Deterministic, so central and every node turn one
+    old change into the same bytes. Deltas are dropped (totals are derived now), except a
+    late points discount on a sale, which becomes its `sale_discount` fact."""
+    old = json.loads(text)
+    if not ({"rows", "adds", "scrub"} & set(old) or isinstance(old.get("fields"), list)):
+        return text  # already facts
+    body: dict = {}
+    for table, row in old.get("rows", []):
+        if table == "customer":
+            row = {k: v for k, v in row.items() if k not in ("phone_digits", "updated_at")}
+        body.setdefault(table, []).append(row)
+    for table, row_id, deltas in old.get("adds", []):
+        if table == "sale" and "discount_amount" in deltas:
+            body.setdefault("sale_discount", []).append({
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"shopnode:discount:{change_id}")),
+                "sale_id": row_id, "discount_amount": deltas["discount_amount"],
+                "points_redeemed": deltas.get("points_redeemed", 0),
+                "points_not_earned": -deltas.get("points_earned", 0), "created_at": recorded_at,
+            })  # fmt: skip
+    if "fields" in old:
+        body["customer_id"], body["fields"] = old["fields"]
+    if "scrub" in old:
+        body["customer_id"] = old["scrub"]
+    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+
+
+def _v5_facts(db: peewee.Database) -> None:
+    """Change bodies become facts; late discounts get their own rows; tombstones are kept."""
+    rows = db.execute_sql("SELECT id, kind, body, recorded_at FROM change_log").fetchall()
+    for change_id, kind, text, recorded_at in rows:
+        new = upgrade_body(kind, text, change_id, recorded_at)
+        if new != text:
+            db.execute_sql("UPDATE change_log SET body = ? WHERE id = ?", (new, change_id))
+        for row in json.loads(new).get("sale_discount", []):
+            db.execute_sql(
+                "INSERT OR IGNORE INTO sale_discount(id, sale_id, discount_amount, "
+                "points_redeemed, points_not_earned, created_at) "
+                "SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM sale WHERE id = ?)",
+                (row["id"], row["sale_id"], row["discount_amount"], row["points_redeemed"],
+                 row["points_not_earned"], row["created_at"], row["sale_id"]),
+            )  # fmt: skip
+    # The till's values: what the live columns held before any late discount.
+    db.execute_sql(
+        "UPDATE sale SET till_discount_amount = discount_amount - (SELECT COALESCE("
+        "SUM(discount_amount), 0) FROM sale_discount WHERE sale_id = sale.id), "
+        "till_points_redeemed = points_redeemed - (SELECT COALESCE(SUM(points_redeemed), 0) "
+        "FROM sale_discount WHERE sale_id = sale.id), "
+        "till_points_earned = points_earned + (SELECT COALESCE(SUM(points_not_earned), 0) "
+        "FROM sale_discount WHERE sale_id = sale.id)"
+    )
+    # Totals from before facts were kept (a first-version database had no points events):
+    # carried as opening amounts, so deriving from facts changes no balance.
+    from node.derive import CUSTOMER_TOTALS
+
+    db.execute_sql("UPDATE customer SET " + ", ".join(
+        f"opening_{column} = {column} - {expr.replace('c.', 'customer.')}"
+        for column, expr in CUSTOMER_TOTALS.items()))  # fmt: skip
+    db.execute_sql(
+        "INSERT OR IGNORE INTO tombstone(customer_id, kind, created_at, change_id, recorded_at) "
+        "SELECT entity_id, substr(kind, 10), NULL, id, recorded_at FROM change_log "
+        "WHERE kind IN ('customer.deleted', 'customer.anonymized') ORDER BY recorded_at"
+    )
+
+
+V5_FACTS: list[str | Callable[[peewee.Database], None]] = [
+    # A sale keeps what the till recorded; its live columns add late discounts (derive.py).
+    "ALTER TABLE sale ADD COLUMN till_discount_amount INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE sale ADD COLUMN till_points_earned INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE sale ADD COLUMN till_points_redeemed INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE customer ADD COLUMN opening_ledger_balance INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE customer ADD COLUMN opening_loyalty_points INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE customer ADD COLUMN opening_total_spent INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE customer ADD COLUMN opening_total_orders INTEGER NOT NULL DEFAULT 0",
+    # Points redeemed on a sale after it was recorded: a fact of its own.
+    """CREATE TABLE sale_discount (
+        id TEXT PRIMARY KEY,
+        sale_id TEXT NOT NULL REFERENCES sale(id),
+        discount_amount INTEGER NOT NULL CHECK (discount_amount >= 0),
+        points_redeemed INTEGER NOT NULL CHECK (points_redeemed >= 0),
+        points_not_earned INTEGER NOT NULL CHECK (points_not_earned >= 0),
+        created_at TEXT NOT NULL)""",
+    "CREATE INDEX sale_discount_sale ON sale_discount(sale_id)",
+    # A customer deleted or anonymized anywhere, for good: every later or late change for
+    # them is checked against it (no personal data ever comes back).
+    """CREATE TABLE tombstone (
+        customer_id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        created_at TEXT,
+        change_id TEXT NOT NULL,
+        recorded_at TEXT NOT NULL)""",
+    # Remote changes whose prerequisite (a customer, a sale, an entry, our clock reaching
+    # their stamp) has not arrived: applied when it does, never skipped.
+    """CREATE TABLE sync_pending (
+        change_id TEXT PRIMARY KEY,
+        entity_id TEXT NOT NULL,
+        waits_for TEXT NOT NULL,
+        change TEXT NOT NULL,
+        received_at TEXT NOT NULL)""",
+    "CREATE INDEX sync_pending_waits ON sync_pending(waits_for)",
+    "CREATE INDEX sync_pending_entity ON sync_pending(entity_id)",
+    _v5_facts,
+]
+
+MIGRATIONS: list[list] = [V1_FOUNDATION, V2_MONEY, V3_SYNC, V4_IMPORT, V5_FACTS]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -198,7 +306,10 @@ def migrate(
     for version in range(current + 1, target + 1):
         with db.atomic():
             for statement in MIGRATIONS[version - 1]:
-                db.execute_sql(statement)
+                if callable(statement):
+                    statement(db)
+                else:
+                    db.execute_sql(statement)
             db.execute_sql(f"PRAGMA user_version = {version}")
         if progress:
             progress(version)

@@ -114,7 +114,6 @@ def record_sale(
         })  # fmt: skip
         add_event(customer_id, "redeem", -redeem_points, sale_id, f"Redeemed on {receipt_number}")
         add_event(customer_id, "earn", earned, sale_id, f"Earned on {receipt_number}")
-        changes.add("customer", customer_id, total_spent=amount_paid, total_orders=1)
         if payment_method == "account" and amount_paid:
             append_entry(customer_id, "debit", amount_paid, f"Sale {receipt_number}", sale_id)
         changes.log_change("sale.recorded", sale_id)
@@ -156,10 +155,6 @@ def refund_sale(sale_id: str, amount: int | None = None) -> dict[str, Any]:
             "points_reversed": reversed_now, "points_shortfall": to_reverse - reversed_now,
             "points_restored": to_restore, "created_at": now_iso(),
         })  # fmt: skip
-        changes.add("sale", sale_id, refunded_amount=amount, points_reversed=to_reverse,
-                    points_restored=to_restore)  # fmt: skip
-        fully = refunded == paid
-        changes.add("customer", customer_id, total_spent=-amount, total_orders=-int(fully))
         if sale["payment_method"] == "account" and amount:
             append_entry(customer_id, "credit", amount, f"Refund {receipt}", sale_id)
         changes.log_change("sale.refunded", refund_id)

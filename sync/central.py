@@ -6,16 +6,23 @@ Database work runs in a small thread pool so a slow PostgreSQL never stalls the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+import shutil
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import peewee
 from aiohttp import web
 
 from node.api.problems import problem, problems_middleware
-from node.config import Config
+from node.config import Config, ConfigError
 from sync.protocol import (
     MAX_BATCH_BYTES,
     MAX_BATCH_CHANGES,
@@ -25,8 +32,12 @@ from sync.protocol import (
     STATUS_PATH,
     ProtocolError,
     check_change,
+    integer,
+    uuid_text,
 )
-from sync.store import CentralStore, Forbidden
+from sync.store import CentralStore, DatabaseUnavailable, Forbidden
+
+MAX_CURSOR = 2**62
 
 log = logging.getLogger("shopnode.central")
 
@@ -45,13 +56,33 @@ async def store_auth(request: web.Request, handler: Callable) -> web.StreamRespo
     if not request.path.startswith("/sync/"):
         return await handler(request)
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
+    if scheme.lower() != "bearer" or not token.strip() or not token.strip().isascii():
         return problem(401, "send the store token: 'Authorization: Bearer TOKEN'")
-    store_id = await run_db(request, request.app[STORE].store_for_token, token.strip())
+    try:
+        store_id = await run_store(request, request.app[STORE].store_for_token, token.strip())
+    except DatabaseUnavailable as exc:
+        return unavailable(exc)
     if store_id is None:
         return problem(401, "this store token is not valid")
     request[STORE_ID] = store_id
     return await handler(request)
+
+
+def unavailable(exc: Exception) -> web.Response:
+    log.warning("central database unavailable: %s", exc)
+    response = problem(503, "central's database is unavailable; try again shortly")
+    response.headers["Retry-After"] = "5"
+    return response
+
+
+async def run_store(request: web.Request, work: Callable[..., Any], *args: Any) -> Any:
+    """Store work in the pool; a database that cannot be reached is a 503, not a 500."""
+    try:
+        return await run_db(request, work, *args)
+    except peewee.OperationalError as exc:
+        raise DatabaseUnavailable(str(exc).strip().splitlines()[0]) from exc
+    except peewee.InterfaceError as exc:
+        raise DatabaseUnavailable(str(exc).strip().splitlines()[0] or "connection lost") from exc
 
 
 routes = web.RouteTableDef()
@@ -68,19 +99,42 @@ async def push(request: web.Request) -> web.Response:
         return problem(400, f"unreadable push body: {exc}")
     try:
         payload = json.loads(raw)
-        origin = payload["origin"]
-        if not isinstance(origin, str) or not isinstance(payload["changes"], list):
-            raise ProtocolError("origin must be a string and changes a list")
+        if not isinstance(payload, dict) or set(payload) - {"origin", "changes", "acked",
+                                                             "epoch"}:  # fmt: skip
+            raise ProtocolError("a push is {origin, changes, acked?, epoch?}")
+        origin, acked, epoch = payload["origin"], payload.get("acked"), payload.get("epoch")
+        uuid_text(origin)
+        if not isinstance(payload["changes"], list):
+            raise ProtocolError("changes must be a list")
+        if acked is not None:
+            integer(0)(acked)
+        if epoch is not None and not isinstance(epoch, str):
+            raise ProtocolError("epoch must be a string")
         if len(payload["changes"]) > MAX_BATCH_CHANGES:
             raise ProtocolError(f"at most {MAX_BATCH_CHANGES} changes per push")
-        batch = [check_change(c) for c in payload["changes"]]
     except (ValueError, KeyError, TypeError, RecursionError) as exc:
         return problem(400, f"malformed push: {exc}")
+    batch = []
+    for index, change in enumerate(payload["changes"]):
+        try:
+            batch.append(check_change(change))
+        except ProtocolError as exc:
+            # Nothing of the batch is stored: a bad change must never reach other shops.
+            change_id = change.get("id") if isinstance(change, dict) else None
+            log.warning("refused a push from store %s: change %s: %s",
+                        request[STORE_ID], change_id, exc)  # fmt: skip
+            return problem(422, f"change {index} ({change_id}) is malformed: {exc}",
+                           errors=[{"field": f"changes[{index}].{exc.field or 'change'}",
+                                    "message": str(exc)}],
+                           change_id=change_id if isinstance(change_id, str) else None)
     try:
-        result = await run_db(request, request.app[STORE].push, request[STORE_ID], origin, batch)
+        result = await run_store(request, request.app[STORE].push, request[STORE_ID], origin,
+                                 batch, acked, epoch)  # fmt: skip
     except Forbidden as exc:
         log.warning("refused a push from store %s: %s", request[STORE_ID], exc)
         return problem(403, str(exc))
+    except DatabaseUnavailable as exc:
+        return unavailable(exc)
     if result["conflicts"]:
         log.warning("quarantined %d conflicting changes from origin %s",
                     len(result["conflicts"]), origin)  # fmt: skip
@@ -91,15 +145,21 @@ async def push(request: web.Request) -> web.Response:
 async def pull(request: web.Request) -> web.Response:
     """Changes of every other origin after a cursor, in commit order."""
     try:
-        after = int(request.query.get("after", "0"))
+        after = integer(0, MAX_CURSOR)(int(request.query.get("after", "0")))
         limit = min(int(request.query.get("limit", "500")), MAX_PULL_LIMIT)
         origin = request.query["origin"]
         after_id = request.query.get("after_id", "")
-        if after < 0 or limit < 1:
-            raise ValueError("after must be >= 0 and limit >= 1")
+        epoch = request.query.get("epoch", "")
+        if limit < 1:
+            raise ValueError("limit must be >= 1")
     except (ValueError, KeyError) as exc:
-        return problem(400, f"pull needs after (int), limit (int) and origin: {exc}")
-    page = await run_db(request, request.app[STORE].pull, after, limit, origin, after_id)
+        return problem(400, f"pull needs after (0 to {MAX_CURSOR}), limit (int) and "
+                            f"origin: {exc}")  # fmt: skip
+    try:
+        page = await run_store(request, request.app[STORE].pull, after, limit, origin,
+                               after_id, epoch)  # fmt: skip
+    except DatabaseUnavailable as exc:
+        return unavailable(exc)
     response = web.json_response(page)
     response.enable_compression()
     return response
@@ -108,13 +168,21 @@ async def pull(request: web.Request) -> web.Response:
 @routes.get(STATUS_PATH)
 async def status(request: web.Request) -> web.Response:
     """Counts: changes held, high cursor, stores, quarantined changes."""
-    return web.json_response(await run_db(request, request.app[STORE].status))
+    try:
+        return web.json_response(await run_store(request, request.app[STORE].status))
+    except DatabaseUnavailable as exc:
+        return unavailable(exc)
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    await run_db(request, request.app[STORE].status)
-    return web.json_response({"status": "ok", "role": "central"})
+    """Up, and whether the database answers (503 while it does not)."""
+    try:
+        await run_store(request, request.app[STORE].ping)
+    except DatabaseUnavailable:
+        return web.json_response({"status": "unavailable", "role": "central",
+                                  "database": False}, status=503)  # fmt: skip
+    return web.json_response({"status": "ok", "role": "central", "database": True})
 
 
 def create_central_app(database_url: str) -> web.Application:
@@ -135,6 +203,82 @@ def create_central_app(database_url: str) -> web.Application:
 
     app.cleanup_ctx.append(storage)
     return app
+
+
+def lock_path(database_url: str) -> Path | None:
+    """The file a running SQLite central holds locked (None for PostgreSQL)."""
+    if not database_url.startswith("sqlite:///"):
+        return None
+    path = database_url.split("sqlite:///", 1)[1]
+    return Path(path + ".lock") if path and path != ":memory:" else None
+
+
+@contextlib.contextmanager
+def running_lock(database_url: str) -> Iterator[None]:
+    """Held while central serves, so `central restore` can refuse to pull the rug."""
+    path = lock_path(database_url)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError("central.database: another central is running on "
+                              f"{path.with_suffix('')}") from None  # fmt: skip
+        yield
+
+
+def restore(config: Config, backup: Path | None) -> str:
+    """Install a backup of a SQLite central (the current database is moved aside, never
+    deleted), or only take a new epoch; either way every store's cursor starts over and
+    stores re-send what the backup lacks."""
+    url = config.central.database
+    if backup is None:
+        store = CentralStore(url)
+        try:
+            with store.db.atomic():
+                return f"central takes a new epoch {store.new_epoch('declared restored')}"
+        finally:
+            store.close()
+    if lock_path(url) is None:
+        raise ConfigError("central.database: a PostgreSQL central is restored with pg_restore; "
+                          "then run `shopnode central restore --epoch-only`")  # fmt: skip
+    if not backup.is_file():
+        raise OSError(f"no backup file at {backup}")
+    check = sqlite3.connect(f"file:{backup}?mode=ro", uri=True)
+    try:
+        result = check.execute("PRAGMA integrity_check").fetchone()[0]
+        tables = {r[0] for r in check.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as exc:
+        raise OSError(f"{backup} is not a SQLite database: {exc}") from None
+    finally:
+        check.close()
+    if result != "ok":
+        raise OSError(f"{backup} fails its integrity check: {result}")
+    if not {"change", "origin", "store"} <= tables:
+        raise OSError(f"{backup} is not a backup of a central database")
+    target = Path(url.split("sqlite:///", 1)[1])
+    with running_lock(url):
+        aside = None
+        if target.exists():
+            stamp = time.strftime("%Y%m%dT%H%M%S")
+            aside = target.with_name(f"{target.name}.before-restore-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                moved = Path(str(target) + suffix)
+                if moved.exists():
+                    moved.rename(Path(str(aside) + suffix))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(backup, target)
+        store = CentralStore(url)
+        try:
+            with store.db.atomic():
+                epoch = store.new_epoch(f"restored from {backup}")
+        finally:
+            store.close()
+    kept = f"; the previous database is kept as {aside}" if aside else ""
+    return f"central restored from {backup}, new epoch {epoch}{kept}"
 
 
 def add_store(config: Config, name: str) -> dict[str, str]:

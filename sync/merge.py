@@ -1,10 +1,18 @@
-"""Applying other shops' changes to this node: one rule set for every kind of change.
+"""Applying other shops' changes to this node: facts in, totals derived here.
 
-- rows of append-only tables (sales, refunds, ledger entries, loyalty events, new
-  customers) are inserted once, keyed by their ids: they merge as sets;
-- running totals are additions, which commute, so every node ends with the same balances;
-- profile fields are last-writer-wins per field under the hybrid logical clock;
-- anonymization and deletion win over edits: once scrubbed, a customer takes no more edits.
+- facts (customers, sales, refunds, late discounts, ledger entries, points events) are
+  stored once, keyed by their ids: they merge as sets, and every total is recomputed from
+  them by node/derive.py, so no change can move a balance by itself;
+- a fact whose prerequisite has not arrived (a refund before its sale, an entry before its
+  customer, a reversal before the entry it reverses) waits in `sync_pending` and is applied
+  when the prerequisite arrives; nothing is skipped;
+- profile fields are last-writer-wins per field under the hybrid logical clock, stamps
+  compared as parsed values; an edit stamped beyond our clock's tolerance waits until our
+  wall clock reaches it (it is reported), so a fast clock never takes a field over;
+- a deletion or anonymization is a tombstone, kept forever: every later or late change for
+  that customer is stored without personal data and cannot bring the customer back;
+- one entry has at most one reversal: when two shops reverse it offline, every node keeps
+  the earlier one and reports the other.
 A change already held (same id) is skipped; the same id with another body is reported,
 never applied over the original. Overdrafts revealed by a merge are kept and reported.
 """
@@ -14,11 +22,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from node import changes, hlc
+from node import changes, derive, hlc
+from node.changes import TOMBSTONE_KINDS
 from node.customers import ANONYMIZED_NAME, scrub_customer, set_profile
 from node.db import execute, fetch_all, fetch_one
 from node.ids import now_iso
 from node.ledger import credit_limit_for
+from sync.protocol import FACTS
+
+CLOCK = "clock"  # what an edit stamped too far ahead waits for
+
+# Set when a tombstone scrubbed personal data, so the caller checkpoints the WAL once the
+# transaction has committed (the old bytes must not linger in the -wal file).
+scrubbed = False
 
 
 def report(kind: str, detail: str, change_id: str | None = None) -> None:
@@ -29,10 +45,14 @@ def report(kind: str, detail: str, change_id: str | None = None) -> None:
 
 
 def apply_change(change: dict[str, Any], my_origin: str) -> str:
-    """Apply one remote change (caller holds the transaction): applied/duplicate/conflict."""
+    """Apply one checked remote change (caller holds a savepoint):
+    applied / duplicate / conflict / pending."""
     held = fetch_one("SELECT body FROM change_log WHERE id = ?", (change["id"],))
+    if held is None:
+        waiting = fetch_one("SELECT change FROM sync_pending WHERE change_id = ?", (change["id"],))
+        held = {"body": json.loads(waiting["change"])["body"]} if waiting else None
     if held is not None:
-        if changes.same_change(held["body"], change["body"], change["entity_id"]):
+        if changes.same_change(change["kind"], held["body"], change["body"]):
             return "duplicate"
         report("conflict", "same change id with a different body; kept ours", change["id"])
         return "conflict"
@@ -46,103 +66,211 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
     if taken is not None:
         report("conflict", f"origin sequence reused by another change {taken['id']}", change["id"])
         return "conflict"
-    if not hlc.observe(change["hlc"], my_origin):
-        report("clock_ahead", f"remote clock {change['hlc']} is far ahead of ours", change["id"])
-    body = changes.check_body(json.loads(change["body"]))
-    if change["kind"] == "customer.updated" and _scrubbed(change["entity_id"]):
-        # An edit that lost the race to a deletion: keep the change, not the personal data.
-        change = {**change, "body": changes.encode_body(
-            changes.scrub_body(body, change["entity_id"]))}  # fmt: skip
-    changes.insert_row("change_log", change)
-    _apply_body(body, change)
+    body = json.loads(change["body"])
+    waits_for = _missing(change, body)
+    if waits_for is not None:
+        _hold(change, waits_for)
+        return "pending"
+    _apply(change, body, my_origin)
+    _release(change, body, my_origin)
     return "applied"
 
 
-def _scrubbed(customer_id: str) -> bool:
-    """Deleted (gone) or anonymized here."""
-    row = fetch_one("SELECT anonymized_at FROM customer WHERE id = ?", (customer_id,))
-    return row is None or row["anonymized_at"] is not None
+def _customer_of(change: dict[str, Any], body: dict[str, Any]) -> str | None:
+    if change["kind"] in TOMBSTONE_KINDS or change["kind"] == "customer.updated":
+        return body["customer_id"]
+    if change["kind"] == "loyalty.redeemed":
+        return change["entity_id"]
+    for table in FACTS[change["kind"]]:
+        for row in body.get(table, []):
+            if "customer_id" in row:
+                return row["customer_id"]
+    return None  # a refund: its sale names the customer
 
 
-def _apply_body(body: dict[str, Any], change: dict[str, Any]) -> None:
-    for table, row in body.get("rows", []):
-        if table != "customer" and "customer_id" in row:
-            ensure_customer(row["customer_id"], row["created_at"])
-        if table == "customer" and fetch_one("SELECT 1 FROM customer WHERE id = ?", (row["id"],)):
-            _fill_placeholder(row, change)
-            continue
-        changes.insert_row(table, row)
-        if table == "sale":
-            _report_receipt_clash(row, change["id"])
-    for table, row_id, deltas in body.get("adds", []):
-        if table == "customer":
-            ensure_customer(row_id, change["recorded_at"])
-        changes.add_to_row(table, row_id, deltas)
-        if table == "customer" and min(deltas.values()) < 0:
-            _report_overdraft(row_id, deltas, change["id"])
-    if "fields" in body:
-        _merge_fields(*body["fields"], change["hlc"])
-    if "scrub" in body:
-        _scrub(body["scrub"], change)
+def _known_customer(customer_id: str) -> bool:
+    return (fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is not None
+            or changes.tombstoned(customer_id))  # fmt: skip
 
 
-def ensure_customer(customer_id: str, created_at: str) -> None:
-    """History for a customer this node deleted: keep it under an anonymized placeholder."""
-    if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)):
-        return
-    stamp = now_iso()
-    changes.insert_row("customer", {
-        "id": customer_id, "name": ANONYMIZED_NAME, "tags": "[]", "created_at": created_at,
-        "updated_at": stamp, "anonymized_at": stamp,
-    })  # fmt: skip
+def _missing(change: dict[str, Any], body: dict[str, Any]) -> str | None:
+    """What this change still waits for: an entity id, CLOCK, or None (ready)."""
+    kind = change["kind"]
+    if kind in ("customer.created", *TOMBSTONE_KINDS):
+        return None
+    if kind == "customer.updated" and hlc.too_far_ahead(change["hlc"]):
+        return CLOCK
+    customer_id = _customer_of(change, body)
+    if customer_id is not None and not _known_customer(customer_id):
+        return customer_id
+    rows = [row for table in FACTS.get(kind, {}) for row in body.get(table, [])]
+    own_sale = change["entity_id"] if kind == "sale.recorded" else None
+    for sale_id in sorted({r["sale_id"] for r in rows if r.get("sale_id")} - {own_sale}):
+        if fetch_one("SELECT 1 FROM sale WHERE id = ?", (sale_id,)) is None:
+            return sale_id
+    for row in body.get("ledger_entry", []):
+        reverses = row["reverses_id"]
+        if reverses and fetch_one("SELECT 1 FROM ledger_entry WHERE id = ?", (reverses,)) is None:
+            return reverses
+    return None
 
 
-def _fill_placeholder(row: dict[str, Any], change: dict[str, Any]) -> None:
-    """The customer's creation arrived after history that needed a placeholder for them:
-    the real profile replaces it, unless the customer has since been deleted."""
-    placeholder = fetch_one(
-        "SELECT 1 FROM customer WHERE id = ? AND anonymized_at IS NOT NULL", (row["id"],)
-    )
-    deleted = fetch_one(
-        "SELECT 1 FROM change_log WHERE entity_id = ? "
-        "AND kind IN ('customer.deleted', 'customer.anonymized')",
-        (row["id"],),
-    )
-    if placeholder is None or deleted is not None:
-        if placeholder is None:
-            report("conflict", f"customer {row['id']} already exists", change["id"])
-        return
-    profile = {k: v for k, v in row.items() if k not in ("id", "updated_at")}
-    assignments = ", ".join(f"{column} = ?" for column in profile)
+def _hold(change: dict[str, Any], waits_for: str) -> None:
+    if waits_for == CLOCK:
+        ahead = hlc.ahead_ms(change["hlc"]) / 1000
+        report("clock_ahead", f"an edit stamped {ahead:.0f} s ahead of this node's clock "
+               "waits until the clock gets there", change["id"])  # fmt: skip
+    customer_id = _customer_of(change, json.loads(change["body"])) or change["entity_id"]
+    if customer_id and changes.tombstoned(customer_id):
+        change = {**change, "body": changes.scrubbed_text(change["kind"], change["body"])}
     execute(
-        f"UPDATE customer SET {assignments}, anonymized_at = NULL WHERE id = ?",
-        (*profile.values(), row["id"]),
+        "INSERT INTO sync_pending(change_id, entity_id, waits_for, change, received_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (change["id"], customer_id, waits_for, json.dumps(change), now_iso()),
     )
+
+
+def _release(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> None:
+    """Apply the changes that waited for what this one brought."""
+    made = {change["entity_id"]}
+    for table in FACTS.get(change["kind"], {}):
+        made.update(row["id"] for row in body.get(table, []))
+    if change["kind"] in TOMBSTONE_KINDS:
+        made.add(body["customer_id"])
+    marks = ", ".join("?" for _ in made)
+    waiting = fetch_all(
+        f"SELECT change_id, change FROM sync_pending WHERE waits_for IN ({marks}) "
+        "ORDER BY received_at, change_id",
+        tuple(made),
+    )
+    for row in waiting:
+        execute("DELETE FROM sync_pending WHERE change_id = ?", (row["change_id"],))
+        apply_change(json.loads(row["change"]), my_origin)
+
+
+def retry_clock_waits(my_origin: str) -> int:
+    """Apply edits that waited for our clock and no longer are ahead of it."""
+    applied = 0
+    for row in fetch_all(
+        "SELECT change_id, change FROM sync_pending WHERE waits_for = ? ORDER BY change_id",
+        (CLOCK,),
+    ):
+        change = json.loads(row["change"])
+        if not hlc.too_far_ahead(change["hlc"]):
+            execute("DELETE FROM sync_pending WHERE change_id = ?", (row["change_id"],))
+            applied += apply_change(change, my_origin) == "applied"
+    return applied
+
+
+def _apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> None:
+    kind = change["kind"]
+    if not hlc.observe(change["hlc"], my_origin):
+        report("clock_ahead", f"remote clock {change['hlc']} is far ahead of ours", change["id"])
+    customer_id = _customer_of(change, body)
+    if kind in ("customer.created", "customer.updated") and changes.tombstoned(customer_id):
+        # A late creation or edit of a deleted customer: keep the change, not the data.
+        change = {**change, "body": changes.scrubbed_text(kind, change["body"])}
+    changes.insert_change(change)
+    if kind == "customer.created":
+        _create_customer(body["customer"][0], change)
+    elif kind == "customer.updated":
+        _merge_fields(body["customer_id"], body["fields"], change["hlc"])
+    elif kind in TOMBSTONE_KINDS:
+        _tombstone(kind, body, change)
+    else:
+        _store_facts(kind, body, change)
+
+
+def _create_customer(row: dict[str, Any], change: dict[str, Any]) -> None:
+    if changes.tombstoned(row["id"]):
+        return
+    if fetch_one("SELECT 1 FROM customer WHERE id = ?", (row["id"],)):
+        report("conflict", f"customer {row['id']} was created twice", change["id"])
+        return
+    changes.store_fact("customer", row)
 
 
 def _merge_fields(customer_id: str, fields: dict[str, Any], stamp: str) -> None:
-    live = fetch_one(
-        "SELECT 1 FROM customer WHERE id = ? AND anonymized_at IS NULL", (customer_id,)
-    )
-    if live is None:
-        return  # deleted or anonymized: scrubbing wins over edits
+    if changes.tombstoned(customer_id):
+        return  # deleted or anonymized: the tombstone wins over edits
     clocks = {
-        r["field"]: r["hlc"]
+        r["field"]: hlc.decode(r["hlc"])
         for r in fetch_all(
             "SELECT field, hlc FROM customer_field_clock WHERE customer_id = ?", (customer_id,)
         )
     }
-    winners = {f: v for f, v in fields.items() if stamp > clocks.get(f, "")}
+    mine = hlc.decode(stamp)
+    winners = {f: v for f, v in fields.items() if f not in clocks or mine > clocks[f]}
     if winners:
         set_profile(customer_id, winners)
         changes.set_field_clocks(customer_id, winners, stamp)
 
 
-def _scrub(customer_id: str, change: dict[str, Any]) -> None:
-    if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is None:
-        return
-    scrub_customer(customer_id)
+def _tombstone(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
+    global scrubbed
+    customer_id = body["customer_id"]
+    changes.add_tombstone(customer_id, kind.split(".")[1], body.get("created_at"), change["id"])
+    if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is not None:
+        scrub_customer(customer_id)
     changes.scrub_logged_changes(customer_id)
+    scrubbed = True
+
+
+def _ensure_customer(customer_id: str, fact_created_at: str) -> None:
+    """History for a customer this node deleted: kept under an anonymized placeholder."""
+    if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)):
+        return
+    stone = fetch_one("SELECT created_at FROM tombstone WHERE customer_id = ?", (customer_id,))
+    stamp = now_iso()
+    execute(
+        "INSERT INTO customer(id, name, tags, created_at, updated_at, anonymized_at) "
+        "VALUES (?, ?, '[]', ?, ?, ?)",
+        (customer_id, ANONYMIZED_NAME, (stone and stone["created_at"]) or fact_created_at,
+         stamp, stamp),
+    )  # fmt: skip
+
+
+def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
+    takes_away = False
+    customer_id = None
+    for table in FACTS[kind]:
+        for row in body.get(table, []):
+            if "customer_id" in row:
+                customer_id = row["customer_id"]
+                _ensure_customer(customer_id, row["created_at"])
+            if table == "ledger_entry" and row["reverses_id"]:
+                if not _keep_one_reversal(row, change):
+                    continue
+            changes.store_fact(table, row)
+            if table == "sale":
+                _report_receipt_clash(row, change["id"])
+            takes_away |= (table == "ledger_entry" and row["type"] == "debit"
+                           or table == "loyalty_event" and row["points"] < 0)  # fmt: skip
+    for table in FACTS[kind]:
+        for row in body.get(table, []):
+            derive.after_fact(table, row)
+    if takes_away and customer_id is not None:
+        _report_overdraft(customer_id, change["id"])
+
+
+def _keep_one_reversal(row: dict[str, Any], change: dict[str, Any]) -> bool:
+    """True to store this reversal: the entry has none yet, or this one is earlier (then
+    the later one goes). The loser is reported; every node keeps the same one."""
+    held = fetch_one(
+        "SELECT id, created_at FROM ledger_entry WHERE reverses_id = ?", (row["reverses_id"],)
+    )
+    if held is None:
+        return True
+    if (row["created_at"], row["id"]) < (held["created_at"], held["id"]):
+        execute("DELETE FROM ledger_entry WHERE id = ?", (held["id"],))
+        loser = f"the reversal made at {held['created_at']}"
+        keep = True
+    else:
+        loser = f"the reversal made at {row['created_at']}"
+        keep = False
+    report("double_reversal", f"entry {row['reverses_id']} was reversed at two shops; "
+           f"kept the earlier reversal, dropped {loser}", change["id"])  # fmt: skip
+    return keep
 
 
 def _report_receipt_clash(sale: dict[str, Any], change_id: str) -> None:
@@ -156,18 +284,17 @@ def _report_receipt_clash(sale: dict[str, Any], change_id: str) -> None:
         report("receipt_reused", detail, change_id)
 
 
-def _report_overdraft(customer_id: str, deltas: dict[str, int], change_id: str) -> None:
+def _report_overdraft(customer_id: str, change_id: str) -> None:
     customer = fetch_one(
         "SELECT id, ledger_balance, loyalty_points, credit_limit FROM customer WHERE id = ?",
         (customer_id,),
     )
-    if deltas.get("loyalty_points", 0) < 0 and customer["loyalty_points"] < 0:
+    if customer["loyalty_points"] < 0:
         report("points_below_zero",
                f"customer {customer_id} has {customer['loyalty_points']} points after a merge",
                change_id)  # fmt: skip
     limit = credit_limit_for(customer)
-    if deltas.get("ledger_balance", 0) < 0 and limit is not None:
-        if -customer["ledger_balance"] > limit:
-            report("credit_limit_exceeded",
-                   f"customer {customer_id} owes {-customer['ledger_balance']}, "
-                   f"past the credit limit {limit}, after a merge", change_id)  # fmt: skip
+    if limit is not None and -customer["ledger_balance"] > limit:
+        report("credit_limit_exceeded",
+               f"customer {customer_id} owes {-customer['ledger_balance']}, "
+               f"past the credit limit {limit}, after a merge", change_id)  # fmt: skip

@@ -4,22 +4,33 @@ Ordering: every push runs under one global lock (SQLite's write lock; a PostgreS
 lock shared by all central processes), so change ids (`gseq`) are assigned and committed in
 the same order. A pull cursor is a gseq; a reader that sees gseq N committed has seen every
 smaller one, so no cursor can skip a change under concurrent pushes.
+
+Epochs: a cursor or an acknowledgement means something only against one history of this
+database. A central restored from a backup takes a new epoch (`shopnode central restore`,
+or on its own when a store shows it acknowledged more than central holds, or a pull cursor
+points past or at another change than central holds); a cursor of another epoch starts over
+and stores re-send what central lost. Tombstones: once a customer is deleted or anonymized,
+every change and quarantined body for them is kept without personal data, forever.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import logging
 import secrets
 from pathlib import Path
 from typing import Any
 
 import peewee
-from playhouse.db_url import connect
+from playhouse.db_url import connect, parse
+from playhouse.shortcuts import ReconnectMixin
 
-from node.changes import encode_body, same_change, scrub_body
+from node.changes import TOMBSTONE_KINDS, same_change, scrubbed_text
 from node.ids import now_iso, uuid7
+from node.migrations import upgrade_body
 from sync.protocol import CHANGE_FIELDS
+
+log = logging.getLogger("shopnode.central")
 
 PUSH_LOCK = 7_031_001  # pg_advisory_xact_lock key
 
@@ -37,7 +48,20 @@ SQLITE_SCHEMA = [
     """CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT,
         change_id TEXT, store_id TEXT, origin TEXT, origin_seq BIGINT, body TEXT,
         reason TEXT NOT NULL, received_at TEXT NOT NULL)""",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS tombstone (customer_id TEXT PRIMARY KEY,
+        change_id TEXT NOT NULL, recorded_at TEXT NOT NULL)""",
 ]
+SCHEMA_VERSION = "2"  # 2: change bodies carry facts (node/changes.py)
+
+
+class ReconnectingPostgres(ReconnectMixin, peewee.PostgresqlDatabase):
+    """Reconnects when PostgreSQL dropped the connection (restart, pg_terminate_backend);
+    the request that found it dropped is retried once, outside a transaction."""
+
+
+class DatabaseUnavailable(Exception):
+    """The central database cannot be reached."""
 POSTGRES_SCHEMA = [
     statement.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
     for statement in SQLITE_SCHEMA
@@ -61,20 +85,63 @@ class CentralStore:
         if not self.postgres and not url.startswith("sqlite:"):
             raise ValueError("central.database must be a sqlite:/// or postgresql:// URL")
         if self.postgres:
-            self.db: peewee.Database = connect(url)
+            self.db: peewee.Database = ReconnectingPostgres(**parse(url))
         else:
             path = url.split("sqlite:///", 1)[1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             self.db = connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 10000,
-                                            "synchronous": "full"})  # fmt: skip
+                                            "synchronous": "full", "secure_delete": 1})  # fmt: skip
             self.db._lock_type = "IMMEDIATE"  # write lock up front: pushes queue, not fail
         with self.db.atomic():
+            if self.postgres:
+                self._sql("SELECT pg_advisory_xact_lock(?)", (PUSH_LOCK,))
             for statement in POSTGRES_SCHEMA if self.postgres else SQLITE_SCHEMA:
                 self.db.execute_sql(statement)
+            if self._meta("epoch") is None:
+                self._set_meta("epoch", uuid7())
+            if self._meta("schema") != SCHEMA_VERSION:
+                self._upgrade()
 
     def close(self) -> None:
         self.db.close()
+
+    def _meta(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0]["value"] if rows else None
+
+    def _set_meta(self, key: str, value: str) -> None:
+        self._sql("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
+                  "DO UPDATE SET value = excluded.value", (key, value))  # fmt: skip
+
+    def _upgrade(self) -> None:
+        """Bodies of the first release become facts, exactly as the nodes convert theirs."""
+        for row in self._rows("SELECT id, kind, body, recorded_at FROM change"):
+            new = upgrade_body(row["kind"], row["body"], row["id"], row["recorded_at"])
+            if new != row["body"]:
+                self._sql("UPDATE change SET body = ? WHERE id = ?", (new, row["id"]))
+        for row in self._rows("SELECT id, entity_id, recorded_at FROM change WHERE kind IN "
+                              "('customer.deleted', 'customer.anonymized') ORDER BY gseq"):
+            self._add_tombstone(row["entity_id"], row["id"])
+        self._set_meta("schema", SCHEMA_VERSION)
+
+    @property
+    def epoch(self) -> str:
+        return self._meta("epoch") or ""
+
+    def new_epoch(self, why: str) -> str:
+        """Start a new history: every cursor and acknowledgement before it is void."""
+        epoch = uuid7()
+        self._set_meta("epoch", epoch)
+        log.warning("central takes a new epoch %s: %s", epoch, why)
+        return epoch
+
+    def ping(self) -> None:
+        """Raise DatabaseUnavailable unless the database answers."""
+        try:
+            self._rows("SELECT 1 AS one")
+        except peewee.DatabaseError as exc:
+            raise DatabaseUnavailable(str(exc).strip().splitlines()[0]) from exc
 
     # -- small helpers: one SQL text for both engines ('?' placeholders) --------------
     def _sql(self, sql: str, params: tuple | list = ()) -> Any:
@@ -101,12 +168,14 @@ class CentralStore:
         return rows[0]["id"] if rows else None
 
     # -- push ----------------------------------------------------------------------------
-    def push(self, store_id: str, origin: str, batch: list[dict[str, Any]]) -> dict[str, Any]:
+    def push(self, store_id: str, origin: str, batch: list[dict[str, Any]],
+             acked: int | None = None, epoch: str | None = None) -> dict[str, Any]:  # fmt: skip
         """Store a batch of one origin's changes; returns the origin's contiguous high.
 
         `reused` lists changes whose sequence number central already holds under another
         id: the sender was restored from an old backup and must take a new origin identity.
-        Nothing of those is stored.
+        Nothing of those is stored. `acked`/`epoch`: what the sender last heard from us; more
+        than we hold, in this epoch, means we were restored from a backup: a new epoch.
         """
         if any(change["origin"] != origin for change in batch):
             raise Forbidden("every change in a push must carry the push's origin")
@@ -116,6 +185,10 @@ class CentralStore:
             if self.postgres:
                 self._sql("SELECT pg_advisory_xact_lock(?)", (PUSH_LOCK,))
             high = self._claim_origin(store_id, origin)
+            current = self.epoch
+            if epoch == current and acked is not None and acked > high:
+                current = self.new_epoch(f"origin {origin} was acknowledged up to {acked} "
+                                         f"but central holds {high}")  # fmt: skip
             batch = sorted(batch, key=lambda c: c["origin_seq"])
             held = self._held_bodies([c["id"] for c in batch])
             fresh = []
@@ -133,14 +206,16 @@ class CentralStore:
                     fresh.append(change)
                 # else: a gap; the node re-sends from acked_seq + 1
             if fresh:
-                fresh = [self._scrub_if_deleted(change) for change in fresh]
+                fresh = [self._scrub_if_tombstoned(change) for change in fresh]
                 self._insert(fresh)
                 high += len(fresh)
                 self._sql("UPDATE origin SET high_seq = ? WHERE id = ?", (high, origin))
                 for change in fresh:
-                    if change["kind"] in ("customer.deleted", "customer.anonymized"):
-                        self._scrub(change["entity_id"])
-        return {"acked_seq": high, "conflicts": conflicts, "reused": reused}
+                    if change["kind"] in TOMBSTONE_KINDS:
+                        self._tombstone(change["entity_id"], change["id"])
+        if any(change["kind"] in TOMBSTONE_KINDS for change in fresh):
+            self._checkpoint()
+        return {"acked_seq": high, "conflicts": conflicts, "reused": reused, "epoch": current}
 
     def _claim_origin(self, store_id: str, origin: str) -> int:
         rows = self._rows("SELECT store_id, high_seq FROM origin WHERE id = ?", (origin,))
@@ -161,7 +236,7 @@ class CentralStore:
 
     @staticmethod
     def _same(held: tuple[str, bool], change: dict[str, Any]) -> bool:
-        return same_change(held[0], change["body"], change["entity_id"])
+        return same_change(change["kind"], held[0], change["body"])
 
     def _insert(self, fresh: list[dict[str, Any]]) -> None:
         received = now_iso()
@@ -177,53 +252,84 @@ class CentralStore:
                 params,
             )
 
-    def _scrub_if_deleted(self, change: dict[str, Any]) -> dict[str, Any]:
-        """An edit that arrives after its customer's deletion is stored without personal data."""
-        if change["kind"] != "customer.updated":
+    def _tombstoned(self, customer_id: str) -> bool:
+        return bool(self._rows("SELECT 1 AS x FROM tombstone WHERE customer_id = ?",
+                               (customer_id,)))  # fmt: skip
+
+    def _scrub_if_tombstoned(self, change: dict[str, Any]) -> dict[str, Any]:
+        """A creation or edit that arrives after its customer's tombstone is stored without
+        personal data."""
+        body = scrubbed_text(change["kind"], change["body"])
+        if body == change["body"] or not self._tombstoned(change["entity_id"]):
             return change
-        deleted = self._rows(
-            "SELECT 1 AS x FROM change WHERE entity_id = ? "
-            "AND kind IN ('customer.deleted', 'customer.anonymized')",
-            (change["entity_id"],),
-        )
-        if not deleted:
-            return change
-        body = scrub_body(json.loads(change["body"]), change["entity_id"])
-        return {**change, "body": encode_body(body), "scrubbed": True}
+        return {**change, "body": body, "scrubbed": True}
 
     def _quarantine(self, store_id: str, change: dict[str, Any], reason: str) -> None:
+        body = change["body"]
+        if self._tombstoned(change["entity_id"]):
+            body = self._scrub_quarantined(body)
         self._sql(
             "INSERT INTO quarantine(change_id, store_id, origin, origin_seq, body, reason, "
             "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (change["id"], store_id, change["origin"], change["origin_seq"], change["body"],
+            (change["id"], store_id, change["origin"], change["origin_seq"], body,
              reason, now_iso()),
         )  # fmt: skip
 
-    def _scrub(self, customer_id: str) -> None:
-        """Anonymization reaches central too: blank the customer in the stored changes."""
-        rows = self._rows(
-            "SELECT id, body FROM change WHERE entity_id = ? "
-            "AND kind IN ('customer.created', 'customer.updated')",
-            (customer_id,),
-        )
-        for row in rows:
-            scrubbed = encode_body(scrub_body(json.loads(row["body"]), customer_id))
+    def _add_tombstone(self, customer_id: str, change_id: str) -> None:
+        self._sql("INSERT INTO tombstone(customer_id, change_id, recorded_at) VALUES (?, ?, ?) "
+                  "ON CONFLICT(customer_id) DO NOTHING", (customer_id, change_id, now_iso()))
+
+    def _tombstone(self, customer_id: str, change_id: str) -> None:
+        """A deletion or anonymization: blank the customer in every stored copy, for good."""
+        self._add_tombstone(customer_id, change_id)
+        for row in self._rows("SELECT id, kind, body FROM change WHERE entity_id = ? AND kind "
+                              "IN ('customer.created', 'customer.updated')", (customer_id,)):
             self._sql("UPDATE change SET body = ?, scrubbed = 1 WHERE id = ?",
-                      (scrubbed, row["id"]))  # fmt: skip
+                      (scrubbed_text(row["kind"], row["body"]), row["id"]))  # fmt: skip
+        # Quarantined copies (same id, other body) of any change about the customer.
+        for row in self._rows("SELECT id, body FROM quarantine WHERE body LIKE ?",
+                              (f"%{customer_id}%",)):  # fmt: skip
+            self._sql("UPDATE quarantine SET body = ? WHERE id = ?",
+                      (self._scrub_quarantined(row["body"]), row["id"]))  # fmt: skip
+
+    @staticmethod
+    def _scrub_quarantined(body: str) -> str:
+        """A quarantined body without personal data: scrubbed as a creation or edit, or, if
+        it is not one we can read, nothing of it kept."""
+        try:
+            for kind in ("customer.created", "customer.updated"):
+                body = scrubbed_text(kind, body)
+            return body
+        except (ValueError, TypeError, AttributeError, RecursionError):
+            return "{}"
+
+    def _checkpoint(self) -> None:
+        """Truncate the WAL after a scrub, so the old bytes do not linger there (SQLite)."""
+        if not self.postgres:
+            self._sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- pull ----------------------------------------------------------------------------
-    def pull(self, after: int, limit: int, origin: str, after_id: str = "") -> dict[str, Any]:
+    def pull(self, after: int, limit: int, origin: str, after_id: str = "",
+             epoch: str = "") -> dict[str, Any]:  # fmt: skip
         """Others' changes after `after`, in commit order, up to the high mark read first.
 
-        A cursor comes with the id of the change it points at (`next_id`); if that position
-        no longer holds that change (central was restored from an older backup), the
-        answer is `reset` and the reader starts again from 0: ids dedupe what it re-reads.
+        A cursor comes with central's epoch and the id of the change it points at
+        (`next_id`). A cursor of another epoch, or one that points past what central holds
+        or at another change (central was restored from an older backup: a new epoch), is
+        answered `reset`: the reader starts again from 0, and ids dedupe what it re-reads.
         """
         # Read the high mark first: every change at or below it is committed (see top).
         high = self._rows("SELECT COALESCE(MAX(gseq), 0) AS high FROM change")[0]["high"]
-        if after and after_id and self._id_at(after) != after_id:
+        current = self.epoch
+        if after and (not epoch or epoch == current) and (
+            after > high or (after_id and self._id_at(after) != after_id)
+        ):
+            current = self._restored(f"a pull cursor {after} ({after_id}) that central "
+                                     "does not hold")  # fmt: skip
+            epoch = ""
+        if after and epoch != current:
             return {"changes": [], "next": 0, "next_id": "", "more": True, "high": high,
-                    "reset": True}  # fmt: skip
+                    "reset": True, "epoch": current}  # fmt: skip
         columns = ", ".join(CHANGE_FIELDS)
         rows = self._rows(
             f"SELECT gseq, {columns} FROM change WHERE gseq > ? AND gseq <= ? AND origin <> ? "
@@ -239,7 +345,14 @@ class CentralStore:
             # Nothing more for this reader: skip past its own changes up to the high mark.
             next_cursor, next_id = high, self._id_at(high) if high else ""
         return {"changes": page, "next": next_cursor, "next_id": next_id, "more": more,
-                "high": high, "reset": False}  # fmt: skip
+                "high": high, "reset": False, "epoch": current}  # fmt: skip
+
+    def _restored(self, why: str) -> str:
+        """A new epoch, taken once under the push lock (two readers may notice at once)."""
+        with self.db.atomic():
+            if self.postgres:
+                self._sql("SELECT pg_advisory_xact_lock(?)", (PUSH_LOCK,))
+            return self.new_epoch(why)
 
     def _id_at(self, gseq: int) -> str | None:
         rows = self._rows("SELECT id FROM change WHERE gseq = ?", (gseq,))
@@ -247,6 +360,8 @@ class CentralStore:
 
     def status(self) -> dict[str, Any]:
         return {
+            "epoch": self.epoch,
+            "tombstones": self._rows("SELECT COUNT(*) AS n FROM tombstone")[0]["n"],
             "changes": self._rows("SELECT COUNT(*) AS n FROM change")[0]["n"],
             "high": self._rows("SELECT COALESCE(MAX(gseq), 0) AS n FROM change")[0]["n"],
             "stores": self._rows("SELECT COUNT(*) AS n FROM store")[0]["n"],

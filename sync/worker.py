@@ -12,11 +12,15 @@ its lost changes back.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import json
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
@@ -26,8 +30,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from node import changes
 from node.api.keys import HEALTH
-from node.changes import ACKED, CURSOR, CURSOR_ID
-from node.db import database, fetch_all, fetch_one, get_meta, set_meta
+from node.changes import ACKED, CURSOR, CURSOR_ID, PULL_EPOCH, PUSH_EPOCH
+from node.db import checkpoint, database, fetch_all, fetch_one, get_meta, set_meta
 from node.ids import now_iso, uuid7
 from sync import merge
 from sync.protocol import (
@@ -43,6 +47,7 @@ from sync.protocol import (
 log = logging.getLogger("shopnode.sync")
 
 PULL_PAGE = 500
+LOCK_WAIT = 120.0  # seconds a round waits for another round on this node to finish
 
 
 class CentralUnreachable(Exception):
@@ -79,8 +84,9 @@ class Transport(Protocol):
 
     async def push(self, payload: dict[str, Any]) -> dict[str, Any]: ...
 
-    async def pull(self, after: int, limit: int, origin: str, after_id: str) -> dict[str, Any]:
-        ...
+    async def pull(
+        self, after: int, limit: int, origin: str, after_id: str, epoch: str
+    ) -> dict[str, Any]: ...
 
 
 class HttpTransport:
@@ -96,9 +102,11 @@ class HttpTransport:
         async with self.http.post(url, data=gzip_json(payload), headers=headers) as response:
             return await _answer(response, "push")
 
-    async def pull(self, after: int, limit: int, origin: str, after_id: str) -> dict[str, Any]:
+    async def pull(
+        self, after: int, limit: int, origin: str, after_id: str, epoch: str
+    ) -> dict[str, Any]:
         params = {"after": str(after), "limit": str(limit), "origin": origin,
-                  "after_id": after_id}  # fmt: skip
+                  "after_id": after_id, "epoch": epoch}  # fmt: skip
         async with self.http.get(self.central_url + PULL_PATH, params=params) as response:
             return await _answer(response, "pull")
 
@@ -155,26 +163,76 @@ class SyncWorker:
 
 
 async def sync_round(transport: Transport, state: SyncState | None = None) -> RoundResult:
-    """Push everything unsent, then pull until caught up."""
+    """Push everything unsent, then pull until caught up (one round at a time per node)."""
     result = RoundResult()
-    await push_all(transport, result)
-    await pull_all(transport, result, state)
+    async with round_lock():
+        await push_all(transport, result)
+        await pull_all(transport, result, state)
     return result
 
 
+@contextlib.asynccontextmanager
+async def round_lock(timeout: float = LOCK_WAIT) -> AsyncIterator[None]:
+    """One sync round per node at a time, across processes: the worker inside `serve` and
+    a manual `shopnode sync` take an exclusive lock on a file beside the database."""
+    path = Path(database.obj.database + ".sync-lock")
+    with path.open("a") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise CentralUnreachable(
+                        "another sync round is running on this node; try again later"
+                    ) from None
+                await asyncio.sleep(0.05)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 async def push_all(transport: Transport, result: RoundResult) -> None:
-    """Send changes after the acknowledged sequence until central holds them all."""
-    origin = changes.origin_id()
-    acked = int(get_meta(ACKED) or 0)
-    position, reused = acked, []
+    """Send every origin's changes central does not hold yet.
+
+    Our current origin is pushed after the acknowledged sequence. When central's epoch is
+    not the one we last pushed to (it was restored from a backup), every origin this node
+    ever wrote under is checked too, and what central lost is sent again.
+    """
+    epoch = get_meta(PUSH_EPOCH)
+    answer = await _push_origin(transport, result, changes.origin_id(), epoch)
+    if answer is not None and answer.get("epoch") != epoch:
+        for origin in changes.previous_origins():
+            await _push_origin(transport, result, origin, None)
+        with database.atomic():
+            set_meta(PUSH_EPOCH, answer.get("epoch") or "")
+
+
+async def _push_origin(
+    transport: Transport, result: RoundResult, origin: str, epoch: str | None
+) -> dict[str, Any] | None:
+    """Push one origin's changes until central holds them all; returns the last answer."""
+    current = origin == changes.origin_id()
+    acked = int(get_meta(ACKED) or 0) if current else None
+    position, reused, answer = acked or 0, [], None
+    if not current:  # an old origin: ask central how far it holds it, then fill in
+        answer = await transport.push({"origin": origin, "changes": []})
+        position = answer["acked_seq"]
     while True:
         batch = _unsent(origin, position)
-        answer = await transport.push({"origin": origin, "changes": batch})
+        if answer is not None and not batch:
+            return answer
+        payload = {"origin": origin, "changes": batch}
+        if current and epoch:
+            payload.update(acked=acked, epoch=epoch)
+        answer = await transport.push(payload)
         central = answer["acked_seq"]
         result.conflicts += len(answer.get("conflicts", []))
         reused += answer.get("reused", [])
         local_high = _local_high(origin)
-        if reused or central > local_high:
+        if current and (reused or central > local_high):
             # Restored from an old backup: central holds sequence numbers of ours that we
             # lost. Walk on while central holds what we send; from the first change whose
             # number it holds under another id, move everything to a fresh origin identity.
@@ -182,9 +240,16 @@ async def push_all(transport: Transport, result: RoundResult) -> None:
                 position = batch[-1]["origin_seq"]
                 continue
             first = min((c["origin_seq"] for c in batch if c["id"] in reused), default=None)
-            origin, acked = _take_new_identity(origin, first), 0
-            position, reused = 0, []
+            origin = _take_new_identity(origin, first)
+            acked = position = 0
+            reused, epoch = [], None
             result.notes.append("restored from an older backup: took a new origin identity")
+            continue
+        if not current:
+            if central == position and batch:
+                raise CentralUnreachable("central accepted none of the batch (see its quarantine)")
+            result.pushed += max(0, central - position)
+            position = central
             continue
         if central < acked:
             result.notes.append(f"central holds only up to {central}: re-sending")
@@ -192,10 +257,11 @@ async def push_all(transport: Transport, result: RoundResult) -> None:
             raise CentralUnreachable("central accepted none of the batch (see its quarantine)")
         result.pushed += max(0, central - acked)
         acked = position = central
+        epoch = answer.get("epoch")
         with database.atomic():
             set_meta(ACKED, str(acked))
         if acked >= local_high:
-            return
+            return answer
 
 
 def _unsent(origin: str, after: int) -> list[dict[str, Any]]:
@@ -220,6 +286,9 @@ def _take_new_identity(old: str, first_unheld: int | None) -> str:
     one central does not hold; those before it central holds already."""
     new = uuid7()
     with database.atomic():
+        if changes.origin_id() != old:
+            # Another round (the CLI beside `serve`) moved first: keep its identity.
+            return changes.origin_id()
         pending = fetch_all(
             "SELECT id FROM change_log WHERE origin = ? AND origin_seq >= ? ORDER BY origin_seq",
             (old, first_unheld),
@@ -241,16 +310,20 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
     """Apply pages of others' changes, each with its cursor, until caught up."""
     origin = changes.origin_id()
     cursor, cursor_id = int(get_meta(CURSOR) or 0), get_meta(CURSOR_ID) or ""
+    epoch = get_meta(PULL_EPOCH) or ""
+    result.applied += _retry_clock_waits(origin)
     while True:
-        page = await transport.pull(cursor, PULL_PAGE, origin, cursor_id)
+        page = await transport.pull(cursor, PULL_PAGE, origin, cursor_id, epoch)
         if state is not None:
             state.central_high = page["high"]
         if page.get("reset"):
-            # Central was restored from an older backup: read it all again (ids dedupe).
-            result.notes.append("central no longer holds our cursor: re-reading from the start")
-            cursor, cursor_id = 0, ""
+            # Another epoch of central's history: read it all again (ids dedupe).
+            result.notes.append("central was restored from a backup: re-reading from the start")
+            cursor, cursor_id, epoch = 0, "", page.get("epoch") or ""
             continue
-        applied, conflicts = apply_page(page["changes"], page["next"], page["next_id"], origin)
+        epoch = page.get("epoch") or ""
+        applied, conflicts = apply_page(page["changes"], page["next"], page["next_id"], origin,
+                                        epoch)  # fmt: skip
         result.pulled += len(page["changes"])
         result.applied += applied
         result.conflicts += conflicts
@@ -259,35 +332,46 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
             return
 
 
+def _retry_clock_waits(origin: str) -> int:
+    with database.atomic():
+        return merge.retry_clock_waits(origin)
+
+
 def apply_one(raw: dict[str, Any], origin: str) -> str:
-    """Apply one pulled change in a savepoint; a change that cannot apply is reported and
-    skipped rather than blocking every later one (a re-read retries it)."""
+    """Apply one pulled change in a savepoint; a change that cannot be applied is
+    quarantined (reported, not applied) rather than blocking every later one."""
     try:
         change = check_change(raw)
     except ProtocolError as exc:
-        merge.report("invalid", str(exc), raw.get("id") if isinstance(raw, dict) else None)
+        change_id = raw.get("id") if isinstance(raw, dict) else None
+        merge.report("quarantined", f"malformed change: {exc}",
+                     change_id if isinstance(change_id, str) else None)  # fmt: skip
         return "invalid"
     try:
         with database.atomic():
             return merge.apply_change(change, origin)
-    except peewee.IntegrityError as exc:
-        merge.report("unapplied", f"{change['kind']} could not be applied: {exc}", change["id"])
+    except (peewee.IntegrityError, ValueError, KeyError, TypeError) as exc:
+        merge.report("quarantined", f"{change['kind']} could not be applied: "
+                     f"{type(exc).__name__}: {exc}", change["id"])  # fmt: skip
         return "unapplied"
 
 
 def apply_page(
-    page: list[dict[str, Any]], next_cursor: int, next_id: str, origin: str
+    page: list[dict[str, Any]], next_cursor: int, next_id: str, origin: str, epoch: str = ""
 ) -> tuple[int, int]:
     """Apply one pulled page and its cursor in one transaction."""
     applied = conflicts = 0
+    merge.scrubbed = False
     with database.atomic():
         for raw in page:
             outcome = apply_one(raw, origin)
             applied += outcome == "applied"
-            conflicts += outcome != "applied" and outcome != "duplicate"
-        # A second worker may have gone further; re-reading a page is harmless (ids dedupe).
+            conflicts += outcome not in ("applied", "duplicate", "pending")
         set_meta(CURSOR, str(next_cursor))
         set_meta(CURSOR_ID, next_id)
+        set_meta(PULL_EPOCH, epoch)
+    if merge.scrubbed:
+        checkpoint()
     return applied, conflicts
 
 

@@ -160,12 +160,18 @@ SCHEMAS: dict[str, Any] = {
         "enabled": {"type": "boolean"}, "origin": STR, "push_queue_depth": INT,
         "oldest_unsent_age_seconds": {"type": ["number", "null"]}, "push_acked_seq": INT,
         "pull_cursor": INT, "pull_lag": {"type": ["integer", "null"]},
+        "pull_epoch": {"type": ["string", "null"],
+                       "description": "central's history the pull cursor belongs to"},
+        "pending": {"type": "integer", "description": "others' changes waiting for a "
+                    "prerequisite (a customer, sale or entry not yet here, or our clock)"},
+        "oldest_pending_age_seconds": {"type": ["number", "null"]},
         "last_success_at": {"type": ["string", "null"]},
         "last_attempt_at": {"type": ["string", "null"]},
         "last_error": {"type": ["string", "null"]},
         "central_high": {"type": ["integer", "null"]}, "running": {"type": "boolean"},
         "reports": {"type": "object", "additionalProperties": INT,
-                    "description": "counts by kind: conflict, clock_ahead, points_below_zero, "
+                    "description": "counts by kind: conflict, quarantined, clock_ahead, "
+                                   "double_reversal, receipt_reused, points_below_zero, "
                                    "credit_limit_exceeded"},
         "recent_reports": {"type": "array", "items": obj({
             "kind": STR, "change_id": NSTR, "detail": STR, "created_at": TIME})},

@@ -14,20 +14,29 @@ delivered later, the tail of a batch arriving before its head (a gap), a stale e
 answer delivered again, one-way partitions, crashes before/after a call (the round stops
 where it is) and crashes inside `apply_page` after some changes (the page's transaction must
 roll back) or inside a local write. Clocks are skewed by up to days per node and step
-backwards now and then.
+backwards now and then. Operators and attackers too: a shop restored from one of its
+earlier backups, central restored from one of its earlier backups (declared with a new
+epoch, or silently), a hostile store pushing malformed, forged-origin and well-formed but
+orphaned or forged facts, two sync workers at once on one node, and central's database
+connection dropped.
 
-After the random phase every fault is healed and each node runs rounds until quiescent;
-`Simulation.check()` then lists every way the nodes and central disagree.
+After the random phase every fault is healed, time passes until no edit is stamped ahead of
+any clock, and each node runs rounds until quiescent; `Simulation.check()` then lists every
+way the nodes and central disagree, every total that differs from its facts
+(`node.verify`), every acknowledged payment that is missing or not everywhere, and every
+trace of a deleted customer's personal data in any database.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import random
 import re
 import shutil
+import sqlite3
 import tempfile
 import traceback
 from collections import Counter, defaultdict
@@ -42,6 +51,7 @@ import peewee
 
 import node.hlc as hlc_module
 import node.ids as ids_module
+import node.verify as verify_module
 import sync.merge as merge_module
 import sync.worker as worker_module
 from node import changes, customers, ledger, loyalty, sales
@@ -49,7 +59,7 @@ from node.db import database, fetch_all, fetch_one, get_meta, open_database
 from node.errors import Conflict, Invalid, NotFound, Unprocessable
 from node.migrations import migrate
 from node.settings import seed_settings
-from sync.protocol import MAX_BATCH_CHANGES, MAX_PULL_LIMIT, check_change
+from sync.protocol import MAX_BATCH_CHANGES, MAX_PULL_LIMIT, ProtocolError, check_change
 from sync.store import CentralStore, Forbidden
 from sync.worker import CentralUnreachable, RoundResult, pull_all, push_all, sync_round
 
@@ -231,7 +241,8 @@ class SimTransport:
             sim.deliver_push(node, {**wire, "changes": wire["changes"][cut:]})
         return sim.deliver_push(node, wire)
 
-    async def pull(self, after: int, limit: int, origin: str, after_id: str = "") -> dict[str, Any]:
+    async def pull(self, after: int, limit: int, origin: str, after_id: str = "",
+                   epoch: str = "") -> dict[str, Any]:  # fmt: skip
         sim, node = self.sim, self.node
         fault = None
         if self.faulty:
@@ -255,8 +266,8 @@ class SimTransport:
             sim.faults["pull_stale"] -= 1
         limit = min(limit, MAX_PULL_LIMIT, sim.rng.randint(1, SIM_MAX_PAGE))
         with sim.as_central():
-            answer = sim.central.pull(after, limit, origin, after_id)
-        if answer.get("reset"):
+            answer = sim.central.pull(after, limit, origin, after_id, epoch)
+        if answer.get("reset") and not sim.central_restored:
             sim.problems.append(
                 f"step {sim.step}: central answered {node.name}'s pull after "
                 f"{after} ({after_id}) with a reset, but was never restored"
@@ -302,6 +313,17 @@ class Simulation:
         self.fault_rate = self.rng.choice((0.0, 0.15, 0.3, 0.5))
         self.nodes: list[SimNode] = []
         self.central: CentralStore
+        self.central_restored = False
+        self.shop_restored = False
+        self.backups: dict[int, list[tuple[int, Path]]] = defaultdict(list)  # node: (step, file)
+        self.central_backups: list[Path] = []
+        self.restores: list[tuple[int, int, int]] = []  # (node, backup step, restore step)
+        self.payments: dict[str, tuple[int, int]] = {}  # entry id -> (node, step)
+        self.mallory = ""  # a hostile store's id, its origin and next sequence
+        self.mallory_origin = ""
+        self.mallory_seq = 1
+        self.orphans: set[str] = set()  # ids a hostile but well-formed change waits for
+        self.heal_passes = 0
 
     # -- clocks and identities ---------------------------------------------------------
     def clock_ns(self) -> int:
@@ -388,6 +410,9 @@ class Simulation:
             self.nodes.append(node)
             self.trace.append(f"{node.name}: origin {changes.origin_id()}, "
                               f"clock skew {skew / SECOND:+.0f} s")  # fmt: skip
+        with self.as_central():
+            self.mallory = self.central.add_store("mallory")["store_id"]
+            self.mallory_origin = ids_module.uuid7()
 
     def close(self) -> None:
         for node in self.nodes:
@@ -422,6 +447,8 @@ class Simulation:
             "(SELECT COUNT(*) FROM loyalty_event) AS events, "
             "(SELECT COUNT(*) FROM sale) + (SELECT COUNT(*) FROM refund) AS sales, "
             "(SELECT COUNT(*) FROM sync_report) AS reports, "
+            "(SELECT COUNT(*) FROM sync_pending) AS pending, "
+            "(SELECT COUNT(*) FROM tombstone) AS tombstones, "
             "(SELECT TOTAL(ledger_balance) || '/' || TOTAL(loyalty_points) || '/' || "
             " TOTAL(total_spent) || '/' || TOTAL(total_orders) FROM customer) AS totals"
         )
@@ -546,7 +573,9 @@ class Simulation:
             entry_type = "credit" if kind == "payment" else "debit"
             override = kind == "debit" and rng.random() < 0.8
             self.doing = f"{amount}"
-            ledger.record_entry(customer_id, entry_type, amount, None, None, override)
+            entry = ledger.record_entry(customer_id, entry_type, amount, None, None, override)
+            if kind == "payment":
+                self.payments[entry["id"]] = (self.current.index, self.step)
             return self.doing
         if kind == "reverse":
             entries = self._ids("SELECT id FROM ledger_entry WHERE customer_id = ? ORDER BY id",
@@ -583,11 +612,12 @@ class Simulation:
         batch = [check_change(c) for c in wire["changes"]]
         try:
             with self.as_central():
-                answer = self.central.push(node.store_id, wire["origin"], batch)
+                answer = self.central.push(node.store_id, wire["origin"], batch,
+                                           wire.get("acked"), wire.get("epoch"))  # fmt: skip
         except Forbidden as exc:
             self.problems.append(f"step {self.step}: central refused {node.name}: {exc}")
             raise CentralUnreachable(f"403: {exc}") from exc
-        if answer.get("reused"):
+        if answer.get("reused") and not self.shop_restored:
             self.problems.append(
                 f"step {self.step}: central says {node.name} reused sequence "
                 f"numbers {answer['reused']}, but no shop was restored"
@@ -597,11 +627,36 @@ class Simulation:
     async def sync_action(self, node: SimNode) -> None:
         rng = self.rng
         faulty = self.fault_rate > 0
+        ops = 1.0 if faulty else 0  # the faults operators and attackers cause
         action = rng.choices(
-            ("round", "push", "pull", "deliver", "partition", "clock_step", "apply_crash"),
-            weights=(8, 2, 2, 1, 1.5 if faulty else 0, 0.7, 1.5 if faulty else 0),
+            ("round", "push", "pull", "deliver", "partition", "clock_step", "apply_crash",
+             "backup", "restore_shop", "restore_central", "hostile", "two_workers",
+             "central_connection_lost"),
+            weights=(8, 2, 2, 1, 1.5 if faulty else 0, 0.7, 1.5 if faulty else 0,
+                     2 * ops, 0.6 * ops, 0.6 * ops, 1.2 * ops, 1 * ops, 0.5 * ops),
         )[0]  # fmt: skip
         label = f"{self.step:3d} {node.name} {action}"
+        if action == "backup":
+            self.trace.append(f"{label}: {self.take_backups(node)}")
+            return
+        if action == "restore_shop":
+            self.trace.append(f"{label}: {self.restore_shop(node)}")
+            return
+        if action == "restore_central":
+            self.trace.append(f"{label}: {self.restore_central()}")
+            return
+        if action == "hostile":
+            self.trace.append(f"{label}: {self.hostile_push(node)}")
+            return
+        if action == "central_connection_lost":
+            self.central.db.close()  # the next call has to reconnect
+            self.faults["central_connection_lost"] += 1
+            self.trace.append(label)
+            return
+        if action == "two_workers":
+            self.trace.append(label)
+            await self.two_workers(node)
+            return
         if action == "partition":
             until = self.step + rng.randint(3, 15)
             side = rng.choice(("push", "pull"))
@@ -645,6 +700,176 @@ class Simulation:
         finally:
             self.crash_after_applies = None
 
+    # -- operators' and attackers' faults ----------------------------------------------------
+    def _copy_db(self, db: peewee.Database, target: Path) -> None:
+        """A consistent copy of a live database (SQLite's online backup, like `backup`)."""
+        copy = sqlite3.connect(target)
+        try:
+            db.connection().backup(copy)
+        finally:
+            copy.close()
+
+    def take_backups(self, node: SimNode) -> str:
+        assert node.db is not None
+        target = self.dir / f"{node.name}-backup-{self.step}.db"
+        self._copy_db(node.db, target)
+        self.backups[node.index].append((self.step, target))
+        if self.rng.random() < 0.5:
+            central = self.dir / f"central-backup-{self.step}.db"
+            with self.as_central():
+                self._copy_db(self.central.db, central)
+            self.central_backups.append(central)
+            return "backed up this shop and central"
+        return "backed up this shop"
+
+    def restore_shop(self, node: SimNode) -> str:
+        """The owner restores the shop from one of its earlier backups."""
+        if not self.backups[node.index]:
+            return "(no backup to restore)"
+        step, backup = self.rng.choice(self.backups[node.index])
+        assert node.db is not None
+        node.db.close()
+        for suffix in ("-wal", "-shm"):
+            Path(str(node.path) + suffix).unlink(missing_ok=True)
+        shutil.copyfile(backup, node.path)
+        node.db = open_database(node.path)
+        self.restart(node)
+        self.shop_restored = True
+        self.restores.append((node.index, step, self.step))
+        self.faults["restore_shop"] += 1
+        return f"restored from its backup of step {step}"
+
+    def restore_central(self) -> str:
+        """The operator restores central from an earlier backup, declared or not."""
+        if not self.central_backups:
+            return "(no central backup)"
+        backup = self.rng.choice(self.central_backups)
+        path = self.dir / "central.db"
+        with self.as_central():
+            self.central.close()
+            for suffix in ("", "-wal", "-shm"):
+                Path(str(path) + suffix).unlink(missing_ok=True)
+            shutil.copyfile(backup, path)
+            self.central = CentralStore(f"sqlite:///{path}")
+            declared = self.rng.random() < 0.5
+            if declared:  # `shopnode central restore FILE`; else central must notice itself
+                with self.central.db.atomic():
+                    self.central.new_epoch("declared restored")
+        self.central_restored = True
+        self.faults["restore_central"] += 1
+        return f"central restored from {backup.name} ({'declared' if declared else 'silently'})"
+
+    def hostile_push(self, node: SimNode) -> str:
+        """A store with a bug, or a stolen token: malformed changes must be refused whole;
+        another store's origin is forbidden; well-formed facts are facts (an orphan waits
+        for a customer that never comes, a forged payment is a payment everywhere)."""
+        rng = self.rng
+        self.faults["hostile"] += 1
+        log = fetch_all("SELECT id, origin, origin_seq, hlc, kind, entity_id, body, "
+                        "recorded_at FROM change_log ORDER BY id")  # fmt: skip
+        live = self._ids("SELECT id FROM customer WHERE anonymized_at IS NULL ORDER BY id")
+        how = rng.choice(("malformed", "malformed", "other_origin", "orphan", "forged_payment"))
+        held = {r["id"] for r in self.central_rows("SELECT id FROM origin")}
+        known = [c for c in log if c["origin"] in held]  # origins a store can have seen
+        if how == "other_origin" and known:
+            change = rng.choice(known)
+            try:
+                with self.as_central():
+                    self.central.push(self.mallory, change["origin"], [check_change(change)])
+            except Forbidden:
+                return "pushing under a shop's origin: refused"
+            self.problems.append(f"step {self.step}: central took a push under another origin")
+            return "(accepted!)"
+        if how in ("orphan", "forged_payment"):
+            how = "forged_payment" if how == "forged_payment" and live else "orphan"
+            target = rng.choice(live) if how == "forged_payment" else ids_module.uuid7()
+            stamp = ids_module.now_iso()
+            entry = {"id": ids_module.uuid7(), "customer_id": target, "type": "credit",
+                     "amount": rng.randint(1, 5000), "description": "forged", "reference_id": None,
+                     "reverses_id": None, "created_at": stamp}  # fmt: skip
+            change = {"id": ids_module.uuid7(), "origin": self.mallory_origin,
+                      "origin_seq": self.mallory_seq, "kind": "ledger.credit",
+                      "hlc": hlc_module.encode(self.clock_ns() // MS, 0, self.mallory_origin),
+                      "entity_id": entry["id"], "body": changes.encode_body(
+                          {"ledger_entry": [entry]}), "recorded_at": stamp}  # fmt: skip
+            with self.as_central():
+                answer = self.central.push(self.mallory, self.mallory_origin,
+                                           [check_change(change)])
+            if answer["acked_seq"] == self.mallory_seq:
+                self.mallory_seq += 1
+                if how == "orphan":
+                    self.orphans.add(target)
+            return f"{how} for {target[-6:]}: acked {answer['acked_seq']}"
+        bad = self._malformed(rng.choice(log)) if log else {"id": "x"}
+        try:
+            check_change(bad)
+        except ProtocolError as exc:
+            return f"malformed change refused: {exc}"
+        self.problems.append(f"step {self.step}: a malformed change passed the checks: {bad}")
+        return "(accepted!)"
+
+    def _malformed(self, change: dict[str, Any]) -> dict[str, Any]:
+        change = dict(change, origin=self.mallory_origin, origin_seq=self.mallory_seq)
+        body = json.loads(change["body"])
+        rng = self.rng
+        how = rng.choice(("hlc", "hlc_text", "no_created_at", "totals", "adds", "kind", "amount",
+                          "entity", "extra_table", "not_json"))  # fmt: skip
+        if how == "hlc":
+            return {**change, "hlc": "garbage"}
+        if how == "hlc_text":
+            return {**change, "hlc": "2025-06-01T10:00:00Z"}
+        if how == "kind":
+            return {**change, "kind": "customer.rewritten"}
+        if how == "entity":
+            return {**change, "entity_id": "not-a-uuid"}
+        if how == "not_json":
+            return {**change, "body": "{oops"}
+        if how == "adds":
+            body["adds"] = [["customer", change["entity_id"], {"ledger_balance": 100000}]]
+        elif how == "extra_table":
+            body["api_token"] = [{"id": "x", "role": "owner"}]
+        else:
+            rows = [row for value in body.values() if isinstance(value, list) for row in value]
+            if not rows:
+                body["customer_id"] = 42
+            elif how == "no_created_at":
+                rows[0].pop("created_at", None)
+            elif how == "totals":
+                rows[0]["ledger_balance"] = 100000
+            else:
+                key = "amount" if "amount" in rows[0] else next(iter(rows[0]))
+                rows[0][key] = -rows[0][key] if isinstance(rows[0][key], int) else {"x": 1}
+        return {**change, "body": json.dumps(body)}
+
+    async def two_workers(self, node: SimNode) -> None:
+        """The worker inside `serve` and a manual `shopnode sync` at once: one at a time."""
+        self.faults["two_workers"] += 1
+        rounds = [sync_round(SimTransport(self, node, self.fault_rate > 0)) for _ in range(2)]
+        outcomes = await asyncio.gather(*rounds, return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, SimCrash):
+                self.trace.append(f"  crashed: {outcome}")
+                self.restart(node)
+            elif isinstance(outcome, CentralUnreachable):
+                self.trace.append(f"  failed: {outcome}")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                self.trace.append(f"  {outcome.summary()}")
+
+    def _let_clocks_catch_up(self) -> None:
+        """Time passes until no edit waits for a clock (an edit stamped ahead of a node's
+        clock is held until that clock gets there)."""
+        lead = 0
+        for node in self.nodes:
+            self.use(node)
+            for row in fetch_all("SELECT change FROM sync_pending WHERE waits_for = 'clock'"):
+                stamp = json.loads(row["change"])["hlc"]
+                lead = max(lead, hlc_module.ahead_ms(stamp) - hlc_module.MAX_DRIFT_MS + 1)
+        if lead > 0:
+            self.now_ns += lead * MS
+            self.trace.append(f"-- {lead / 1000:.0f} s pass: edits stamped ahead are due")
+
     async def heal(self) -> None:
         """No more faults: late requests land, then rounds until every node holds everything."""
         self.trace.append("-- heal")
@@ -652,7 +877,9 @@ class Simulation:
         for node, wire in self.in_flight:
             self.deliver_push(node, wire)
         self.in_flight.clear()
-        for _ in range(HEAL_PASSES):
+        for passes in range(1, HEAL_PASSES + 1):
+            self.heal_passes = passes
+            self._let_clocks_catch_up()
             for node in self.nodes:
                 self.advance()
                 self.use(node)
@@ -686,9 +913,14 @@ class Simulation:
             self.use(node)
             origin = changes.origin_id()
             local = fetch_one("SELECT COUNT(*) AS n, "
-                              "COALESCE(MAX(CASE WHEN origin = ? THEN origin_seq END), 0) AS mine "
+                              "COALESCE(MAX(CASE WHEN origin = ? THEN origin_seq END), 0) AS mine, "
+                              "(SELECT COUNT(*) FROM sync_pending) AS pending "
                               "FROM change_log", (origin,))  # fmt: skip
-            if local["n"] != held or int(get_meta(changes.ACKED) or 0) != local["mine"]:
+            if local["n"] + local["pending"] != held:
+                return False
+            if int(get_meta(changes.ACKED) or 0) != local["mine"]:
+                return False
+            if fetch_one("SELECT 1 FROM sync_pending WHERE waits_for = 'clock'"):
                 return False
         return True
 
@@ -725,19 +957,26 @@ class Simulation:
             if highs.get(origin) != len(seqs):
                 problems.append(f"central: origin {origin} high_seq {highs.get(origin)} "
                                 f"but holds {len(seqs)} changes")  # fmt: skip
-        for row in self.central_rows("SELECT change_id, origin_seq, reason FROM quarantine"):
+        for row in self.central_rows("SELECT change_id, origin_seq, reason FROM quarantine "
+                                     "WHERE store_id <> ?", (self.mallory,)):  # fmt: skip
             problems.append(f"central quarantined {row}")
         scrubs = ("customer.anonymized", "customer.deleted")
         scrubbed = sorted({c["entity_id"] for c in central if c["kind"] in scrubs})
         self._check_no_personal_data("central change bodies", scrubbed,
                                      [(c["id"], c["body"]) for c in central])  # fmt: skip
+        self._check_no_personal_data("central quarantine", scrubbed, [
+            (str(r["id"]), r["body"] or "") for r in self.central_rows(
+                "SELECT id, body FROM quarantine")])  # fmt: skip
+        self._check_payments(central_ids)
 
         views = []
         for node in self.nodes:
             self.use(node)
             log = fetch_all("SELECT id, origin, origin_seq, body FROM change_log")
-            held = {r["id"]: (r["origin"], r["origin_seq"]) for r in log}
-            if len(held) != len(log):
+            waiting = [json.loads(r["change"])
+                       for r in fetch_all("SELECT change FROM sync_pending")]
+            held = {r["id"]: (r["origin"], r["origin_seq"]) for r in [*log, *waiting]}
+            if len(held) != len(log) + len(waiting):
                 problems.append(f"{node.name}: a change id twice in the change log")
             if held != central_ids:
                 missing = len(set(central_ids) - set(held))
@@ -752,6 +991,14 @@ class Simulation:
                 problems.append(f"{node.name}: sync report {report}")
             self._check_no_personal_data(f"{node.name} change log", scrubbed,
                                          [(r["id"], r["body"]) for r in log])  # fmt: skip
+            pending = fetch_all("SELECT change_id, waits_for, change FROM sync_pending")
+            self._check_no_personal_data(f"{node.name} pending changes", scrubbed,
+                                         [(r["change_id"], r["change"]) for r in pending])
+            for row in pending:
+                if row["waits_for"] not in self.orphans:
+                    problems.append(f"{node.name}: change {row['change_id']} still waits for "
+                                    f"{row['waits_for']}")  # fmt: skip
+            problems.extend(f"{node.name}: verify: {line}" for line in verify_module.differences())
             views.append(self._view(node, scrubbed))
 
         first = views[0]
@@ -763,6 +1010,23 @@ class Simulation:
                         f"{_short(first.get(key))} vs {_short(view.get(key))}"
                     )
         return problems
+
+    def _check_payments(self, central_ids: dict[str, Any]) -> None:
+        """Every acknowledged payment is on every node, unless the shop that took it was
+        restored from a backup older than it before it reached central (then it is gone
+        everywhere: the owner's backup did not have it)."""
+        for entry_id, (index, step) in sorted(self.payments.items()):
+            holders = []
+            for node in self.nodes:
+                self.use(node)
+                if fetch_one("SELECT 1 FROM ledger_entry WHERE id = ?", (entry_id,)):
+                    holders.append(node.name)
+            if len(holders) == len(self.nodes):
+                continue
+            lost_to_restore = any(i == index and b < step <= r for i, b, r in self.restores)
+            if holders or not lost_to_restore:
+                self.problems.append(f"payment {entry_id} (shop{index}, step {step}) is on "
+                                     f"{holders or 'no node'}")  # fmt: skip
 
     def _check_no_personal_data(self, where: str, scrubbed: list[str],
                                 bodies: list[tuple[str, str]]) -> None:  # fmt: skip

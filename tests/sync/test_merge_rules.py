@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from node import changes, customers, db, ledger, sales, settings
+from node import changes, customers, db, hlc, ledger, sales, settings
 from node.errors import Conflict
 from sync import worker
 from sync.protocol import ProtocolError, check_change
@@ -41,10 +41,12 @@ class Chain:
 
         class Direct:
             async def push(self, payload: dict[str, Any]) -> dict[str, Any]:
-                return central.push(store, payload["origin"], payload["changes"])
+                return central.push(store, payload["origin"], payload["changes"],
+                                    payload.get("acked"), payload.get("epoch"))
 
-            async def pull(self, after: int, limit: int, origin: str, after_id: str) -> dict:
-                return central.pull(after, limit, origin, after_id)
+            async def pull(self, after: int, limit: int, origin: str, after_id: str,
+                           epoch: str) -> dict:
+                return central.pull(after, limit, origin, after_id, epoch)
 
         return asyncio.run(worker.sync_round(Direct()))
 
@@ -111,7 +113,7 @@ def test_a_change_that_writes_outside_the_synced_columns_is_refused(chain: Chain
     assert db.fetch_one("SELECT COUNT(*) AS n FROM api_token")["n"] == 0
 
 
-def test_history_that_arrives_before_its_customer_gets_the_real_profile(chain: Chain):
+def test_history_that_arrives_before_its_customer_waits_for_it(chain: Chain):
     chain.use("a")
     carol = customers.create_customer({"name": "Carol", "email": "carol@example.com"})
     sale = sales.record_sale(carol["id"], 500, "account")
@@ -121,35 +123,64 @@ def test_history_that_arrives_before_its_customer_gets_the_real_profile(chain: C
     )
     chain.use("b")
     origin = changes.origin_id()
-    assert worker.apply_one(recorded, origin) == "applied"  # the sale first: a placeholder
-    assert worker.apply_one(created, origin) == "applied"
+    assert worker.apply_one(recorded, origin) == "pending"  # the sale first: it waits
+    assert changes.queue_status()["pending"] == 1
+    assert db.fetch_one("SELECT COUNT(*) AS n FROM sale")["n"] == 0
+    assert worker.apply_one(created, origin) == "applied"  # ...and follows its customer in
+    assert changes.queue_status()["pending"] == 0
     view = customers.get_customer(carol["id"])
     assert (view["name"], view["email"], view["ledger_balance"]) == (
         "Carol", "carol@example.com", -500)  # fmt: skip
     assert view["recent_purchases"][0]["id"] == sale["id"]
 
 
-def test_an_edit_after_a_fast_clock_edit_still_wins_everywhere(chain: Chain, monkeypatch):
+def test_a_fast_clock_edit_waits_and_never_drags_other_clocks(chain: Chain, monkeypatch):
     chain.use("a")
     cid = customers.create_customer({"name": "Start"})["id"]
     chain.sync()
     chain.use("b")
     chain.sync()
-    hour_ahead = time.time_ns() + 3600 * 10**9
-    monkeypatch.setattr("node.hlc.time.time_ns", lambda: hour_ahead)
-    customers.update_customer(cid, {"name": "From fast B"})
+    real_ns = time.time_ns
+    month = 30 * 86400 * 10**9
+    monkeypatch.setattr("node.hlc.time.time_ns", lambda: real_ns() + month)
+    customers.update_customer(cid, {"name": "From B, a month ahead"})
     monkeypatch.undo()
     chain.sync()
     chain.use("a")
     chain.sync()
-    assert reports().get("clock_ahead") == 1  # held back from A's clock, and reported
-    customers.update_customer(cid, {"name": "From A, later"})
+    # Held back, reported, not applied; A's own clock stays near its wall clock.
+    assert reports().get("clock_ahead") == 1
+    assert changes.queue_status()["pending"] == 1
+    assert customers.get_customer(cid)["name"] == "Start"
+    customers.update_customer(cid, {"email": "real@example.com"})
+    customers.update_customer(cid, {"name": "From A, now"})
+    assert hlc.decode(db.get_meta("hlc"))[0] < time.time_ns() // 10**6 + 60_000
     chain.sync()
-    chain.use("b")
+    chain.use("c")
     chain.sync()
-    assert customers.get_customer(cid)["name"] == "From A, later"
+    assert customers.get_customer(cid)["name"] == "From A, now"
+    # A month later every node applies B's edit: the same winner everywhere.
+    monkeypatch.setattr("node.hlc.time.time_ns", lambda: real_ns() + month + 10**9)
+    names = set()
+    for shop in ("a", "b", "c"):
+        chain.use(shop)
+        chain.sync()
+        assert changes.queue_status()["pending"] == 0
+        names.add(customers.get_customer(cid)["name"])
+    assert names == {"From B, a month ahead"}
+
+
+def test_malformed_stamps_are_refused_not_sorted_above_real_ones(chain: Chain):
     chain.use("a")
-    assert customers.get_customer(cid)["name"] == "From A, later"
+    cid = customers.create_customer({"name": "Stamp"})["id"]
+    customers.update_customer(cid, {"name": "Edited"})
+    edit = db.fetch_one("SELECT id, origin, origin_seq, hlc, kind, entity_id, body, "
+                        "recorded_at FROM change_log WHERE kind = 'customer.updated'")  # fmt: skip
+    for bad in ("2025-06-01T10:00:00Z", "garbage", "1-2-3", "9" * 15 + "-000000-x y"):
+        with pytest.raises(ValueError):
+            hlc.decode(bad)
+        with pytest.raises(ProtocolError, match="hlc"):
+            check_change({**edit, "hlc": bad})
 
 
 def test_a_sale_refunded_at_two_shops_offline_is_kept_and_refused_a_third_time(chain: Chain):

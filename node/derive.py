@@ -1,0 +1,85 @@
+"""Totals derived from facts: the one place that says what a balance is.
+
+A customer's `ledger_balance`, `loyalty_points`, `total_spent` and `total_orders`, and a
+sale's live counters, are cached on their rows for O(1) reads but always recomputed here
+from the facts this node holds (entries, points events, sales, refunds, late discounts),
+whatever order the facts arrived in (`opening_*` columns carry totals a first-version
+database held without facts; 0 for everything since). Local writes and merged changes both
+end in these functions; `shopnode verify` (node/verify.py) checks the caches against the
+same sums.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from node.db import execute, fetch_one
+
+# Each derived column as a SQL expression over the facts of row `:id` of its table.
+CUSTOMER_TOTALS = {
+    "ledger_balance": "c.opening_ledger_balance + (SELECT COALESCE(SUM(CASE type "
+                      "WHEN 'credit' THEN amount ELSE -amount END), 0) FROM ledger_entry "
+                      "WHERE customer_id = c.id)",
+    "loyalty_points": "c.opening_loyalty_points + (SELECT COALESCE(SUM(points), 0) "
+                      "FROM loyalty_event WHERE customer_id = c.id)",
+    "total_spent": "c.opening_total_spent + (SELECT COALESCE(SUM(total - discount_amount "
+                   "- refunded_amount), 0) FROM sale WHERE customer_id = c.id)",
+    # An order stops counting once it is refunded in full.
+    "total_orders": "c.opening_total_orders + (SELECT COUNT(*) FROM sale s "
+                    "WHERE s.customer_id = c.id AND NOT ("
+                    "s.refunded_amount >= s.total - s.discount_amount AND EXISTS ("
+                    "SELECT 1 FROM refund r WHERE r.sale_id = s.id)))",
+}  # fmt: skip
+SALE_COUNTERS = {
+    "refunded_amount": "(SELECT COALESCE(SUM(amount), 0) FROM refund WHERE sale_id = s.id)",
+    "points_reversed": "(SELECT COALESCE(SUM(points_reversed + points_shortfall), 0) "
+                       "FROM refund WHERE sale_id = s.id)",
+    "points_restored": "(SELECT COALESCE(SUM(points_restored), 0) FROM refund "
+                       "WHERE sale_id = s.id)",
+    "discount_amount": "s.till_discount_amount + (SELECT COALESCE(SUM(discount_amount), 0) "
+                       "FROM sale_discount WHERE sale_id = s.id)",
+    "points_redeemed": "s.till_points_redeemed + (SELECT COALESCE(SUM(points_redeemed), 0) "
+                       "FROM sale_discount WHERE sale_id = s.id)",
+    "points_earned": "s.till_points_earned - (SELECT COALESCE(SUM(points_not_earned), 0) "
+                     "FROM sale_discount WHERE sale_id = s.id)",
+}  # fmt: skip
+
+
+def _update(table: str, alias: str, exprs: dict[str, str], row_id: str) -> None:
+    assignments = ", ".join(f"{column} = {expr}" for column, expr in exprs.items())
+    # SQLite has no UPDATE aliases: the subqueries name the row through a one-row join.
+    execute(
+        f"UPDATE {table} SET {assignments.replace(f'{alias}.', f'{table}.')} WHERE id = ?",
+        (row_id,),
+    )
+
+
+def customer(customer_id: str) -> None:
+    """Recompute a customer's totals from their facts."""
+    _update("customer", "c", CUSTOMER_TOTALS, customer_id)
+
+
+def sale(sale_id: str) -> str | None:
+    """Recompute a sale's counters from its refunds and late discounts, then its customer's
+    totals; returns the customer id (None if the sale is not held)."""
+    _update("sale", "s", SALE_COUNTERS, sale_id)
+    row = fetch_one("SELECT customer_id FROM sale WHERE id = ?", (sale_id,))
+    if row is None:
+        return None
+    customer(row["customer_id"])
+    return row["customer_id"]
+
+
+def after_fact(table: str, fact: dict[str, Any]) -> None:
+    """Bring every total a newly stored fact feeds up to date."""
+    if table in ("refund", "sale_discount"):
+        sale(fact["sale_id"])
+    elif table == "sale":
+        sale(fact["id"])
+    elif table in ("ledger_entry", "loyalty_event"):
+        customer(fact["customer_id"])
+
+
+def phone_digits(phone: str | None) -> str | None:
+    return re.sub(r"\D", "", phone) if phone else None
