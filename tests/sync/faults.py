@@ -262,7 +262,7 @@ def central_status(central_url: str, token: str) -> dict[str, Any]:
 
 # -- central backups -------------------------------------------------------------------------
 
-CENTRAL_TABLES = ("store", "origin", "change", "quarantine")
+CENTRAL_TABLES = ("store", "origin", "change", "quarantine", "meta", "tombstone")
 
 
 class CentralBackup:
