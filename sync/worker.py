@@ -301,6 +301,10 @@ def _take_new_identity(old: str, first_unheld: int | None) -> str:
         set_meta("origin_id", new)
         set_meta("previous_origin_ids", json.dumps([*changes.previous_origins(), old]))
         set_meta(ACKED, "0")
+        # Pulls skipped the old origin's changes as our own; central holds some we lost in
+        # the restore: read everything again (ids dedupe) to get them back.
+        set_meta(CURSOR, "0")
+        set_meta(CURSOR_ID, "")
     log.warning("central holds changes of origin %s this node lacks: restored from a "
                 "backup; continuing as origin %s", old, new)  # fmt: skip
     return new

@@ -82,6 +82,9 @@ BASE_NS = 1_748_736_000 * SECOND  # 2025-06-01T00:00:00Z
 SIM_PUSH_BATCH = 4
 SIM_MAX_PAGE = 6
 HEAL_PASSES = 8
+# After the last fault every node holds everything within this many rounds each: one to
+# push (and pull what was pushed before it), one to pull what was pushed after it.
+CONVERGE_PASSES = 2
 
 PUSH_FAULTS = ("lost_request", "lost_response", "duplicate", "delayed", "reordered",
                "crash_before", "crash_after")  # fmt: skip
@@ -322,6 +325,7 @@ class Simulation:
         self.mallory = ""  # a hostile store's id, its origin and next sequence
         self.mallory_origin = ""
         self.mallory_seq = 1
+        self.mallory_changes: list[dict[str, Any]] = []  # what it re-sends, like any store
         self.orphans: set[str] = set()  # ids a hostile but well-formed change waits for
         self.heal_passes = 0
 
@@ -797,6 +801,7 @@ class Simulation:
                                            [check_change(change)])
             if answer["acked_seq"] == self.mallory_seq:
                 self.mallory_seq += 1
+                self.mallory_changes.append(change)
                 if how == "orphan":
                     self.orphans.add(target)
             return f"{how} for {target[-6:]}: acked {answer['acked_seq']}"
@@ -858,14 +863,18 @@ class Simulation:
                 self.trace.append(f"  {outcome.summary()}")
 
     def _let_clocks_catch_up(self) -> None:
-        """Time passes until no edit waits for a clock (an edit stamped ahead of a node's
-        clock is held until that clock gets there)."""
-        lead = 0
+        """Time passes until no clock is behind any stamp made so far: an edit stamped ahead
+        of a node's clock waits there until that clock gets to it."""
+        latest, slowest = 0, None
         for node in self.nodes:
             self.use(node)
-            for row in fetch_all("SELECT change FROM sync_pending WHERE waits_for = 'clock'"):
-                stamp = json.loads(row["change"])["hlc"]
-                lead = max(lead, hlc_module.ahead_ms(stamp) - hlc_module.MAX_DRIFT_MS + 1)
+            for row in fetch_all("SELECT MAX(hlc) AS hlc FROM change_log UNION ALL "
+                                 "SELECT json_extract(change, '$.hlc') FROM sync_pending"):
+                if row["hlc"]:
+                    latest = max(latest, hlc_module.decode(row["hlc"])[0])
+            clock = self.clock_ns() // MS
+            slowest = clock if slowest is None else min(slowest, clock)
+        lead = latest - (slowest or 0) - hlc_module.MAX_DRIFT_MS + 1
         if lead > 0:
             self.now_ns += lead * MS
             self.trace.append(f"-- {lead / 1000:.0f} s pass: edits stamped ahead are due")
@@ -877,9 +886,13 @@ class Simulation:
         for node, wire in self.in_flight:
             self.deliver_push(node, wire)
         self.in_flight.clear()
+        if self.mallory_changes:  # a store re-sends what a restored central lost
+            with self.as_central():
+                self.central.push(self.mallory, self.mallory_origin,
+                                  [check_change(c) for c in self.mallory_changes])
+        self._let_clocks_catch_up()
         for passes in range(1, HEAL_PASSES + 1):
             self.heal_passes = passes
-            self._let_clocks_catch_up()
             for node in self.nodes:
                 self.advance()
                 self.use(node)
@@ -890,6 +903,8 @@ class Simulation:
                     continue
                 self.trace.append(f"{node.name} round: {result.summary()}")
             if self.quiescent():
+                if passes > CONVERGE_PASSES:
+                    self.problems.append(f"converged only after {passes} rounds per node")
                 return
         self.problems.append(f"not converged after {HEAL_PASSES} passes of rounds")
 
