@@ -19,7 +19,7 @@ from typing import Any
 import peewee
 from aiohttp import web
 
-from node import db, files, tokens
+from node import db, files, hlc, tokens
 from node.api import access
 from node.api.keys import HEALTH
 from node.api.server import GuardedSite, connection_limit
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         config = load_config(getattr(args, "config", None))
+        hlc.MAX_DRIFT_MS = config.sync.max_clock_skew_seconds * 1000
         return args.run(config, args)
     except ConfigError as exc:
         print(f"shopnode: configuration error: {exc}", file=sys.stderr)

@@ -20,7 +20,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "node": {"name": "My Shop", "data_dir": "./shopnode-data", "currency": "USD"},
     "api": {"host": "127.0.0.1", "port": 8080},
     "loyalty": {"earn_rate": 1, "point_value": 10},
-    "sync": {"central_url": "", "token": "", "interval_seconds": 30},
+    "sync": {"central_url": "", "token": "", "interval_seconds": 30,
+             "max_clock_skew_seconds": 300},
     "bot": {
         "token": "",
         "api_url": "",
@@ -198,6 +199,8 @@ def _validate(values: dict[str, dict[str, Any]]) -> None:
         raise ConfigError("loyalty.point_value: must not be negative")
     if values["sync"]["interval_seconds"] < 1:
         raise ConfigError("sync.interval_seconds: must be at least 1")
+    if not 1 <= values["sync"]["max_clock_skew_seconds"] <= 86400:
+        raise ConfigError("sync.max_clock_skew_seconds: must be between 1 and 86400")
     digest = values["bot"]["digest_time"]
     if digest and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", digest):
         raise ConfigError(f"bot.digest_time: must be HH:MM (24h) or empty, got {digest!r}")

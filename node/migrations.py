@@ -230,7 +230,7 @@ def _v5_facts(db: peewee.Database) -> None:
     from node.derive import CUSTOMER_TOTALS
 
     db.execute_sql("UPDATE customer SET " + ", ".join(
-        f"opening_{column} = {column} - {expr.replace('c.', 'customer.')}"
+        f"opening_{column} = {column} - ({expr.replace('c.', 'customer.')})"
         for column, expr in CUSTOMER_TOTALS.items()))  # fmt: skip
     db.execute_sql(
         "INSERT OR IGNORE INTO tombstone(customer_id, kind, created_at, change_id, recorded_at) "

@@ -26,6 +26,7 @@ from playhouse.db_url import connect, parse
 from playhouse.shortcuts import ReconnectMixin
 
 from node.changes import TOMBSTONE_KINDS, same_change, scrubbed_text
+from node.files import private_file
 from node.ids import now_iso, uuid7
 from node.migrations import upgrade_body
 from sync.protocol import CHANGE_FIELDS
@@ -89,7 +90,7 @@ class CentralStore:
         else:
             path = url.split("sqlite:///", 1)[1]
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_file(Path(path))  # 0600 in a 0700 directory: it holds customer data
             self.db = connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 10000,
                                             "synchronous": "full", "secure_delete": 1})  # fmt: skip
             self.db._lock_type = "IMMEDIATE"  # write lock up front: pushes queue, not fail
