@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from node import db, verify
 from tests.conftest import REPO, NodeProcess, call, shopnode, start_node
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
@@ -138,9 +139,26 @@ class Shops:
 
 @pytest.fixture
 def shops(central: Central, tmp_path: Path) -> Iterator[Shops]:
+    """Shop nodes for one test; at the end, every shop's books must verify (`shopnode
+    verify`'s checks: totals equal their facts, tombstoned customers hold no data)."""
     registry = Shops(central, tmp_path)
     yield registry
     registry.stop_all()
+    found = []
+    for data_dir in sorted({node.env["SHOPNODE_NODE_DATA_DIR"] for node in registry.nodes}):
+        found += [f"{data_dir}: {line}" for line in verify_database(Path(data_dir) / "shop.db")]
+    assert not found, "\n".join(found)
+
+
+def verify_database(path: Path) -> list[str]:
+    """node.verify's differences for one shop database (in this process: fast)."""
+    if not path.exists():
+        return []
+    database = db.open_database(path, migrate_schema=False)
+    try:
+        return verify.differences()
+    finally:
+        database.close()
 
 
 def sync(node: NodeProcess) -> subprocess.CompletedProcess:

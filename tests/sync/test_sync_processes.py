@@ -152,15 +152,22 @@ def test_forged_origin_and_bad_tokens_are_refused(shops: Shops, central: Central
     synced(a)
     origin_a = get(a, "/api/v1/sync/status")["origin"]
     mallory = central.add_store("mallory")
+    customer_id = "01900000-0000-7000-8000-0000000000ab"
     change = {"id": "01900000-0000-7000-8000-0000000000aa", "origin": origin_a,
-              "origin_seq": 2, "hlc": "000000000000001-000000-x", "kind": "customer.created",
-              "entity_id": "x", "body": "{}", "recorded_at": "2025-01-01T00:00:00.000Z"}
+              "origin_seq": 2, "hlc": f"000000000000001-000000-{origin_a}",
+              "kind": "customer.created", "entity_id": customer_id,
+              "body": json.dumps({"customer": [{
+                  "id": customer_id, "name": "Forged", "email": None, "phone": None,
+                  "address": None, "notes": None, "tags": "[]", "credit_limit": None,
+                  "created_at": "2025-01-01T00:00:00.000Z"}]}),
+              "recorded_at": "2025-01-01T00:00:00.000Z"}  # fmt: skip
     status, problem = raw_push(central, mallory["token"], {"origin": origin_a, "changes": [change]})
     assert status == 403 and "another store" in problem["detail"]
     status, _ = raw_push(central, "st_wrong", {"origin": "x", "changes": []})
     assert status == 401
     # A batch whose changes claim another origin than the push's is refused whole.
-    status, _ = raw_push(central, mallory["token"], {"origin": "mine", "changes": [change]})
+    mine = "01900000-0000-7000-8000-0000000000ac"
+    status, _ = raw_push(central, mallory["token"], {"origin": mine, "changes": [change]})
     assert status == 403
     b = shops.start("shop-b")
     synced(b)
@@ -169,21 +176,22 @@ def test_forged_origin_and_bad_tokens_are_refused(shops: Shops, central: Central
 
 def test_same_id_different_body_is_quarantined_not_applied(shops: Shops, central: Central):
     store = central.add_store("tester")
-    change = {"id": "01900000-0000-7000-8000-0000000000bb", "origin": "tester-origin",
-              "origin_seq": 1, "hlc": "000000000000001-000000-tester-origin",
+    origin = "01900000-0000-7000-8000-0000000000dd"
+    change = {"id": "01900000-0000-7000-8000-0000000000bb", "origin": origin,
+              "origin_seq": 1, "hlc": f"000000000000001-000000-{origin}",
               "kind": "customer.created", "entity_id": "01900000-0000-7000-8000-0000000000cc",
-              "body": json.dumps({"rows": [["customer", {
+              "body": json.dumps({"customer": [{
                   "id": "01900000-0000-7000-8000-0000000000cc", "name": "Original",
-                  "tags": "[]", "created_at": "2025-01-01T00:00:00.000Z",
-                  "updated_at": "2025-01-01T00:00:00.000Z"}]]}),
+                  "email": None, "phone": None, "address": None, "notes": None, "tags": "[]",
+                  "credit_limit": None, "created_at": "2025-01-01T00:00:00.000Z"}]}),
               "recorded_at": "2025-01-01T00:00:00.000Z"}  # fmt: skip
-    assert raw_push(central, store["token"], {"origin": "tester-origin", "changes": [change]}) \
-        == (200, {"acked_seq": 1, "conflicts": [], "reused": []})
-    again = raw_push(central, store["token"], {"origin": "tester-origin", "changes": [change]})
+    status, answer = raw_push(central, store["token"], {"origin": origin, "changes": [change]})
+    assert (status, answer["acked_seq"], answer["conflicts"]) == (200, 1, [])
     # A retry is acknowledged, not stored twice.
-    assert again == (200, {"acked_seq": 1, "conflicts": [], "reused": []})
+    status, again = raw_push(central, store["token"], {"origin": origin, "changes": [change]})
+    assert (status, again["acked_seq"], again["conflicts"]) == (200, 1, [])
     forged = {**change, "body": change["body"].replace("Original", "Overwritten")}
-    status, answer = raw_push(central, store["token"], {"origin": "tester-origin",
+    status, answer = raw_push(central, store["token"], {"origin": origin,
                                                         "changes": [forged]})  # fmt: skip
     assert status == 200 and answer["conflicts"] == [change["id"]]
     a = shops.start("shop-a")
