@@ -57,8 +57,18 @@ SCHEMA_VERSION = "2"  # 2: change bodies carry facts (node/changes.py)
 
 
 class ReconnectingPostgres(ReconnectMixin, peewee.PostgresqlDatabase):
-    """Reconnects when PostgreSQL dropped the connection (restart, pg_terminate_backend);
-    the request that found it dropped is retried once, outside a transaction."""
+    """Reconnects when PostgreSQL dropped the connection (restart, pg_terminate_backend):
+    a statement or BEGIN outside a transaction that finds it dropped is retried once on a
+    new connection; inside a transaction the request fails (503) and the next one
+    reconnects."""
+
+    reconnect_errors = (
+        (peewee.OperationalError, "server closed the connection"),
+        (peewee.OperationalError, "terminating connection"),
+        (peewee.OperationalError, "connection to server"),
+        (peewee.OperationalError, "ssl connection has been closed"),
+        (peewee.InterfaceError, "connection already closed"),
+    )
 
 
 class DatabaseUnavailable(Exception):
