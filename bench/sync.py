@@ -1,7 +1,9 @@
 """Sync throughput: central ingest over HTTP vs a raw batched insert, and a node's catch-up.
 
 1. Ingest. --stores stores x --changes-per-store changes, shaped like what node/changes.py
-   writes for customers, payments and sales (~550 bytes of JSON body on average), are pushed
+   writes for customers, payments and sales (facts per kind, as sync/protocol.check_change
+   accepts them: customer.created, ledger.credit|debit, sale.recorded with its points event
+   and, for account sales, its ledger debit; ~420 bytes of JSON body on average), are pushed
    to a real central node (`python -m node central serve` in a subprocess, SQLite and/or
    PostgreSQL) in gzip'd batches of 500 by --pushers concurrent pushers (one store's batches
    in order, as its worker sends them). The payloads are built and compressed before the
@@ -17,7 +19,8 @@
    high-water mark, so polling misses nothing but the last 20 ms). Not ru_maxrss: the kernel
    folds the *parent's* high-water mark into the child's at exec, so a child of this process,
    which holds the generated data, would report ~200 MB whatever it used. The node's books
-   are then checked against the generator's totals.
+   (totals it derives from the facts) are then checked against the generator's totals, and
+   node/verify.differences() must be empty.
 3. Convergence. --converge-nodes shop nodes, each with --converge-local changes of its own
    made by the real domain code (customers, payments, sales), run `python -m node sync` at
    the same time against a fresh central (each pushes its own and pulls everything the
@@ -100,7 +103,7 @@ class BenchError(Exception):
 
 # --------------------------------------------------------------------------- change bodies
 # The same bodies node/changes.py records (see node/customers.py, node/ledger.py,
-# node/sales.py, node/loyalty.py): rows of append-only tables, additions to running totals.
+# node/sales.py, node/loyalty.py): facts per kind, never totals (sync/protocol.py FACTS).
 
 FIRST = ("James Mary John Patricia Robert Jennifer Michael Linda Priya Rahul Amit Sunita Wei "
          "Mei Hiroshi Yuki Olga Ivan Anna Lukas Hannah Emma Noah Amara Kwame Fatima Omar "
@@ -118,6 +121,9 @@ PAYMENT_NOTES = ("Payment received", "Cash payment", "UPI payment", "Part paymen
 MIX = (("ledger.credit", 0.45), ("ledger.debit", 0.15), ("sale.cash", 0.32),
        ("sale.account", 0.08))  # fmt: skip
 STEP_MS = 1000  # one change per second per store, ending a few minutes before now
+# Generated changes go through sync/protocol.check_change: the first CHECK_ALL of each store,
+# then one in CHECK_EVERY (central and the node check every one anyway).
+CHECK_ALL, CHECK_EVERY = 2000, 50
 
 
 class IdMaker:
@@ -183,22 +189,25 @@ class StoreData:
 
 
 def customer_row(rng: random.Random, customer_id: str, stamp: str, n: int) -> dict[str, Any]:
+    """A customer fact: the columns node/changes.py FACT_COLUMNS["customer"] lists (a node
+    derives phone_digits and updated_at itself)."""
     first, last = rng.choice(FIRST), rng.choice(LAST)
-    phone = f"+1 555 {rng.randint(100, 999)} {rng.randint(0, 9999):04d}"
     return {
         "id": customer_id, "name": f"{first} {last}",
         "email": f"{first.lower()}.{last.lower()}{n}@example.com" if rng.random() < 0.7 else None,
-        "phone": phone, "phone_digits": re.sub(r"\D", "", phone),
+        "phone": f"+1 555 {rng.randint(100, 999)} {rng.randint(0, 9999):04d}",
         "address": f"{rng.randint(1, 300)} {rng.choice(STREETS)}, Springfield",
         "notes": "Prefers delivery after 6pm" if rng.random() < 0.1 else None,
-        "tags": json.dumps(rng.choice(TAGS)), "credit_limit": None,
-        "created_at": stamp, "updated_at": stamp,
+        "tags": json.dumps(rng.choice(TAGS)), "credit_limit": None, "created_at": stamp,
     }  # fmt: skip
 
 
 def generate_store(name: str, n: int, customers: int, seed: int, end_ms: int) -> StoreData:
     """One store's change log: `customers` customers created along the way, then payments,
-    manual debits and sales referring to them, as node/changes.py would have logged them."""
+    manual debits and sales referring to them, as node/changes.py would have logged them:
+    facts only (customer.created {"customer": [row]}, ledger.credit|debit {"ledger_entry":
+    [row]}, sale.recorded {"sale": [row], "loyalty_event": [earn], "ledger_entry": [debit]
+    for account sales}); the totals are what a node must derive from them."""
     rng = random.Random(seed)
     new_id = IdMaker(rng)
     start_ms = end_ms - n * STEP_MS
@@ -218,11 +227,10 @@ def generate_store(name: str, n: int, customers: int, seed: int, end_ms: int) ->
             kind = "customer.created"
         else:
             kind = rng.choices(kind_names, weights)[0]
-        adds: list[list[Any]] = []
-        rows: list[list[Any]] = []
+        body: dict[str, list[dict[str, Any]]] = {}
         if kind == "customer.created":
             entity = new_id(ms)
-            rows.append(["customer", customer_row(rng, entity, stamp, len(known))])
+            body["customer"] = [customer_row(rng, entity, stamp, len(known))]
             known.append(entity)
             totals.customers += 1
             change_kind = kind
@@ -231,14 +239,12 @@ def generate_store(name: str, n: int, customers: int, seed: int, end_ms: int) ->
             amount = rng.randint(50, 500) * 10 if entry_type == "credit" else rng.randint(1, 2000)
             entity = new_id(ms)
             description = rng.choice(PAYMENT_NOTES) if entry_type == "credit" else "Manual debit"
-            rows.append(["ledger_entry", {
+            body["ledger_entry"] = [{
                 "id": entity, "customer_id": customer, "type": entry_type, "amount": amount,
                 "description": description, "reference_id": None, "reverses_id": None,
                 "created_at": stamp,
-            }])  # fmt: skip
-            delta = amount if entry_type == "credit" else -amount
-            adds.append(["customer", customer, {"ledger_balance": delta}])
-            totals.ledger_balance += delta
+            }]  # fmt: skip
+            totals.ledger_balance += amount if entry_type == "credit" else -amount
             change_kind = kind
         else:
             customer = rng.choice(known)
@@ -249,42 +255,39 @@ def generate_store(name: str, n: int, customers: int, seed: int, end_ms: int) ->
             receipts[day] = receipts.get(day, 0) + 1
             receipt = f"REC-{day}-{receipts[day]:03d}"
             entity = new_id(ms)
-            rows.append(["sale", {
+            body["sale"] = [{
                 "id": entity, "origin": origin, "customer_id": customer,
                 "receipt_number": receipt, "total": total, "discount_amount": 0,
                 "payment_method": method, "points_earned": earned, "points_redeemed": 0,
                 "created_at": stamp,
-            }])  # fmt: skip
-            if earned:
-                rows.append(["loyalty_event", {
+            }]  # fmt: skip
+            if earned:  # node/loyalty.add_event writes no event for 0 points
+                body["loyalty_event"] = [{
                     "id": new_id(ms), "customer_id": customer, "kind": "earn", "points": earned,
                     "sale_id": entity, "description": f"Earned on {receipt}", "created_at": stamp,
-                }])  # fmt: skip
-                adds.append(["customer", customer, {"loyalty_points": earned}])
+                }]  # fmt: skip
                 totals.loyalty_points += earned
-            adds.append(["customer", customer, {"total_spent": total, "total_orders": 1}])
             totals.total_spent += total
             totals.total_orders += 1
             if method == "account":
-                rows.append(["ledger_entry", {
+                body["ledger_entry"] = [{
                     "id": new_id(ms), "customer_id": customer, "type": "debit", "amount": total,
                     "description": f"Sale {receipt}", "reference_id": entity,
                     "reverses_id": None, "created_at": stamp,
-                }])  # fmt: skip
-                adds.append(["customer", customer, {"ledger_balance": -total}])
+                }]  # fmt: skip
                 totals.ledger_balance -= total
             change_kind = "sale.recorded"
-        body: dict[str, Any] = {"rows": rows}
-        if adds:
-            body["adds"] = adds
         text = encode_body(body)
         kinds[change_kind] = kinds.get(change_kind, 0) + 1
         totals.body_bytes += len(text)
-        out.append({
+        change = {
             "id": new_id(ms), "origin": origin, "origin_seq": seq,
             "hlc": f"{ms:015d}-{0:06d}-{origin}", "kind": change_kind, "entity_id": entity,
             "body": text, "recorded_at": iso_ms(ms + 1),
-        })  # fmt: skip
+        }  # fmt: skip
+        if seq <= CHECK_ALL or seq % CHECK_EVERY == 0:
+            check_change(change)  # what central and the node check; ProtocolError if not
+        out.append(change)
     totals.changes = n
     payloads = [(gzip_json({"origin": origin, "changes": batch}), batch[-1]["origin_seq"])
                 for batch in batches(out)]  # fmt: skip
@@ -681,6 +684,7 @@ def books(path: Path) -> dict[str, Any]:
             "customers": one("SELECT COUNT(*) FROM customer")[0],
             "sales": one("SELECT COUNT(*) FROM sale")[0],
             "ledger_entries": one("SELECT COUNT(*) FROM ledger_entry")[0],
+            "pending": one("SELECT COUNT(*) FROM sync_pending")[0],
         }
         totals = one("SELECT COALESCE(SUM(ledger_balance), 0), COALESCE(SUM(loyalty_points), 0),"
                      " COALESCE(SUM(total_spent), 0), COALESCE(SUM(total_orders), 0) "
@@ -709,6 +713,19 @@ def books(path: Path) -> dict[str, Any]:
         conn.close()
 
 
+def verify_node(path: Path) -> list[str]:
+    """node/verify.differences() on a shop database (the node's own check that every cached
+    total equals what its facts give, and that tombstones hold), opened in this process."""
+    from node import verify
+    from node.db import open_database
+
+    db = open_database(path, migrate_schema=False)
+    try:
+        return verify.differences()
+    finally:
+        db.close()
+
+
 def check_books(found: dict[str, Any], expected: Totals) -> list[str]:
     problems = []
     for name in ("changes", "customers", "ledger_balance", "loyalty_points", "total_spent",
@@ -720,6 +737,8 @@ def check_books(found: dict[str, Any], expected: Totals) -> list[str]:
             problems.append(f"{found[name]} customers with {name}")
     if found["reports"]:
         problems.append(f"sync reports {found['reports']}")
+    if found["pending"]:
+        problems.append(f"{found['pending']} changes still waiting in sync_pending")
     return problems
 
 
@@ -782,6 +801,9 @@ def catchup(args: argparse.Namespace, tmp: Path, pg: Postgres | None) -> dict[st
             raise BenchError(f"sync failed ({run.rc}): {run.summary}")
         found = books(db_path)
         problems = check_books(found, expected)
+        differences = verify_node(db_path)
+        if differences:
+            problems.append(f"verify: {len(differences)} differences, e.g. {differences[:3]}")
         out.update(wall=run.wall, rate=run.applied / run.wall, rss=run.peak_rss_mb,
                    problems=problems, db_mb=db_path.stat().st_size / 2**20,
                    cpu=run.cpu, central_cpu=central.cpu_seconds())  # fmt: skip
@@ -792,7 +814,8 @@ def catchup(args: argparse.Namespace, tmp: Path, pg: Postgres | None) -> dict[st
         print(f"  CPU: sync process {run.cpu:.1f} s ({run.applied / max(run.cpu, 1e-9):,.0f} "
               f"changes per CPU-second), central {out['central_cpu']:.1f} s so far (fill "
               f"included)", flush=True)  # fmt: skip
-        print("  books: " + ("all totals match the generator, cached balances = sums"
+        print("  books: " + ("all totals match the generator, cached balances = sums, "
+                             "node/verify.differences() empty"
                              if not problems else "; ".join(problems)), flush=True)  # fmt: skip
 
         if args.profile:
@@ -856,10 +879,12 @@ def sync_until_converged(
         if len(prints) == 1 and all(h == target for h in held):
             problems = [f"{f[k]} customers with {k}" for f in found.values()
                         for k in ("ledger_mismatches", "points_mismatches") if f[k]]  # fmt: skip
+            problems += [f"{name}: verify: {d}" for name, path in paths.items()
+                         for d in verify_node(path)[:3]]  # fmt: skip
             print(f"  converged after {round_} rounds in {elapsed:.1f} s: every node holds "
                   f"{target:,} changes, identical balances"
                   + (f"; PROBLEMS: {problems}" if problems else ""), flush=True)  # fmt: skip
-            return {"seconds": elapsed, "rounds": round_, "rss": worst}
+            return {"seconds": elapsed, "rounds": round_, "rss": worst, "problems": problems}
     print(f"  NOT converged after {args.max_rounds} rounds", flush=True)
     return {"seconds": None, "rounds": args.max_rounds, "rss": None}
 
@@ -1062,12 +1087,14 @@ def main() -> int:
             print(
                 f"  converge   {args.converge_nodes} nodes x {args.converge_local:,} own changes "
                 f"in {v['seconds']:.1f} s, {v['rounds']} rounds, max peak RSS {v['rss']:.0f} MB"
+                + ("; books WRONG" if v["problems"] else "; books ok")
             )
         else:
             print("  converge   did not converge")
     if (
         results.get("catchup", {}).get("problems")
         or results.get("converge", {}).get("seconds", 0) is None
+        or results.get("converge", {}).get("problems")
     ):
         return 1
     return 0
