@@ -203,9 +203,13 @@ def _check_row(table: str, row: Any, where: str) -> dict[str, Any]:
     shape = ROWS[table]
     if not isinstance(row, dict):
         raise ProtocolError("must be an object", where)
-    if set(row) != set(shape):
-        odd = sorted(set(row) ^ set(shape))
-        raise ProtocolError(f"needs exactly the fields {', '.join(shape)} (not {odd})", where)
+    missing = [field for field in shape if field not in row]
+    if missing:
+        raise ProtocolError("is required", f"{where}.{missing[0]}")
+    extra = sorted(set(row) - set(shape))
+    if extra:
+        raise ProtocolError(f"is not a field of a {table} (a change carries facts, never "
+                            "totals)", f"{where}.{extra[0]}")  # fmt: skip
     for field, check in shape.items():
         try:
             check(row[field])

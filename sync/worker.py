@@ -232,13 +232,18 @@ async def _push_origin(
         result.conflicts += len(answer.get("conflicts", []))
         reused += answer.get("reused", [])
         local_high = _local_high(origin)
+        sent = batch[-1]["origin_seq"] if batch else position
+        if current and not reused and central > sent and local_high > sent:
+            # Central holds numbers of ours past this batch: show it those changes too, so
+            # it can tell by id whether they are the ones it holds (after this shop was
+            # restored from a backup, they may be new changes under reused numbers).
+            position = sent
+            continue
         if current and (reused or central > local_high):
             # Restored from an old backup: central holds sequence numbers of ours that we
-            # lost. Walk on while central holds what we send; from the first change whose
-            # number it holds under another id, move everything to a fresh origin identity.
-            if not reused and batch and batch[-1]["origin_seq"] < local_high:
-                position = batch[-1]["origin_seq"]
-                continue
+            # lost. From the first change whose number central holds under another id (or
+            # after our last, when central holds more than we have), continue under a
+            # fresh origin identity.
             first = min((c["origin_seq"] for c in batch if c["id"] in reused), default=None)
             origin = _take_new_identity(origin, first)
             acked = position = 0
