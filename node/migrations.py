@@ -275,6 +275,12 @@ V5_FACTS: list[str | Callable[[peewee.Database], None]] = [
         received_at TEXT NOT NULL)""",
     "CREATE INDEX sync_pending_waits ON sync_pending(waits_for)",
     "CREATE INDEX sync_pending_entity ON sync_pending(entity_id)",
+    # Deriving a customer's totals reads only these indexes, not the rows (catch-up ran
+    # ~2.5x faster with them in bench/sync.py).
+    "CREATE INDEX ledger_customer_amount ON ledger_entry(customer_id, type, amount)",
+    "CREATE INDEX loyalty_customer_points ON loyalty_event(customer_id, points)",
+    """CREATE INDEX sale_customer_totals
+        ON sale(customer_id, total, discount_amount, refunded_amount)""",
     _v5_facts,
 ]
 

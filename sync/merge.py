@@ -20,6 +20,8 @@ never applied over the original. Overdrafts revealed by a merge are kept and rep
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from node import changes, derive, hlc
@@ -233,6 +235,7 @@ def _ensure_customer(customer_id: str, fact_created_at: str) -> None:
 def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
     takes_away = False
     customer_id = None
+    sales = set()
     for table in FACTS[kind]:
         for row in body.get(table, []):
             if "customer_id" in row:
@@ -246,11 +249,45 @@ def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> Non
                 _report_receipt_clash(row, change["id"])
             takes_away |= (table == "ledger_entry" and row["type"] == "debit"
                            or table == "loyalty_event" and row["points"] < 0)  # fmt: skip
-    for table in FACTS[kind]:
-        for row in body.get(table, []):
-            derive.after_fact(table, row)
-    if takes_away and customer_id is not None:
-        _report_overdraft(customer_id, change["id"])
+            sales.add(row["id"] if table == "sale" else row.get("sale_id"))
+    # Totals are recomputed once per page (flush), not once per fact.
+    touched_sales.update(sales - {None})
+    if customer_id is not None:
+        touched_customers[customer_id] = touched_customers.get(customer_id) or (
+            change["id"] if takes_away else None)
+
+
+# What the changes applied since the last flush() touched: sales, and customers with the
+# id of a change that took something away from them (for the overdraft report), if any.
+touched_sales: set[str] = set()
+touched_customers: dict[str, str | None] = {}
+
+
+@contextmanager
+def totals_derived() -> Iterator[None]:
+    """Changes applied inside feed totals that are recomputed once, at the end (inside
+    the caller's transaction): once per page instead of once per fact."""
+    touched_sales.clear()
+    touched_customers.clear()
+    try:
+        yield
+        _flush()
+    finally:
+        touched_sales.clear()
+        touched_customers.clear()
+
+
+def _flush() -> None:
+    """Recompute the totals of everything touched, and report overdrafts the merged facts
+    reveal."""
+    for sale_id in sorted(touched_sales):
+        customer_id = derive.sale(sale_id)
+        if customer_id is not None:
+            touched_customers.setdefault(customer_id, None)
+    for customer_id, took in sorted(touched_customers.items()):
+        derive.customer(customer_id)
+        if took is not None:
+            _report_overdraft(customer_id, took)
 
 
 def _keep_one_reversal(row: dict[str, Any], change: dict[str, Any]) -> bool:
@@ -289,6 +326,8 @@ def _report_overdraft(customer_id: str, change_id: str) -> None:
         "SELECT id, ledger_balance, loyalty_points, credit_limit FROM customer WHERE id = ?",
         (customer_id,),
     )
+    if customer is None:
+        return
     if customer["loyalty_points"] < 0:
         report("points_below_zero",
                f"customer {customer_id} has {customer['loyalty_points']} points after a merge",

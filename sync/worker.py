@@ -342,11 +342,17 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
 
 
 def _retry_clock_waits(origin: str) -> int:
-    with database.atomic():
+    with database.atomic(), merge.totals_derived():
         return merge.retry_clock_waits(origin)
 
 
 def apply_one(raw: dict[str, Any], origin: str) -> str:
+    """Apply one pulled change and bring the totals it feeds up to date."""
+    with database.atomic(), merge.totals_derived():
+        return _apply_one(raw, origin)
+
+
+def _apply_one(raw: dict[str, Any], origin: str) -> str:
     """Apply one pulled change in a savepoint; a change that cannot be applied is
     quarantined (reported, not applied) rather than blocking every later one."""
     try:
@@ -372,10 +378,11 @@ def apply_page(
     applied = conflicts = 0
     merge.scrubbed = False
     with database.atomic():
-        for raw in page:
-            outcome = apply_one(raw, origin)
-            applied += outcome == "applied"
-            conflicts += outcome not in ("applied", "duplicate", "pending")
+        with merge.totals_derived():
+            for raw in page:
+                outcome = _apply_one(raw, origin)
+                applied += outcome == "applied"
+                conflicts += outcome not in ("applied", "duplicate", "pending")
         set_meta(CURSOR, str(next_cursor))
         set_meta(CURSOR_ID, next_id)
         set_meta(PULL_EPOCH, epoch)

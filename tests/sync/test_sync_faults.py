@@ -15,6 +15,7 @@ import shutil
 import signal
 import sqlite3
 import threading
+import time
 import uuid
 from contextlib import closing
 from itertools import pairwise
@@ -212,19 +213,17 @@ def test_two_sync_workers_at_once(shops: Shops, central: Central, tmp_path: Path
         # Two `shopnode sync` runs at A, alongside A's own worker (and B's, pushing and pulling).
         logs = [tmp_path / f"worker-{i}.log" for i in (1, 2)]
         procs = [sync_popen(a, log) for log in logs]
-        wait_for(lambda: link.waiting >= 4 or any(p.poll() is not None for p in procs),
-                 what="four rounds waiting at the proxy")  # fmt: skip
+        wait_for(lambda: link.waiting >= 2, what="a round of each shop at the proxy")
+        time.sleep(1.5)
+        # One round per node at a time: A's worker and both runs take turns (the lock
+        # beside the database), so only one of A's rounds ever reaches central at once.
+        assert link.waiting == 2 and all(p.poll() is None for p in procs)
         link.release()
         codes = [proc.wait(120) for proc in procs]
         outputs = [log.read_text() for log in logs]
-        for code, output in zip(codes, outputs, strict=True):
-            assert code in (0, 1), (code, output)
+        for output in outputs:
             assert "Traceback" not in output, output
-            if code == 0:
-                assert output.startswith("sync ok"), output
-            else:  # a clean failure: one line saying why
-                assert output.startswith(("sync failed", "shopnode: ")), output
-        assert 0 in codes, outputs
+        assert codes == [0, 0] and all(o.startswith("sync ok") for o in outputs), outputs
         synced(b, a)
     assert_converged(central, a, b)
     assert sync_status(a)["push_queue_depth"] == sync_status(b)["push_queue_depth"] == 0
