@@ -383,13 +383,20 @@ def test_node_restored_from_backup_holding_unsent_changes(shops: Shops, central:
 
 
 def synthetic_changes(origin: str, first_seq: int, count: int) -> list[dict]:
-    return [
-        {"id": str(uuid.uuid4()), "origin": origin, "origin_seq": seq,
-         "hlc": f"{1_700_000_000_000 + seq:015d}-000000-{origin}", "kind": "test.synthetic",
-         "entity_id": str(uuid.uuid4()), "body": json.dumps({"rows": [], "adds": []}),
-         "recorded_at": "2025-01-01T00:00:00.000Z"}
-        for seq in range(first_seq, first_seq + count)
-    ]  # fmt: skip
+    """Well-formed customer creations (central checks every change's shape)."""
+    changes = []
+    for seq in range(first_seq, first_seq + count):
+        customer_id = str(uuid.uuid4())
+        changes.append({
+            "id": str(uuid.uuid4()), "origin": origin, "origin_seq": seq,
+            "hlc": f"{1_700_000_000_000 + seq:015d}-000000-{origin}",
+            "kind": "customer.created", "entity_id": customer_id,
+            "body": json.dumps({"customer": [{
+                "id": customer_id, "name": f"Synthetic {seq}", "email": None, "phone": None,
+                "address": None, "notes": None, "tags": "[]", "credit_limit": None,
+                "created_at": "2025-01-01T00:00:00.000Z"}]}),
+            "recorded_at": "2025-01-01T00:00:00.000Z"})
+    return changes  # fmt: skip
 
 
 @pytest.mark.parametrize("central_database", ["postgresql"], indirect=True)
@@ -406,7 +413,7 @@ def test_two_centrals_over_one_postgresql(central: Central, tmp_path: Path):
         pushing.set()
 
         def pusher(index: int, token: str) -> None:
-            origin = f"origin-{index}-{uuid.uuid4().hex[:8]}"
+            origin = str(uuid.uuid4())
             seq = 1
             try:
                 for round_ in range(15):
@@ -414,7 +421,8 @@ def test_two_centrals_over_one_postgresql(central: Central, tmp_path: Path):
                     status, answer = raw_push(urls[(index + round_) % 2], token,
                                               {"origin": origin, "changes": batch})  # fmt: skip
                     assert status == 200, answer
-                    assert answer == {"acked_seq": seq + 59, "conflicts": [], "reused": []}, answer
+                    assert (answer["acked_seq"], answer["conflicts"], answer["reused"]) == (
+                        seq + 59, [], []), answer  # fmt: skip
                     acked.update((c["id"], c["origin_seq"]) for c in batch)
                     seq += 60
             except Exception as exc:  # reported by the main thread
