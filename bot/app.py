@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from telegram import BotCommand, BotCommandScopeChat, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, TelegramError
@@ -29,11 +30,12 @@ from telegram.ext import (
 )
 
 from bot import confirm, handlers
+from bot.actions import CANCEL_PATTERN, CONFIRM_PATTERN, PICK_PATTERN
 from bot.arguments import text_gate
 from bot.client import NodeClient
 from bot.context import Shop, attach, shop
 from bot.digest import schedule_digest
-from bot.roles import commands_for, gate, role_of
+from bot.roles import STAFF, commands_for, gate, role_of
 from bot.settings import BotSettings
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,11 @@ class TokenRejected(RuntimeError):
     """Telegram refused `[bot] token` (the message never contains the token)."""
 
 
-def build_application(settings: BotSettings, node: NodeClient) -> Application:
-    """The bot's Application: handlers, error handler, digest job; not yet started."""
+def build_application(settings: BotSettings, nodes: dict[str, NodeClient]) -> Application:
+    """The bot's Application: handlers, error handler, digest job; not yet started.
+
+    `nodes` holds a client per role the bot may act as (see BotSettings.node_tokens).
+    """
     if not settings.token:
         raise ValueError("bot.token: empty; create a bot with BotFather and set its token")
     if not settings.node_url:
@@ -60,7 +65,7 @@ def build_application(settings: BotSettings, node: NodeClient) -> Application:
         .base_file_url(settings.bot_api_file_url)
         .build()
     )
-    attach(app.bot_data, Shop(settings, node))
+    attach(app.bot_data, Shop(settings, dict(nodes)))
     # Lower groups run first (one handler per group): unlisted users and group chats stop
     # at the gate and learn nothing; then text that is not valid Unicode stops.
     app.add_handler(TypeHandler(Update, gate), group=-2)
@@ -80,14 +85,21 @@ def build_application(settings: BotSettings, node: NodeClient) -> Application:
     }
     for name, callback in commands.items():
         app.add_handler(CommandHandler(name, callback))
-    app.add_handler(CallbackQueryHandler(confirm.on_confirm, pattern=r"^ok\|"))
-    app.add_handler(CallbackQueryHandler(confirm.on_cancel, pattern=r"^no$"))
-    app.add_handler(CallbackQueryHandler(handlers.on_pick, pattern=r"^pk\|"))
+    # Button payloads are routed by their full grammar (bot.actions); anything else, forged
+    # or from an older version, gets a short answer and no call to the node.
+    app.add_handler(CallbackQueryHandler(confirm.on_confirm, pattern=_whole(CONFIRM_PATTERN)))
+    app.add_handler(CallbackQueryHandler(confirm.on_cancel, pattern=_whole(CANCEL_PATTERN)))
+    app.add_handler(CallbackQueryHandler(handlers.on_pick, pattern=_whole(PICK_PATTERN)))
     app.add_handler(CallbackQueryHandler(handlers.on_stale_button))
     app.add_handler(MessageHandler(filters.ALL, handlers.unknown))
     app.add_error_handler(handlers.on_error)
     schedule_digest(app)
     return app
+
+
+def _whole(pattern: re.Pattern[str]) -> Callable[[object], bool]:
+    """A CallbackQueryHandler pattern that matches only when the whole payload does."""
+    return lambda data: isinstance(data, str) and pattern.fullmatch(data) is not None
 
 
 class BotRunner:
@@ -112,10 +124,19 @@ class BotRunner:
         """Connect (retrying while Telegram is unreachable) and serve until cancelled."""
         keep_secrets_out_of_logs()
         delay = 1
-        async with NodeClient(self.settings.node_url, self.settings.node_token) as node:
+        async with contextlib.AsyncExitStack() as stack:
+            nodes = {
+                role: await stack.enter_async_context(NodeClient(self.settings.node_url, token))
+                for role, token in self.settings.node_tokens().items()
+            }
+            if self.settings.staff and STAFF not in nodes:
+                log.warning(
+                    "bot.staff is set but the bot has no staff token (bot.node_staff_token): "
+                    "staff are refused until one is set"
+                )
             while True:
                 try:
-                    await self._serve(build_application(self.settings, node))
+                    await self._serve(build_application(self.settings, nodes))
                 except InvalidToken:
                     # `from None`: PTB's own message would print the token.
                     raise TokenRejected("Telegram rejected the bot token ([bot] token)") from None

@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 
+from bot.actions import canonical_id
 from bot.texts import sentence
 
 # Settings change rarely (currency, point value); reading them once per command is wasteful.
@@ -30,8 +31,24 @@ class NodeError(Exception):
         return self.status == 0 or self.status >= 500
 
 
+def _checked_id(customer_id: str) -> str:
+    """The id in the node's UUID form; a NodeError (and no request) for anything else."""
+    try:
+        return canonical_id(customer_id)
+    except ValueError:
+        raise NodeError(NOT_A_CUSTOMER, 400) from None
+
+
+def _customer_path(customer_id: str, rest: str = "") -> str:
+    """`/customers/{id}{rest}` for a well-formed customer id only; never text from elsewhere."""
+    return f"/customers/{_checked_id(customer_id)}{rest}"
+
+
+NOT_A_CUSTOMER = "That is not a customer I know. Please send the command again."
+
+
 class NodeClient:
-    """HTTP client for one node, authenticated with the bot's own API token."""
+    """HTTP client for one node, authenticated with one API token (one per role)."""
 
     def __init__(self, base_url: str, token: str) -> None:
         self._base = base_url.rstrip("/") + "/api/v1"
@@ -58,13 +75,14 @@ class NodeClient:
         return body, int(total) if total.isdigit() else len(body)
 
     async def customer(self, customer_id: str) -> dict[str, Any]:
-        body, _ = await self._request("GET", f"/customers/{customer_id}")
+        body, _ = await self._request("GET", _customer_path(customer_id))
         return body
 
     async def ledger(self, customer_id: str, limit: int = 10, page: int = 1) -> list[dict]:
         """Ledger entries, newest first."""
         params = {"limit": str(limit), "page": str(page)}
-        body, _ = await self._request("GET", f"/customers/{customer_id}/ledger", params=params)
+        path = _customer_path(customer_id, "/ledger")
+        body, _ = await self._request("GET", path, params=params)
         return body
 
     async def whole_ledger(self, customer_id: str, max_pages: int = 1000) -> list[dict]:
@@ -96,21 +114,20 @@ class NodeClient:
     ) -> dict[str, Any]:
         """Post a payment received (kind "credit") or a manual debit."""
         payload = {"type": kind, "amount": amount, "description": description}
-        body, _ = await self._request(
-            "POST", f"/customers/{customer_id}/ledger", json=payload, key=key
-        )
+        path = _customer_path(customer_id, "/ledger")
+        body, _ = await self._request("POST", path, json=payload, key=key)
         return body
 
     async def record_account_sale(self, customer_id: str, total: int, key: str) -> dict[str, Any]:
         """A purchase on account: the node writes the ledger debit and awards points."""
-        payload = {"customer_id": customer_id, "total": total, "payment_method": "account"}
+        cid = _checked_id(customer_id)
+        payload = {"customer_id": cid, "total": total, "payment_method": "account"}
         body, _ = await self._request("POST", "/sales", json=payload, key=key)
         return body
 
     async def redeem_points(self, customer_id: str, points: int, key: str) -> dict[str, Any]:
-        body, _ = await self._request(
-            "POST", f"/customers/{customer_id}/loyalty/redeem", json={"points": points}, key=key
-        )
+        path = _customer_path(customer_id, "/loyalty/redeem")
+        body, _ = await self._request("POST", path, json={"points": points}, key=key)
         return body
 
     async def _request(
@@ -153,9 +170,9 @@ def problem_error(status: int, problem: Any) -> NodeError:
     problem = problem if isinstance(problem, dict) else {}
     detail = sentence(problem.get("detail") or "")
     if status == 401:
-        message = "The shop node did not accept the bot's API token ([bot] node_token)."
+        message = "The shop node did not accept the bot's API token for your role."
     elif status == 403:
-        message = "The shop node does not allow the bot to do that."
+        message = "The shop node does not allow that for your role."
     elif status == 404:
         message = "That customer no longer exists."
     elif status in (409, 422) and detail:

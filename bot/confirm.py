@@ -29,7 +29,7 @@ from bot.actions import (
 from bot.arguments import command_rest, parse_points, split_amount
 from bot.chat import edit, respond
 from bot.client import NodeClient, NodeError
-from bot.context import Shop, shop
+from bot.context import client_for, shop
 from bot.lookup import find_customer
 from bot.roles import OWNER_ONLY, may_act, owner_only
 from bot.texts import balance_phrase, sentence
@@ -69,12 +69,12 @@ async def redeem(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 async def _ask_from_command(update: Update, context: ContextTypes.DEFAULT_TYPE, kind: str) -> None:
     message = update.effective_message
-    the_shop = shop(context)
+    client = client_for(update, context)
     args = split_amount(command_rest(message.text or ""))
     if args is None:
         await message.reply_text(f"Which customer and how much? Use {USAGE[kind]}")
         return
-    settings = await the_shop.node.settings()
+    settings = await client.settings()
     try:
         if kind == REDEEM:
             amount = parse_points(args.amount)
@@ -83,20 +83,20 @@ async def _ask_from_command(update: Update, context: ContextTypes.DEFAULT_TYPE, 
     except ValueError as exc:
         await message.reply_text(f"{sentence(str(exc))} Use {USAGE[kind]}")
         return
-    customer = await find_customer(the_shop.node, message, args.query, kind, amount)
+    customer = await find_customer(client, message, args.query, kind, amount)
     if customer is not None:
-        await ask(the_shop, message, Action(kind, customer["id"], amount), customer, args.note)
+        await ask(client, message, Action(kind, customer["id"], amount), customer, args.note)
 
 
 async def ask(
-    the_shop: Shop, message: Message, action: Action, customer: dict[str, Any], note: str
+    client: NodeClient, message: Message, action: Action, customer: dict[str, Any], note: str
 ) -> None:
     """Show what will be recorded, with Confirm and Cancel buttons."""
     points = int(customer.get("loyalty_points") or 0)
     if action.kind == REDEEM and action.amount > points:
         await respond(message, f"{customer['name']} has only {points} points.")
         return
-    settings = await the_shop.node.settings()
+    settings = await client.settings()
     buttons = InlineKeyboardMarkup(
         [
             [
@@ -112,9 +112,14 @@ async def on_confirm(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     """Record the confirmed action once, then show the result and the new balance."""
     query = update.callback_query
     the_shop = shop(context)
-    _, action = parse_data(query.data or "")
+    verb, action = parse_data(query.data or "")
     message = query.message
-    if action is None or action.kind not in MONEY_KINDS or not isinstance(message, Message):
+    if (
+        verb != CONFIRM
+        or action is None
+        or action.kind not in MONEY_KINDS
+        or not isinstance(message, Message)
+    ):
         await query.answer(EXPIRED, show_alert=True)
         return
     if not may_act(the_shop.settings, query.from_user.id, action.kind):
@@ -124,20 +129,21 @@ async def on_confirm(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None
     if the_shop.outcomes.get(confirmation) == "cancelled":
         await query.answer("This was cancelled; nothing was recorded.")
         return
+    client = client_for(update, context)
     try:
         key = idempotency_key(confirmation, action)
-        result = await _record(the_shop.node, action, note_of(message), key)
+        result = await _record(client, action, note_of(message), key)
     except NodeError as err:
         if err.retryable:
             await query.answer(_clip(err.message + RETRY), show_alert=True)
             return
         await query.answer()
-        await edit(message, f"❌ Not recorded. {await _refusal(the_shop, action, err)}")
+        await edit(message, f"❌ Not recorded. {await _refusal(client, err)}")
         return
     the_shop.remember(confirmation, "done")
     await query.answer("Recorded.")
     try:
-        text = await _result_text(the_shop.node, action, result)
+        text = await _result_text(client, action, result)
     except NodeError:
         text = "✅ Recorded. I couldn't fetch the new balance just now; see /balance."
     await edit(message, text)
@@ -224,11 +230,11 @@ async def _result_text(node: NodeClient, action: Action, result: dict[str, Any])
     return f"{done}\n{now}."
 
 
-async def _refusal(the_shop: Shop, action: Action, err: NodeError) -> str:
+async def _refusal(client: NodeClient, err: NodeError) -> str:
     """The node's refusal as a sentence, naming the credit left when over the limit."""
     available = err.problem.get("available_credit")
     if err.status == 409 and isinstance(available, int):
-        currency = (await the_shop.node.settings())["currency"]
+        currency = (await client.settings())["currency"]
         return (
             "That would go past the customer's credit limit; "
             f"available credit: {format_amount(max(available, 0), currency)}."

@@ -11,6 +11,7 @@ from tzlocal import get_localzone
 
 from bot.client import NodeError
 from bot.context import shop
+from bot.settings import OWNER
 from bot.texts import dues_text
 
 log = logging.getLogger(__name__)
@@ -40,8 +41,12 @@ def schedule_digest(app: Application) -> None:
 async def send_digest(context: ContextTypes.DEFAULT_TYPE) -> None:
     """Send today's dues to every owner."""
     the_shop = shop(context)
+    node = the_shop.nodes.get(OWNER)  # the digest goes to owners, so it reads as an owner
+    if node is None:
+        log.warning("daily digest skipped: the bot has no owner token for the node")
+        return
     try:
-        report = await the_shop.node.receivables(limit=DIGEST_SHOWN)
+        report = await node.receivables(limit=DIGEST_SHOWN)
     except NodeError as err:
         log.warning("daily digest skipped: the node did not answer (%s)", err.status or "down")
         return

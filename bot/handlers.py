@@ -11,14 +11,14 @@ from telegram import Message, Update
 from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
-from bot.actions import BALANCE, LEDGER, MONEY_KINDS, STATEMENT, parse_data
+from bot.actions import BALANCE, LEDGER, MONEY_KINDS, PICK, STATEMENT, parse_data
 from bot.arguments import command_rest, strip_quotes
 from bot.chat import edit, respond
-from bot.client import NodeError
+from bot.client import NodeClient, NodeError
 from bot.confirm import EXPIRED, ask, note_of
-from bot.context import shop
+from bot.context import NoNodeAccess, client_for, shop
 from bot.lookup import MAX_CHOICES, NO_MATCH, choices, find_customer
-from bot.roles import OWNER_ONLY, commands_for, may_act, owner_only, role_of
+from bot.roles import NO_STAFF_TOKEN, OWNER_ONLY, commands_for, may_act, owner_only, role_of
 from bot.statement import statement_csv, statement_filename
 from bot.texts import balance_text, customer_line, dues_text, ledger_text
 
@@ -50,12 +50,12 @@ async def find(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not query:
         await message.reply_text("Whom should I look for? Use /find QUERY, e.g. /find ann")
         return
-    the_shop = shop(context)
-    matches, total = await the_shop.node.search_customers(query, limit=MAX_CHOICES)
+    client = client_for(update, context)
+    matches, total = await client.search_customers(query, limit=MAX_CHOICES)
     if not matches:
         await message.reply_text(NO_MATCH.format(query=query))
         return
-    currency = (await the_shop.node.settings())["currency"]
+    currency = (await client.settings())["currency"]
     lines = [customer_line(c, currency) for c in matches]
     if total > len(matches):
         lines.append(f"…and {total - len(matches)} more; type more of the name to narrow it.")
@@ -82,7 +82,7 @@ async def statement(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 @owner_only
 async def dues(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """List the customers who owe most, and for how long."""
-    report = await shop(context).node.receivables(limit=DUES_SHOWN)
+    report = await client_for(update, context).receivables(limit=DUES_SHOWN)
     await update.effective_message.reply_text(dues_text(report))
 
 
@@ -90,20 +90,21 @@ async def on_pick(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """Continue a command with the customer picked from the keyboard."""
     query = update.callback_query
     the_shop = shop(context)
-    _, action = parse_data(query.data or "")
+    verb, action = parse_data(query.data or "")
     message = query.message
-    if action is None or not isinstance(message, Message):
+    if verb != PICK or action is None or not isinstance(message, Message):
         await query.answer(EXPIRED, show_alert=True)
         return
     if not may_act(the_shop.settings, query.from_user.id, action.kind):
         await query.answer(OWNER_ONLY, show_alert=True)
         return
     await query.answer()
-    customer = await the_shop.node.customer(action.customer_id)
+    client = client_for(update, context)
+    customer = await client.customer(action.customer_id)
     if action.kind in MONEY_KINDS:
-        await ask(the_shop, message, action, customer, note_of(message))
+        await ask(client, message, action, customer, note_of(message))
     else:
-        await _show(context, message, action.kind, customer)
+        await _show(client, message, action.kind, customer)
 
 
 async def on_stale_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -123,6 +124,8 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     error = context.error
     if isinstance(error, NodeError):
         text = error.message
+    elif isinstance(error, NoNodeAccess):
+        text = NO_STAFF_TOKEN
     else:
         # The frames help whoever fixes it; the message is left out, as it may hold data.
         frames = "".join(traceback.format_tb(error.__traceback__)) if error else ""
@@ -147,19 +150,17 @@ async def _view_from_command(update: Update, context: ContextTypes.DEFAULT_TYPE,
         name = message.text.split()[0] if message.text else "/balance"
         await message.reply_text(f"Which customer? Use {name} QUERY, e.g. {name} ann")
         return
-    customer = await find_customer(shop(context).node, message, query, kind)
+    client = client_for(update, context)
+    customer = await find_customer(client, message, query, kind)
     if customer is not None:
-        await _show(context, message, kind, customer)
+        await _show(client, message, kind, customer)
 
 
-async def _show(
-    context: ContextTypes.DEFAULT_TYPE, message: Message, kind: str, customer: dict[str, Any]
-) -> None:
+async def _show(client: NodeClient, message: Message, kind: str, customer: dict[str, Any]) -> None:
     """Answer a view for one customer, replacing the chooser if there was one."""
-    node = shop(context).node
-    settings = await node.settings()
+    settings = await client.settings()
     if kind == STATEMENT:
-        entries = await node.whole_ledger(customer["id"])
+        entries = await client.whole_ledger(customer["id"])
         await message.get_bot().send_document(
             message.chat_id,
             document=statement_csv(entries, settings["currency"]),
@@ -170,10 +171,10 @@ async def _show(
             await edit(message, f"Statement of {customer['name']} sent.")
         return
     if kind == BALANCE:
-        entries = await node.ledger(customer["id"], limit=BALANCE_ENTRIES)
+        entries = await client.ledger(customer["id"], limit=BALANCE_ENTRIES)
         text = balance_text(customer, entries, settings)
     else:
-        entries = await node.ledger(customer["id"], limit=LEDGER_ENTRIES)
+        entries = await client.ledger(customer["id"], limit=LEDGER_ENTRIES)
         text = ledger_text(customer, entries, settings["currency"])
     await respond(message, text)
 

@@ -13,11 +13,11 @@ from telegram.ext import ApplicationHandlerStop, ContextTypes
 
 from bot.actions import DEBIT, STATEMENT
 from bot.context import shop
-from bot.settings import BotSettings
+from bot.settings import OWNER, STAFF, BotSettings
 
 log = logging.getLogger(__name__)
 
-OWNER, STAFF = "owner", "staff"
+__all__ = ["OWNER", "STAFF", "commands_for", "gate", "may", "may_act", "owner_only", "role_of"]
 
 # (command, what it does, the least role that may use it); /help and the menu come from here.
 COMMANDS: list[tuple[str, str, str]] = [
@@ -43,14 +43,14 @@ REFUSAL = (
 PRIVATE_BOT = "Sorry, this is a private shop bot."
 OWNER_ONLY = "Only the shop owner can do that."
 PRIVATE_ONLY = "I only work in a private chat with you."
+NO_STAFF_TOKEN = (
+    "Sorry, the bot is not set up for staff yet: it has no staff token for the shop node. "
+    "The shop owner can set [bot] node_staff_token."
+)
 
 
 def role_of(settings: BotSettings, user_id: int) -> str | None:
-    if user_id in settings.owners:
-        return OWNER
-    if user_id in settings.staff:
-        return STAFF
-    return None
+    return settings.role_of(user_id)
 
 
 def may(role: str | None, least: str) -> bool:
@@ -68,12 +68,22 @@ def commands_for(role: str | None) -> list[tuple[str, str]]:
 
 
 async def gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Stop every update from an unlisted user or outside a private chat before any handler."""
+    """Stop every update from an unlisted user or outside a private chat before any handler,
+    and from a user whose role the bot holds no node token for (staff, when the bot runs
+    alone without `[bot] node_staff_token`): the bot never calls the node for a user with
+    another role's token."""
     user, chat = update.effective_user, update.effective_chat
-    role = role_of(shop(context).settings, user.id) if user else None
+    the_shop = shop(context)
+    role = role_of(the_shop.settings, user.id) if user else None
     private = chat is not None and chat.type == ChatType.PRIVATE
-    if role is not None and private:
+    if role is not None and private and user is not None and the_shop.may_call_node(user.id):
         return
+    if role is not None and private:
+        if update.callback_query is not None:
+            await update.callback_query.answer(NO_STAFF_TOKEN[:200], show_alert=True)
+        elif update.message is not None:
+            await update.message.reply_text(NO_STAFF_TOKEN)
+        raise ApplicationHandlerStop
     # Callback queries need to be answered, or the client shows a spinner.
     if update.callback_query is not None:
         await update.callback_query.answer(PRIVATE_BOT if role is None else PRIVATE_ONLY)

@@ -7,10 +7,16 @@ from typing import Any
 
 TELEGRAM_API_URL = "https://api.telegram.org"
 
+OWNER, STAFF = "owner", "staff"
+
 
 @dataclass(frozen=True)
 class BotSettings:
-    """Telegram token and users, the node to talk to, and the optional daily digest."""
+    """Telegram token and users, the node to talk to, and the optional daily digest.
+
+    `node_token` is an owner-role API token, used for owners only; `node_staff_token` a
+    staff-role one, used for staff. Without it the bot serves staff nothing (see bot.roles).
+    """
 
     token: str = field(repr=False)
     node_url: str
@@ -19,11 +25,25 @@ class BotSettings:
     staff: frozenset[int] = frozenset()
     api_url: str = ""  # Bot API server; empty: Telegram's public one
     digest_time: str = ""  # "HH:MM" local 24h (node.config checks it); empty: no digest
+    node_staff_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "owners", frozenset(self.owners))
         # A user listed in both gets the larger role, so staff never narrows an owner.
         object.__setattr__(self, "staff", frozenset(self.staff) - self.owners)
+
+    def role_of(self, user_id: int) -> str | None:
+        """OWNER, STAFF, or None for a user the bot does not serve."""
+        if user_id in self.owners:
+            return OWNER
+        if user_id in self.staff:
+            return STAFF
+        return None
+
+    def node_tokens(self) -> dict[str, str]:
+        """The node API token to use for each role; a role without one gets no node calls."""
+        tokens = {OWNER: self.node_token, STAFF: self.node_staff_token}
+        return {role: token for role, token in tokens.items() if token}
 
     @property
     def bot_api_base_url(self) -> str:
@@ -36,14 +56,21 @@ class BotSettings:
 
 
 def from_config(
-    cfg: Any, *, node_url: str | None = None, node_token: str | None = None
+    cfg: Any,
+    *,
+    node_url: str | None = None,
+    node_token: str | None = None,
+    node_staff_token: str | None = None,
 ) -> BotSettings:
-    """Settings from a loaded config; the node passes its own URL and token when in-process."""
+    """Settings from a loaded config; the node passes its own URL and tokens when in-process."""
     bot = cfg.bot
     return BotSettings(
         token=bot.token,
         node_url=node_url if node_url is not None else bot.node_url,
         node_token=node_token if node_token is not None else bot.node_token,
+        node_staff_token=(
+            node_staff_token if node_staff_token is not None else bot.node_staff_token
+        ),
         owners=frozenset(bot.owners),
         staff=frozenset(bot.staff),
         api_url=bot.api_url,

@@ -29,7 +29,9 @@ from node.migrations import SchemaTooNew
 
 log = logging.getLogger("shopnode")
 
-BOT_TOKEN_NAME = "telegram-bot"
+BOT_TOKEN_NAME = "telegram-bot"  # the in-process bot's owner-role token
+BOT_STAFF_TOKEN_NAME = "telegram-bot-staff"  # and its staff-role one, for staff users
+BOT_TOKENS = {BOT_TOKEN_NAME: "owner", BOT_STAFF_TOKEN_NAME: "staff"}
 
 # aiohttp waits this long for in-flight requests on shutdown before closing them.
 SHUTDOWN_TIMEOUT = 10.0
@@ -221,21 +223,35 @@ def run_serve(config: Config, args: argparse.Namespace) -> int:
 
 @contextlib.asynccontextmanager
 async def bot_in_node(config: Config, node_url: str, app: web.Application) -> AsyncIterator[None]:
-    """The Telegram bot in the node's loop: an API client with its own owner token."""
+    """The Telegram bot in the node's loop: an API client with a token per role.
+
+    Owners' requests carry the owner-role token `telegram-bot`, staff's the staff-role token
+    `telegram-bot-staff`, so the node's staff rules apply to staff using the bot.
+    """
     from bot import bot_running, from_config
 
-    # A fresh token per run, revoked at exit (and first, if a crash left one behind).
-    with contextlib.suppress(NotFound):
-        tokens.revoke_token(BOT_TOKEN_NAME)
-    secret = tokens.create_token(BOT_TOKEN_NAME, "owner")
-    settings = from_config(config, node_url=node_url, node_token=secret)
+    # Fresh tokens per run, revoked at exit (and first, if a crash left them behind).
+    revoke_bot_tokens()
     try:
+        issued = {name: tokens.create_token(name, role) for name, role in BOT_TOKENS.items()}
+        settings = from_config(
+            config,
+            node_url=node_url,
+            node_token=issued[BOT_TOKEN_NAME],
+            node_staff_token=issued[BOT_STAFF_TOKEN_NAME],
+        )
         async with bot_running(settings) as runner:
             app[HEALTH]["bot"] = bot_health(runner)
             yield
     finally:
+        revoke_bot_tokens()
+
+
+def revoke_bot_tokens() -> None:
+    """Revoke the in-process bot's tokens, those that are active."""
+    for name in BOT_TOKENS:
         with contextlib.suppress(NotFound):
-            tokens.revoke_token(BOT_TOKEN_NAME)
+            tokens.revoke_token(name)
 
 
 def bot_health(runner: Any) -> Callable[[], dict[str, Any]]:

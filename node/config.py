@@ -29,6 +29,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "staff": [],
         "node_url": "",
         "node_token": "",
+        "node_staff_token": "",
         "digest_time": "",
     },
     "central": {

@@ -38,12 +38,13 @@ class NodeExited(RuntimeError):
 
 
 class RealNode:
-    """`python -m node serve` over its own data dir, with an owner API token for the bot."""
+    """`python -m node serve` over its own data dir, with owner and staff API tokens for the bot."""
 
     def __init__(self, data_dir: Path) -> None:
         self.data_dir = data_dir
         self.url = ""
         self.owner_token = ""
+        self.staff_token = ""
         self.process: subprocess.Popen[str] | None = None
         self.output: list[str] = []
         self._listening = threading.Event()
@@ -77,10 +78,10 @@ class RealNode:
         return done.stdout
 
     def start(self) -> None:
-        """Create the bot's token and serve on a free port."""
+        """Create the bot's tokens and serve on a free port."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.owner_token = self.cli("token", "create", "--name", "bot", "--role", "owner")
-        self.owner_token = self.owner_token.strip().splitlines()[-1].strip()
+        self.owner_token = self.create_token("bot", "owner")
+        self.staff_token = self.create_token("bot-staff", "staff")
         for attempt in range(3):  # another process may take the free port first
             try:
                 self.serve(free_port())
@@ -88,6 +89,14 @@ class RealNode:
             except NodeExited:
                 if attempt == 2:
                     raise
+
+    def create_token(self, name: str, role: str) -> str:
+        """A new API token's secret (the last line `shopnode token create` prints)."""
+        return self.cli("token", "create", "--name", name, "--role", role).strip().splitlines()[-1]
+
+    def access_lines(self) -> list[str]:
+        """The node's access-log lines so far (method, route pattern or "(no route)", status)."""
+        return [line for line in list(self.output) if "aiohttp.access" in line]
 
     @property
     def port(self) -> int:
@@ -235,6 +244,7 @@ def bot_settings(node: RealNode, telegram: FakeBotAPI, **overrides: Any) -> BotS
         token=TOKEN,
         node_url=node.url,
         node_token=node.owner_token,
+        node_staff_token=node.staff_token,
         owners={OWNER},
         staff={STAFF},
         api_url=telegram.url,

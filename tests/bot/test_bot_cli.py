@@ -65,6 +65,46 @@ async def test_serve_runs_the_bot_in_its_own_loop(telegram, owner: Chat, tmp_pat
     assert TOKEN not in output
 
 
+def token_rows(real: RealNode) -> dict[str, list[tuple[str, str]]]:
+    """`shopnode token list` as {name: [(role, status), ...]} (status: active or revoked)."""
+    rows: dict[str, list[tuple[str, str]]] = {}
+    for line in real.cli("token", "list").splitlines():
+        parts = line.split()
+        if len(parts) >= 4:
+            rows.setdefault(parts[0], []).append((parts[1], parts[3]))
+    return rows
+
+
+@serve_wired
+async def test_serve_gives_the_bot_an_owner_and_a_staff_token_and_revokes_both(
+    telegram, owner: Chat, staff: Chat, tmp_path: Path
+) -> None:
+    real = RealNode(tmp_path / "node")
+    real.data_dir.mkdir(parents=True)
+    real.owner_token = real.create_token("setup", "owner")
+    bot_env = {
+        "SHOPNODE_BOT_TOKEN": TOKEN,
+        "SHOPNODE_BOT_API_URL": telegram.url,
+        "SHOPNODE_BOT_OWNERS": str(OWNER),
+        "SHOPNODE_BOT_STAFF": str(STAFF),
+    }
+    process = await run_cli(real, bot_env, "serve")
+    try:
+        # Staff are served (with the staff token), and the node keeps its staff rules.
+        found = await asyncio.wait_for(staff.send("/find nobody-here"), 20)
+        assert found.text.startswith("No customer matches")
+        assert (await owner.send("/find nobody-here")).text.startswith("No customer matches")
+        during = await asyncio.to_thread(token_rows, real)
+    finally:
+        output = await stop(process)
+    after = token_rows(real)
+    assert during["telegram-bot"] == [("owner", "active")]
+    assert during["telegram-bot-staff"] == [("staff", "active")]
+    assert after["telegram-bot"] == [("owner", "revoked")]
+    assert after["telegram-bot-staff"] == [("staff", "revoked")]
+    assert TOKEN not in output
+
+
 @bot_wired
 async def test_bot_alone_talks_to_a_node_over_http(
     node: RealNode, telegram, owner: Chat, tag: str, tmp_path: Path

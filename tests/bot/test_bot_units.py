@@ -10,12 +10,19 @@ from telegram import Chat, Message
 
 from bot import BotSettings, from_config
 from bot.actions import (
+    BALANCE,
+    CANCEL,
+    CANCEL_PATTERN,
     CONFIRM,
+    CONFIRM_PATTERN,
     MAX_CALLBACK_DATA,
+    MAX_NUMBER,
+    MONEY_KINDS,
     PAY,
     PICK,
     REDEEM,
     Action,
+    canonical_id,
     confirmation_id,
     idempotency_key,
     parse_data,
@@ -55,14 +62,54 @@ def test_button_data_fits_telegram_and_reads_back() -> None:
         assert parse_data(data) == (verb, action)
 
 
-def test_button_data_with_a_non_uuid_id() -> None:
-    action = Action(REDEEM, "cust-42", 100)
-    assert parse_data(action.data(CONFIRM)) == (CONFIRM, action)
+@pytest.mark.parametrize("customer_id", ["cust-42", "x/../reports", "", "{" + "0" * 32 + "}"])
+def test_only_a_uuid_goes_into_a_button(customer_id: str) -> None:
+    with pytest.raises(ValueError):
+        Action(REDEEM, customer_id, 100).data(CONFIRM)
 
 
-@pytest.mark.parametrize("data", ["", "no", "ok|X|abc|1", "ok|P|short|1", "ok|P|~x|-1", "pk|P"])
+def test_button_amounts_are_bounded_and_views_carry_none() -> None:
+    cid = str(uuid.uuid4())
+    for bad in (Action(PAY, cid, 0), Action(PAY, cid, MAX_NUMBER + 1), Action(BALANCE, cid, 5)):
+        with pytest.raises(ValueError):
+            bad.data(PICK)
+    assert parse_data(Action(BALANCE, cid).data(PICK)) == (PICK, Action(BALANCE, cid))
+
+
+PACKED = Action(PAY, "0191a3f4-5b6c-7d8e-9f00-112233445566", 1).data(CONFIRM).split("|")[2]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "", "no", "ok", "pk|P", "ok|X|abc|1", "ok|P|short|1", "ok|P|~x|-1",
+        "pk|B|~x/../reports/receivables?limit=1000|0",  # the old escape hatch for ids
+        "pk|B|x/../reports/receivables?limit=1000|0",
+        f"pk|B|{PACKED[:-1]}/|0", f"pk|B|{PACKED[:-1]}B|0",  # not the canonical packing
+        f"ok|P|{PACKED}|0", f"ok|P|{PACKED}|01", f"ok|P|{PACKED}|-5", f"ok|P|{PACKED}|1.5",
+        f"ok|P|{PACKED}|{MAX_NUMBER + 1}", f"ok|P|{PACKED}|{'9' * 40}",
+        f"ok|B|{PACKED}|0",  # a view is never confirmed
+        f"pk|B|{PACKED}|7",  # a view carries no number
+        f"ok|P|{PACKED}|1\n", f" ok|P|{PACKED}|1", f"ok|P|{PACKED}|1|x", f"ok|p|{PACKED}|1",
+        f"ok|P|{PACKED}|１",  # a full-width digit is a digit to str.isdigit, not to the grammar
+    ],
+)  # fmt: skip
 def test_foreign_button_data_carries_no_action(data: str) -> None:
-    assert parse_data(data)[1] is None
+    assert parse_data(data) == ("", None)
+
+
+def test_the_grammar_accepts_exactly_what_the_bot_makes() -> None:
+    cid = "0191a3f4-5b6c-7d8e-9f00-112233445566"
+    for kind in MONEY_KINDS:
+        for amount in (1, 5025, MAX_NUMBER):
+            action = Action(kind, cid, amount)
+            assert CONFIRM_PATTERN.fullmatch(action.data(CONFIRM))
+            assert parse_data(action.data(PICK)) == (PICK, action)
+    assert CANCEL_PATTERN.fullmatch(CANCEL) and not CANCEL_PATTERN.fullmatch("no ")
+    assert canonical_id(cid.upper()) == cid
+    for bad in ("../x", cid + "/ledger", cid + "?x=1", "%2e%2e", "urn:uuid:" + cid, cid[:-1]):
+        with pytest.raises(ValueError):
+            canonical_id(bad)
 
 
 def test_idempotency_key_is_the_same_for_every_tap_on_one_confirmation() -> None:
@@ -96,8 +143,22 @@ def test_settings_from_config_and_environment(tmp_path) -> None:
     assert settings.bot_api_base_url == "http://127.0.0.1:9/bot"
     assert settings.digest_time == "07:45"
     assert (settings.node_url, settings.node_token) == ("http://127.0.0.1:8080", "sn_x")
+    assert settings.node_staff_token == "" and settings.node_tokens() == {"owner": "sn_x"}
     in_process = from_config(cfg, node_url="http://127.0.0.1:8081", node_token="sn_own")
     assert (in_process.node_url, in_process.node_token) == ("http://127.0.0.1:8081", "sn_own")
+
+
+def test_staff_token_from_config_and_never_shown(tmp_path) -> None:
+    cfg_file = tmp_path / "shopnode.toml"
+    cfg_file.write_text('[bot]\nnode_token = "sn_owner_x"\nnode_staff_token = "sn_staff_x"\n')
+    cfg = load_config(cfg_file, environ={})
+    settings = from_config(cfg)
+    assert settings.node_tokens() == {"owner": "sn_owner_x", "staff": "sn_staff_x"}
+    assert "sn_staff_x" not in repr(settings)
+    from_env = load_config(cfg_file, environ={"SHOPNODE_BOT_NODE_STAFF_TOKEN": "sn_env"})
+    assert from_config(from_env).node_staff_token == "sn_env"
+    in_process = from_config(cfg, node_token="sn_own", node_staff_token="sn_own_staff")
+    assert in_process.node_tokens() == {"owner": "sn_own", "staff": "sn_own_staff"}
 
 
 def test_default_bot_api_is_telegrams() -> None:
