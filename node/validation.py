@@ -19,6 +19,9 @@ Parser = Callable[[Any], Any]
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]{2,}")
 _PHONE_CHARS = re.compile(r"[0-9+()\-.\s/]+")
+# The 8-4-4-4-12 form in any case (OpenAPI's format: uuid); uuid.UUID alone would also take
+# braces, a urn:uuid: prefix, no hyphens and underscores between digits.
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
 def parse_body(
@@ -166,8 +169,15 @@ def choice(*options: str) -> Parser:
     return parse
 
 
+def canonical_uuid(value: Any) -> str | None:
+    """The lower-case form of a UUID written 8-4-4-4-12 (any case), else None."""
+    if not isinstance(value, str) or not _UUID.fullmatch(value):
+        return None
+    return parse_uuid(value)
+
+
 def uuid(value: Any) -> str:
-    parsed = parse_uuid(value) if isinstance(value, str) else None
+    parsed = canonical_uuid(value)
     if parsed is None:
         raise ValueError("must be a UUID")
     return parsed

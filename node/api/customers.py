@@ -19,14 +19,17 @@ MAX_SEARCH = 200
 async def list_customers(request: web.Request) -> web.Response:
     """Customers, searched, sorted and paged."""
     page, limit = paging(request)
-    search = request.query.get("search", "")[:MAX_SEARCH]
+    search = request.query.get("search", "")
     if any(ord(ch) < 32 for ch in search):
         raise invalid("search", "must not contain control characters")
+    search = search[:MAX_SEARCH]
     sort = query_choice(request, "sort", list(customers.SORTS), "created_at")
-    order = request.query.get("order", "").upper() or None
-    if order not in (None, "ASC", "DESC"):
+    raw_order = request.query.get("order", "")
+    # ASCII first: 'aſc'.upper() is 'ASC' too.
+    order = raw_order.upper() if raw_order.isascii() else raw_order
+    if order not in ("", "ASC", "DESC"):
         raise invalid("order", "must be ASC or DESC")
-    rows, total = customers.list_customers(page, limit, search, sort, order)
+    rows, total = customers.list_customers(page, limit, search, sort, order or None)
     return list_response(request, rows, total, page, limit)
 
 

@@ -20,6 +20,39 @@ INT = {"type": "integer"}
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
 AMOUNT = {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT, "description": "minor units"}
+COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_AMOUNT}
+
+# Text fields are trimmed before they are checked (node.validation.text), so a pattern, not
+# minLength/maxLength, says what is accepted: surrounding whitespace (Python's str.isspace,
+# spelled out so the class means the same in ECMA-262 and Python regexes) is free, the
+# trimmed text has a length limit and no NUL characters.
+WS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def trimmed(max_len: int, required: bool = False, nul: bool = False) -> dict[str, Any]:
+    """A string that is at most `max_len` characters once trimmed; empty (or only
+    whitespace) is stored as null unless `required`. NUL characters only where `nul`."""
+    edge = f"[^{WS}]" if nul else f"[^{WS}\\x00]"
+    inner = r"[\s\S]" if nul else r"[^\x00]"
+    core = f"{edge}(?:{inner}{{0,{max_len - 2}}}{edge})?"
+    pattern = f"^[{WS}]*{core if required else f'(?:{core})?'}[{WS}]*$"
+    extra = "" if required else "; empty or only whitespace means null"
+    return {"type": "string", "pattern": pattern,
+            "description": f"trimmed; at most {max_len} characters{extra}"}  # fmt: skip
+
+
+def nullable(schema: dict[str, Any]) -> dict[str, Any]:
+    return {**schema, "type": [schema["type"], "null"]}
+
+
+# node.validation.email: trimmed, then local@domain.tld with no whitespace; empty is null.
+EMAIL_CHAR = f"[^@{WS}\\x00]"
+EMAIL = {
+    "type": ["string", "null"],
+    "pattern": f"^[{WS}]*(?:{EMAIL_CHAR}+@{EMAIL_CHAR}+\\.[^@.{WS}\\x00]{{2,}})?[{WS}]*$",
+    "description": "an address like jane@example.com (at most 254 characters once trimmed; "
+    "the domain is lower-cased); empty or only whitespace means null",
+}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -51,15 +84,20 @@ CUSTOMER_PROPS = {
     "updated_at": TIME,
 }
 PURCHASE = obj({"id": UUID, "receipt_number": STR, "total": INT, "created_at": TIME})
-CUSTOMER_INPUT = obj({
-    "name": {"type": "string", "minLength": 1, "maxLength": 200},
-    "email": {"type": ["string", "null"], "format": "email"},
-    "phone": NSTR,
-    "address": NSTR,
-    "notes": NSTR,
-    "tags": {"type": "array", "items": {"type": "string", "maxLength": 50}, "maxItems": 20},
-    "credit_limit": {"type": ["integer", "null"], "minimum": 0},
-}, required=[])  # fmt: skip
+CUSTOMER_FIELDS = {
+    "name": trimmed(200, required=True),
+    "email": EMAIL,
+    "phone": {**NSTR, "description": "digits with spaces, + ( ) - . / (a + only first), "
+              "4 to 20 digits, at most 40 characters; stored as + and digits"},
+    "address": nullable(trimmed(500)),
+    "notes": nullable(trimmed(2000)),
+    "tags": {"type": "array", "maxItems": 20, "description": "duplicates are dropped",
+             "items": trimmed(50, required=True, nul=True)},
+    "credit_limit": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_AMOUNT},
+}
+CUSTOMER_INPUT = obj(CUSTOMER_FIELDS, required=["name"])
+# PATCH (and PUT, the same): any of the fields, at least one.
+CUSTOMER_UPDATE = {**obj(CUSTOMER_FIELDS, required=[]), "minProperties": 1}
 ENTRY = obj({
     "id": UUID,
     "type": {"enum": ["credit", "debit"]},
@@ -95,10 +133,12 @@ SALE = obj({
     "created_at": TIME,
 })  # fmt: skip
 SETTINGS = obj({
-    "earn_rate": {"type": "number", "minimum": 0, "description": "points per major unit"},
-    "point_value": {"type": "integer", "minimum": 0, "description": "minor units per point"},
-    "default_credit_limit": {"type": ["integer", "null"], "minimum": 0},
-    "currency": STR,
+    "earn_rate": {"type": "number", "minimum": 0, "maximum": 1000,
+                  "description": "points per major unit, at most 4 decimals"},
+    "point_value": {"type": "integer", "minimum": 0, "maximum": 1_000_000,
+                    "description": "minor units per point"},
+    "default_credit_limit": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_AMOUNT},
+    "currency": {"type": "string", "description": "ISO 4217 code; any case on input"},
 })  # fmt: skip
 BUCKETS = obj({k: INT for k in ("0-30", "31-60", "61-90", "90+")})
 PROBLEM = obj({
@@ -114,15 +154,17 @@ SCHEMAS: dict[str, Any] = {
     "CustomerDetail": obj({**CUSTOMER_PROPS,
                            "recent_purchases": {"type": "array", "items": PURCHASE}}),
     "CustomerInput": CUSTOMER_INPUT,
+    "CustomerUpdate": CUSTOMER_UPDATE,
     "LedgerEntry": ENTRY,
     "LedgerEntryInput": obj({
         "type": {"enum": ["credit", "debit"]},
         "amount": AMOUNT,
-        "description": NSTR,
+        "description": nullable(trimmed(500)),
         "reference_id": {"type": ["string", "null"], "format": "uuid"},
         "override_credit_limit": {"type": "boolean", "description": "owner only"},
     }, required=["type", "amount"]),
-    "RedeemInput": obj({"points": {"type": "integer", "minimum": 1}, "sale_id": UUID},
+    "RedeemInput": obj({"points": {**COUNT, "minimum": 1},
+                        "sale_id": {"type": ["string", "null"], "format": "uuid"}},
                        required=["points"]),
     "Redemption": obj({"redeemed": INT, "discount_amount": INT, "remaining_points": INT}),
     "Sale": SALE,
@@ -130,11 +172,14 @@ SCHEMAS: dict[str, Any] = {
         "customer_id": UUID,
         "total": AMOUNT,
         "payment_method": {"enum": ["cash", "card", "account"]},
-        "redeem_points": {"type": "integer", "minimum": 0},
-        "receipt_number": {"type": ["string", "null"], "description": "default REC-YYYYMMDD-NNN"},
+        "redeem_points": COUNT,
+        "receipt_number": {**nullable(trimmed(50, required=True)),
+                           "description": "trimmed, 1 to 50 characters; null or absent: "
+                                          "REC-YYYYMMDD-NNN"},
         "override_credit_limit": {"type": "boolean", "description": "owner only"},
     }, required=["customer_id", "total", "payment_method"]),
-    "RefundInput": obj({"amount": AMOUNT}, required=[]),
+    # null, like no body at all, refunds in full.
+    "RefundInput": {**obj({"amount": AMOUNT}, required=[]), "type": ["object", "null"]},
     "Refund": obj({**REFUND_PROPS, "sale_id": UUID, "sale": ref("Sale")}),
     "Settings": SETTINGS,
     "SettingsInput": {**SETTINGS, "required": [], "minProperties": 1},
@@ -192,20 +237,27 @@ def param(name: str, where: str, schema: dict, description: str, required: bool 
             "description": description}  # fmt: skip
 
 
+def query_int(lo: int, hi: int, default: int) -> dict[str, Any]:
+    """A whole number in ASCII digits (node.api.params.query_int); empty means the default."""
+    return {"anyOf": [{"type": "integer", "minimum": lo, "maximum": hi}, {"const": ""}],
+            "default": default}  # fmt: skip
+
+
 ID = param("id", "path", UUID, "customer id", required=True)
-PAGE = param("page", "query", {"type": "integer", "minimum": 1, "default": 1}, "page number")
+PAGE = param("page", "query", query_int(1, 1_000_000, 1), "page number")
 
 
 def limit(default: int) -> dict:
-    schema = {"type": "integer", "minimum": 1, "maximum": 100, "default": default}
-    return param("limit", "query", schema, "items per page (at most 100)")
+    return param("limit", "query", query_int(1, 100, default), "items per page (at most 100)")
 
 
 PERIOD = [
-    param("from", "query", STR, "inclusive start: a date (2025-05-18) or RFC 3339 time"),
-    param("to", "query", STR, "inclusive end: a date (whole day) or RFC 3339 time"),
+    param("from", "query", STR, "inclusive start: a date (2025-05-18) or RFC 3339 time; "
+          "empty: none"),
+    param("to", "query", STR, "inclusive end: a date (whole day) or RFC 3339 time; empty: none"),
 ]
-IDEMPOTENCY = param("Idempotency-Key", "header", {"type": "string", "maxLength": 255},
+IDEMPOTENCY = param("Idempotency-Key", "header",
+                    {"type": "string", "minLength": 1, "maxLength": 255},
                     "a retry with the same key and body returns the first response")  # fmt: skip
 
 LIST_HEADERS = {
@@ -227,9 +279,14 @@ ERRORS = {
                 "content": {"application/problem+json": {"schema": ref("Problem")}}}
     for code, text in [(400, "bad request"), (401, "missing or invalid token"),
                        (403, "role may not do this"), (404, "not found"),
+                       (408, "the body did not arrive in time"),
                        (409, "conflict (credit limit, points, duplicate)"), (413, "body too large"),
                        (422, "validation failed")]
 }  # fmt: skip
+ERRORS["429"] = {
+    **ERRORS["409"], "description": "too many failed authentications from this address",
+    "headers": {"Retry-After": {"schema": INT, "description": "seconds"}},
+}
 
 
 def body(name: str, required: bool = True) -> dict:
@@ -253,11 +310,13 @@ def listing(name: str) -> dict:
 
 
 SEARCH = [
-    param("search", "query", STR, "name, email or phone substring (phone ignores formatting)"),
-    param("sort", "query", {"enum": ["name", "created_at", "total_spent", "loyalty_points"],
-                            "default": "created_at"}, "sort field"),
-    param("order", "query", {"type": "string", "pattern": "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])$"},
-          "ASC or DESC, any case; default ASC for name, else DESC"),
+    param("search", "query", {"type": "string", "pattern": "^[^\\x00-\\x1f]*$"},
+          "name, email or phone substring (phone ignores formatting); only the first 200 "
+          "characters count; no control characters"),
+    param("sort", "query", {"enum": ["", "name", "created_at", "total_spent", "loyalty_points"],
+                            "default": "created_at"}, "sort field; empty: the default"),
+    param("order", "query", {"type": "string", "pattern": "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$"},
+          "ASC or DESC, any case; empty or absent: ASC for name, else DESC"),
 ]  # fmt: skip
 ENTRY_ID = param("entry_id", "path", UUID, "ledger entry id", required=True)
 SALE_ID = param("id", "path", UUID, "sale id", required=True)
@@ -275,8 +334,8 @@ PATHS = {
         "get": op("Get a customer with recent purchases and ledger balance",
                   ok(ref("CustomerDetail")), [ID]),
         "patch": op("Update a customer (partial; tags replaced)", ok(ref("CustomerDetail")), [ID],
-                    body("CustomerInput")),
-        "put": op("Same as PATCH", ok(ref("CustomerDetail")), [ID], body("CustomerInput")),
+                    body("CustomerUpdate")),
+        "put": op("Same as PATCH", ok(ref("CustomerDetail")), [ID], body("CustomerUpdate")),
         "delete": op("Delete (or anonymize when it has history); owner only",
                      ok(ref("Message")), [ID]),
     },
@@ -317,8 +376,7 @@ PATHS = {
     },
     "/api/v1/reports/receivables": {
         "get": op("Who owes what, with ageing buckets", ok(ref("Receivables")),
-                  [param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000,
-                                            "default": 100}, "customers listed")]),
+                  [param("limit", "query", query_int(1, 1000, 100), "customers listed")]),
     },
     "/api/v1/sync/status": {
         "get": op("Sync: last success, queue depth, oldest unsent, pull lag, conflicts",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,8 +14,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from node import idempotency
 from node.api.keys import TOKEN
 from node.errors import Invalid, Malformed, TooSlow, invalid
-from node.ids import parse_uuid
-from node.validation import NOT_TEXT, is_text
+from node.validation import NOT_TEXT, canonical_uuid, is_text
 
 MAX_LIMIT = 100
 # A whole body (at most 1 MiB) must arrive within this; a client dribbling bytes is cut off.
@@ -75,7 +75,7 @@ def not_unicode(value: Any, where: str = "") -> Iterator[str]:
 
 
 def path_id(request: web.Request, name: str = "id") -> str:
-    value = parse_uuid(request.match_info[name])
+    value = canonical_uuid(request.match_info[name])
     if value is None:
         detail = f"'{request.match_info[name]}' is not a valid id"
         raise Malformed([(name, "must be a UUID")], detail)
@@ -86,10 +86,10 @@ def query_int(request: web.Request, name: str, default: int, lo: int, hi: int | 
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise invalid(name, "must be a whole number") from None
+    # ASCII digits only: int() would also take ' 5', '+5', '1_0' and other scripts' digits.
+    if not re.fullmatch(r"-?[0-9]{1,18}", raw):
+        raise invalid(name, "must be a whole number")
+    value = int(raw)
     if value < lo or (hi is not None and value > hi):
         raise invalid(name, f"must be between {lo} and {hi}" if hi else f"must be at least {lo}")
     return value

@@ -147,3 +147,39 @@ async def test_real_responses_match_their_schemas(api):
     await check(await api.client.get("/api/v1/openapi.json"), "GET", "/api/v1/openapi.json")
     # Every documented operation was exercised at least once.
     assert {(m, p) for m, p, _ in check.seen} == documented_operations()
+
+
+def test_text_patterns_accept_exactly_what_the_validators_accept():
+    """The body patterns (trimmed text, email, tags) against node.validation, edge by edge:
+    Unicode whitespace around and inside, NUL, the length limit before and after trimming."""
+    import random
+
+    from node import validation
+    from node.customers import PROFILE_FIELDS
+
+    fields = DOCUMENT["components"]["schemas"]["CustomerInput"]["properties"]
+    cases = {
+        "name": (re.compile(fields["name"]["pattern"]), PROFILE_FIELDS["name"], 200),
+        "email": (re.compile(fields["email"]["pattern"]), PROFILE_FIELDS["email"], 30),
+        "notes": (re.compile(fields["notes"]["pattern"]), PROFILE_FIELDS["notes"], 2000),
+        "tag": (re.compile(fields["tags"]["items"]["pattern"]),
+                lambda tag: validation.tags([tag]), 50),
+    }  # fmt: skip
+    alphabet = [" ", "\t", "\x00", "\x1c", "\x85", "\u3000", "\ufeff", "a", "@", ".", "é"]
+    rng = random.Random(7)
+
+    def accepted(parse, value: str) -> bool:
+        try:
+            parse(value)
+        except ValueError:
+            return False
+        return True
+
+    for name, (pattern, parse, limit) in cases.items():
+        for _ in range(3000):
+            size = rng.choice([0, 1, 2, 3, 6, limit - 1, limit, limit + 1, limit + 2])
+            value = "".join(rng.choice(alphabet) for _ in range(size))
+            if name == "email" and rng.random() < 0.5:
+                value = " " * rng.randint(0, 2) + "jo.e@ex.co" + value[:3]
+            expected = accepted(parse, value)
+            assert bool(pattern.search(value)) == expected, (name, value, expected)
