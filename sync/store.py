@@ -202,13 +202,18 @@ class CentralStore:
                                          f"but central holds {high}")  # fmt: skip
             batch = sorted(batch, key=lambda c: c["origin_seq"])
             held = self._held_bodies([c["id"] for c in batch])
-            fresh = []
+            fresh, moved = [], {}
             for change in batch:
                 seq = change["origin_seq"]
                 if change["id"] in held:
-                    if not self._same(held[change["id"]], change):
+                    body, _, held_origin, held_seq, owner = held[change["id"]]
+                    if not same_change(change["kind"], body, change["body"]):
                         self._quarantine(store_id, change, "same id, different body")
                         conflicts.append(change["id"])
+                    elif (held_origin, held_seq) != (origin, seq) and owner == store_id:
+                        # Held under another of this store's identities (it was restored
+                        # from a backup twice and renumbered the change again).
+                        moved[change["id"]] = [held_origin, held_seq]
                 elif seq <= high or reused:
                     # After a reused number nothing later of this batch may land: it could
                     # depend on the change that has to move to a new origin.
@@ -226,7 +231,8 @@ class CentralStore:
                         self._tombstone(change["entity_id"], change["id"])
         if any(change["kind"] in TOMBSTONE_KINDS for change in fresh):
             self._checkpoint()
-        return {"acked_seq": high, "conflicts": conflicts, "reused": reused, "epoch": current}
+        answer = {"acked_seq": high, "conflicts": conflicts, "reused": reused, "epoch": current}
+        return {**answer, "moved": moved} if moved else answer
 
     def _claim_origin(self, store_id: str, origin: str) -> int:
         rows = self._rows("SELECT store_id, high_seq FROM origin WHERE id = ?", (origin,))
@@ -238,16 +244,16 @@ class CentralStore:
             raise Forbidden(f"origin {origin} belongs to another store")
         return rows[0]["high_seq"]
 
-    def _held_bodies(self, ids: list[str]) -> dict[str, tuple[str, bool]]:
+    def _held_bodies(self, ids: list[str]) -> dict[str, tuple[str, bool, str, int, str]]:
+        """Changes held among `ids`: body, scrubbed, origin, sequence, the origin's store."""
         if not ids:
             return {}
         marks = ", ".join("?" for _ in ids)
-        rows = self._rows(f"SELECT id, body, scrubbed FROM change WHERE id IN ({marks})", ids)
-        return {r["id"]: (r["body"], bool(r["scrubbed"])) for r in rows}
-
-    @staticmethod
-    def _same(held: tuple[str, bool], change: dict[str, Any]) -> bool:
-        return same_change(change["kind"], held[0], change["body"])
+        rows = self._rows(
+            f"SELECT c.id, c.body, c.scrubbed, c.origin, c.origin_seq, o.store_id FROM change c "
+            f"LEFT JOIN origin o ON o.id = c.origin WHERE c.id IN ({marks})", ids)  # fmt: skip
+        return {r["id"]: (r["body"], bool(r["scrubbed"]), r["origin"], r["origin_seq"],
+                          r["store_id"]) for r in rows}  # fmt: skip
 
     def _insert(self, fresh: list[dict[str, Any]]) -> None:
         received = now_iso()

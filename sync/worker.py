@@ -231,6 +231,12 @@ async def _push_origin(
         central = answer["acked_seq"]
         result.conflicts += len(answer.get("conflicts", []))
         reused += answer.get("reused", [])
+        if current and answer.get("moved"):
+            # Central holds some of these under an earlier identity of ours: take its
+            # numbering for them, close the gaps they leave, and send the rest again.
+            origin = _adopt_numbering(origin, answer["moved"], acked or 0)
+            position, reused = acked or 0, []
+            continue
         local_high = _local_high(origin)
         sent = batch[-1]["origin_seq"] if batch else position
         if current and not reused and central > sent and local_high > sent:
@@ -313,6 +319,32 @@ def _take_new_identity(old: str, first_unheld: int | None) -> str:
     log.warning("central holds changes of origin %s this node lacks: restored from a "
                 "backup; continuing as origin %s", old, new)  # fmt: skip
     return new
+
+
+def _adopt_numbering(origin: str, moved: dict[str, list], acked: int) -> str:
+    """Changes central holds under another of our identities keep central's numbering; the
+    rest of `origin`'s unacknowledged changes close up after `acked`, in order."""
+    with database.atomic():
+        if changes.origin_id() != origin:
+            return changes.origin_id()  # another round moved first
+        known = set(changes.shop_origins())
+        for change_id, (held_origin, held_seq) in moved.items():
+            database.execute_sql(
+                "UPDATE change_log SET origin = ?, origin_seq = ? WHERE id = ?",
+                (held_origin, held_seq, change_id),
+            )
+            if held_origin not in known:
+                known.add(held_origin)
+                set_meta("previous_origin_ids",
+                         json.dumps([*changes.previous_origins(), held_origin]))  # fmt: skip
+        rest = fetch_all(
+            "SELECT id FROM change_log WHERE origin = ? AND origin_seq > ? ORDER BY origin_seq",
+            (origin, acked),
+        )
+        for seq, row in enumerate(rest, start=acked + 1):
+            database.execute_sql("UPDATE change_log SET origin_seq = ? WHERE id = ?",
+                                 (seq, row["id"]))  # fmt: skip
+    return origin
 
 
 async def pull_all(transport: Transport, result: RoundResult, state: SyncState | None) -> None:
