@@ -17,6 +17,7 @@ from node.db import get_meta, set_meta
 
 # A remote clock more than this far ahead of our wall clock is held back and reported.
 MAX_DRIFT_MS = 5 * 60 * 1000
+MAX_COUNTER = 999_999
 _KEY = "hlc"
 
 
@@ -68,6 +69,8 @@ def tick(origin: str, after: str | None = None) -> str:
             last_wall, last_counter = max((last_wall, last_counter), (after_wall, after_counter))
     if wall > last_wall:
         stamp = encode(wall, 0, origin)
+    elif last_counter >= MAX_COUNTER:  # six digits: move the clock on a millisecond instead
+        stamp = encode(last_wall + 1, 0, origin)
     else:
         stamp = encode(last_wall, last_counter + 1, origin)
     set_meta(_KEY, stamp)

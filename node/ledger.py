@@ -20,6 +20,7 @@ from node.periods import period_filter
 from node.settings import get_settings
 
 ENTRY_COLUMNS = "id, type, amount, description, reference_id, reverses_id, created_at"
+DESCRIPTION_MAX = 500  # what the API and the sync protocol accept
 
 
 def credit_limit_for(customer: dict[str, Any]) -> int | None:
@@ -111,7 +112,7 @@ def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
             customer_id,
             opposite,
             original["amount"],
-            f"Reversal of: {original['description']}",
+            f"Reversal of: {original['description']}"[:DESCRIPTION_MAX],
             reference_id=entry_id,
             reverses_id=entry_id,
         )

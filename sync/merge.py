@@ -22,12 +22,15 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from typing import Any
+
+import peewee
 
 from node import changes, derive, hlc
 from node.changes import TOMBSTONE_KINDS
 from node.customers import ANONYMIZED_NAME, scrub_customer, set_profile
-from node.db import execute, fetch_all, fetch_one
+from node.db import database, execute, fetch_all, fetch_one
 from node.ids import now_iso
 from node.ledger import credit_limit_for
 from sync.protocol import FACTS
@@ -76,8 +79,24 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
         _maybe_waiting = True
         return "pending"
     _apply(change, body, my_origin)
-    _release(change, body, my_origin)
+    _release(_made_by(change, body), my_origin)
     return "applied"
+
+
+# What apply_change may raise for a change that cannot be applied (it is quarantined).
+UNAPPLICABLE = (peewee.IntegrityError, ValueError, KeyError, TypeError)
+
+
+def apply_isolated(change: dict[str, Any], my_origin: str) -> str:
+    """apply_change in its own savepoint: a change that cannot be applied is quarantined
+    (reported, rolled back) and never takes the changes around it down with it."""
+    try:
+        with database.atomic():
+            return apply_change(change, my_origin)
+    except UNAPPLICABLE as exc:
+        report("quarantined", f"{change['kind']} could not be applied: "
+               f"{type(exc).__name__}: {exc}", change["id"])  # fmt: skip
+        return "unapplied"
 
 
 def _customer_of(change: dict[str, Any], body: dict[str, Any]) -> str | None:
@@ -134,24 +153,55 @@ def _hold(change: dict[str, Any], waits_for: str) -> None:
     )
 
 
-def _release(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> None:
-    """Apply the changes that waited for what this one brought."""
-    if not _maybe_waiting:
-        return
+def _made_by(change: dict[str, Any], body: dict[str, Any]) -> set[str]:
+    """The ids a change brings that other changes may wait for."""
     made = {change["entity_id"]}
     for table in FACTS.get(change["kind"], {}):
         made.update(row["id"] for row in body.get(table, []))
     if change["kind"] in TOMBSTONE_KINDS:
         made.add(body["customer_id"])
-    marks = ", ".join("?" for _ in made)
-    waiting = fetch_all(
-        f"SELECT change_id, change FROM sync_pending WHERE waits_for IN ({marks}) "
-        "ORDER BY received_at, change_id",
-        tuple(made),
-    )
-    for row in waiting:
-        execute("DELETE FROM sync_pending WHERE change_id = ?", (row["change_id"],))
-        apply_change(json.loads(row["change"]), my_origin)
+    return made
+
+
+def _release(made: set[str], my_origin: str) -> None:
+    """Apply the changes that waited for these ids, and those that waited for them in turn
+    (a worklist, not recursion: a chain of any length), each in its own savepoint."""
+    if not _maybe_waiting:
+        return
+    todo = set(made)
+    while todo:
+        marks = ", ".join("?" for _ in todo)
+        waiting = fetch_all(
+            f"SELECT change_id, change FROM sync_pending WHERE waits_for IN ({marks}) "
+            "ORDER BY received_at, change_id",
+            tuple(todo),
+        )
+        todo = set()
+        for row in waiting:
+            execute("DELETE FROM sync_pending WHERE change_id = ?", (row["change_id"],))
+            change = json.loads(row["change"])
+            if _apply_released(change, my_origin) == "applied":
+                todo |= _made_by(change, json.loads(change["body"]))
+
+
+def _apply_released(change: dict[str, Any], my_origin: str) -> str:
+    """A waiting change whose prerequisite came: applied without releasing others (the
+    caller's worklist does), in its own savepoint."""
+    global _maybe_waiting
+    try:
+        with database.atomic():
+            body = json.loads(change["body"])
+            waits_for = _missing(change, body)
+            if waits_for is not None:
+                _hold(change, waits_for)
+                _maybe_waiting = True
+                return "pending"
+            _apply(change, body, my_origin)
+            return "applied"
+    except UNAPPLICABLE as exc:
+        report("quarantined", f"{change['kind']} could not be applied: "
+               f"{type(exc).__name__}: {exc}", change["id"])  # fmt: skip
+        return "unapplied"
 
 
 def retry_clock_waits(my_origin: str) -> int:
@@ -164,7 +214,7 @@ def retry_clock_waits(my_origin: str) -> int:
         change = json.loads(row["change"])
         if not hlc.too_far_ahead(change["hlc"]):
             execute("DELETE FROM sync_pending WHERE change_id = ?", (row["change_id"],))
-            applied += apply_change(change, my_origin) == "applied"
+            applied += apply_isolated(change, my_origin) == "applied"
     return applied
 
 
@@ -294,6 +344,7 @@ def _flush() -> None:
         customer_id = derive.sale(sale_id)
         if customer_id is not None:
             touched_customers.setdefault(customer_id, None)
+            _report_over_refund(sale_id)
     for customer_id, took in sorted(touched_customers.items()):
         derive.customer(customer_id)
         if took is not None:
@@ -303,12 +354,21 @@ def _flush() -> None:
 def _keep_one_reversal(row: dict[str, Any], change: dict[str, Any]) -> bool:
     """True to store this reversal: the entry has none yet, or this one is earlier (then
     the later one goes). The loser is reported; every node keeps the same one."""
+    original = fetch_one(
+        "SELECT customer_id, type, amount, reverses_id FROM ledger_entry WHERE id = ?",
+        (row["reverses_id"],),
+    )
+    if original is None or original["reverses_id"] is not None or (
+        original["customer_id"], original["amount"]) != (row["customer_id"], row["amount"]
+    ) or original["type"] == row["type"]:  # fmt: skip
+        raise ValueError(f"entry {row['id']} does not reverse {row['reverses_id']}: another "
+                         "customer, amount or type, or a reversal of a reversal")  # fmt: skip
     held = fetch_one(
         "SELECT id, created_at FROM ledger_entry WHERE reverses_id = ?", (row["reverses_id"],)
     )
     if held is None:
         return True
-    if (row["created_at"], row["id"]) < (held["created_at"], held["id"]):
+    if (_instant(row["created_at"]), row["id"]) < (_instant(held["created_at"]), held["id"]):
         execute("DELETE FROM ledger_entry WHERE id = ?", (held["id"],))
         loser = f"the reversal made at {held['created_at']}"
         keep = True
@@ -320,6 +380,10 @@ def _keep_one_reversal(row: dict[str, Any], change: dict[str, Any]) -> bool:
     return keep
 
 
+def _instant(stamp: str) -> datetime:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+
+
 def _report_receipt_clash(sale: dict[str, Any], change_id: str) -> None:
     clash = fetch_one(
         "SELECT id FROM sale WHERE origin = ? AND receipt_number = ? AND id <> ?",
@@ -329,6 +393,18 @@ def _report_receipt_clash(sale: dict[str, Any], change_id: str) -> None:
         detail = (f"receipt {sale['receipt_number']} was issued twice by one shop "
                   f"(sales {clash['id']} and {sale['id']}), after a restore")  # fmt: skip
         report("receipt_reused", detail, change_id)
+
+
+def _report_over_refund(sale_id: str) -> None:
+    """Two shops refunding one sale offline: both refunds are kept (money moved at both
+    tills); the excess is reported, once per sale."""
+    sale = fetch_one("SELECT receipt_number, total - discount_amount AS paid, refunded_amount "
+                     "FROM sale WHERE id = ?", (sale_id,))  # fmt: skip
+    if sale["refunded_amount"] > sale["paid"] and not fetch_one(
+        "SELECT 1 FROM sync_report WHERE kind = 'over_refund' AND change_id = ?", (sale_id,)
+    ):
+        report("over_refund", f"sale {sale['receipt_number']} was refunded "
+               f"{sale['refunded_amount']} of {sale['paid']} paid, at two shops", sale_id)
 
 
 def _report_overdraft(customer_id: str, change_id: str) -> None:

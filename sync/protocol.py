@@ -124,8 +124,8 @@ def nullable(check: Check) -> Check:
 
 
 def tags_json(value: Any) -> str:
-    """Tags as stored: the JSON text of a list of short strings."""
-    text(max_len=2000)(value)
+    """Tags as stored: the JSON text of a list of short strings (non-ASCII escaped)."""
+    text(max_len=20 * 50 * 6 + 100)(value)
     try:
         tags = json.loads(value)
     except ValueError:

@@ -131,9 +131,15 @@ class CentralStore:
             new = upgrade_body(row["kind"], row["body"], row["id"], row["recorded_at"])
             if new != row["body"]:
                 self._sql("UPDATE change SET body = ? WHERE id = ?", (new, row["id"]))
+        for row in self._rows("SELECT id, change_id, body FROM quarantine"):
+            try:
+                new = upgrade_body("", row["body"], row["change_id"] or "", "")
+            except (ValueError, TypeError, AttributeError, KeyError):
+                new = "{}"  # unreadable: keep the record, not the content
+            self._sql("UPDATE quarantine SET body = ? WHERE id = ?", (new, row["id"]))
         for row in self._rows("SELECT id, entity_id, recorded_at FROM change WHERE kind IN "
                               "('customer.deleted', 'customer.anonymized') ORDER BY gseq"):
-            self._add_tombstone(row["entity_id"], row["id"])
+            self._tombstone(row["entity_id"], row["id"])
         self._set_meta("schema", SCHEMA_VERSION)
 
     @property

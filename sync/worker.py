@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
-import peewee
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -52,6 +51,10 @@ LOCK_WAIT = 120.0  # seconds a round waits for another round on this node to fin
 
 class CentralUnreachable(Exception):
     """Central could not be reached or answered with an error."""
+
+
+class CentralRefused(CentralUnreachable):
+    """Central answered, but refused (4xx) or quarantined what we sent."""
 
 
 @dataclass
@@ -115,7 +118,8 @@ async def _answer(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]
     """Central's JSON answer, or CentralUnreachable saying why it refused."""
     body = await response.json(content_type=None)
     if response.status != 200:
-        raise CentralUnreachable(f"{what} refused ({response.status}): {body.get('detail')}")
+        error = CentralRefused if 400 <= response.status < 500 else CentralUnreachable
+        raise error(f"{what} refused ({response.status}): {body.get('detail')}")
     return body
 
 
@@ -166,7 +170,12 @@ async def sync_round(transport: Transport, state: SyncState | None = None) -> Ro
     """Push everything unsent, then pull until caught up (one round at a time per node)."""
     result = RoundResult()
     async with round_lock():
-        await push_all(transport, result)
+        try:
+            await push_all(transport, result)
+        except CentralRefused:
+            # Central refused one of our changes: keep receiving the others' anyway.
+            await pull_all(transport, result, state)
+            raise
         await pull_all(transport, result, state)
     return result
 
@@ -258,14 +267,14 @@ async def _push_origin(
             continue
         if not current:
             if central == position and batch:
-                raise CentralUnreachable("central accepted none of the batch (see its quarantine)")
+                raise CentralRefused("central accepted none of the batch (see its quarantine)")
             result.pushed += max(0, central - position)
             position = central
             continue
         if central < acked:
             result.notes.append(f"central holds only up to {central}: re-sending")
         elif central == acked and batch:
-            raise CentralUnreachable("central accepted none of the batch (see its quarantine)")
+            raise CentralRefused("central accepted none of the batch (see its quarantine)")
         result.pushed += max(0, central - acked)
         acked = position = central
         epoch = answer.get("epoch")
@@ -394,13 +403,7 @@ def _apply_one(raw: dict[str, Any], origin: str) -> str:
         merge.report("quarantined", f"malformed change: {exc}",
                      change_id if isinstance(change_id, str) else None)  # fmt: skip
         return "invalid"
-    try:
-        with database.atomic():
-            return merge.apply_change(change, origin)
-    except (peewee.IntegrityError, ValueError, KeyError, TypeError) as exc:
-        merge.report("quarantined", f"{change['kind']} could not be applied: "
-                     f"{type(exc).__name__}: {exc}", change["id"])  # fmt: skip
-        return "unapplied"
+    return merge.apply_isolated(change, origin)
 
 
 def apply_page(

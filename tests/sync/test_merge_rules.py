@@ -201,3 +201,92 @@ def test_a_sale_refunded_at_two_shops_offline_is_kept_and_refused_a_third_time(c
     chain.use("b")
     chain.sync()
     assert customers.get_customer(cid)["ledger_balance"] == 1000
+
+
+def _log(kind: str | None = None) -> list[dict[str, Any]]:
+    where = f"WHERE kind = '{kind}'" if kind else ""
+    return db.fetch_all("SELECT id, origin, origin_seq, hlc, kind, entity_id, body, recorded_at "
+                        f"FROM change_log {where} ORDER BY origin_seq")  # fmt: skip
+
+
+def test_a_remote_stamp_with_a_full_counter_does_not_break_the_clock(chain: Chain):
+    chain.use("a")
+    cid = customers.create_customer({"name": "Counter"})["id"]
+    customers.update_customer(cid, {"notes": "x"})
+    created, edit = _log()
+    wall = time.time_ns() // 10**6
+    full = hlc.encode(wall + 1000, hlc.MAX_COUNTER, edit["origin"])
+    chain.use("b")
+    worker.apply_one(created, changes.origin_id())
+    assert worker.apply_one({**edit, "hlc": full}, changes.origin_id()) == "applied"
+    customers.update_customer(cid, {"notes": "mine"})  # ticks past the full counter
+    mine = [c for c in _log("customer.updated") if c["origin"] == changes.origin_id()][-1]
+    check_change(mine)  # still a stamp central accepts
+    assert hlc.decode(mine["hlc"]) > hlc.decode(full)
+
+
+def test_many_changes_waiting_for_one_customer_all_follow_it_in(chain: Chain):
+    chain.use("a")
+    cid = customers.create_customer({"name": "Popular"})["id"]
+    for _ in range(600):
+        ledger.record_entry(cid, "credit", 1, None)
+    created, *payments = _log()
+    chain.use("b")
+    origin = changes.origin_id()
+    with db.database.atomic():
+        for payment in reversed(payments):
+            assert worker._apply_one(payment, origin) == "pending"
+    assert worker.apply_one(created, origin) == "applied"
+    assert changes.queue_status()["pending"] == 0
+    assert customers.get_customer(cid)["ledger_balance"] == 600
+
+
+def test_a_waiting_change_that_cannot_apply_does_not_take_its_prerequisite_down(chain: Chain):
+    chain.use("a")
+    cid = customers.create_customer({"name": "Steady"})["id"]
+    first = ledger.record_entry(cid, "credit", 100, None)
+    ledger.record_entry(cid, "credit", 200, None)
+    created, good, second = _log()
+    # A hostile copy of the second payment that reuses the first payment's entry id.
+    body = json.loads(second["body"])
+    body["ledger_entry"][0]["id"] = first["id"]
+    clash = {**second, "id": "01900000-0000-7000-8000-00000000c1a5", "origin_seq": 99,
+             "entity_id": first["id"], "body": changes.encode_body(body)}  # fmt: skip
+    chain.use("b")
+    origin = changes.origin_id()
+    assert worker.apply_one(clash, origin) == "pending"
+    assert worker.apply_one(good, origin) == "pending"
+    assert worker.apply_one(created, origin) == "applied"  # the customer comes in anyway
+    # One of the two claims on that entry id is kept, the other quarantined and reported.
+    assert customers.get_customer(cid)["ledger_balance"] in (100, 200)
+    assert reports().get("quarantined") == 1 and changes.queue_status()["pending"] == 0
+
+
+def test_a_reversal_of_a_long_description_is_still_a_valid_change(chain: Chain):
+    chain.use("a")
+    cid = customers.create_customer({"name": "Wordy"})["id"]
+    entry = ledger.record_entry(cid, "credit", 100, "x" * 500)
+    ledger.reverse_entry(cid, entry["id"])
+    for change in _log():
+        check_change(change)
+
+
+def test_a_forged_reversal_cannot_replace_the_real_one(chain: Chain):
+    chain.use("a")
+    alice = customers.create_customer({"name": "Alice"})["id"]
+    bob = customers.create_customer({"name": "Bob"})["id"]
+    entry = ledger.record_entry(alice, "credit", 500, None)
+    ledger.reverse_entry(alice, entry["id"])
+    reversal = _log("ledger.reversal")[0]
+    chain.sync()
+    body = json.loads(reversal["body"])
+    row = body["ledger_entry"][0]
+    row.update(customer_id=bob, amount=1_000_000, created_at="2000-01-01T00:00:00.000Z")
+    forged = {**reversal, "id": "01900000-0000-7000-8000-00000000f0e9", "origin_seq": 99,
+              "body": changes.encode_body(body)}  # fmt: skip
+    chain.use("b")
+    chain.sync()
+    assert worker.apply_one(forged, changes.origin_id()) == "unapplied"
+    assert customers.get_customer(alice)["ledger_balance"] == 0
+    assert customers.get_customer(bob)["ledger_balance"] == 0
+    assert reports().get("quarantined") == 1
