@@ -216,8 +216,8 @@ SCHEMAS: dict[str, Any] = {
         "central_high": {"type": ["integer", "null"]}, "running": {"type": "boolean"},
         "reports": {"type": "object", "additionalProperties": INT,
                     "description": "counts by kind: conflict, quarantined, clock_ahead, "
-                                   "double_reversal, receipt_reused, points_below_zero, "
-                                   "credit_limit_exceeded"},
+                                   "double_reversal, over_refund, receipt_reused, "
+                                   "points_below_zero, credit_limit_exceeded"},
         "recent_reports": {"type": "array", "items": obj({
             "kind": STR, "change_id": NSTR, "detail": STR, "created_at": TIME})},
     }, required=["enabled", "origin", "push_queue_depth", "oldest_unsent_age_seconds",
