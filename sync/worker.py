@@ -389,8 +389,12 @@ def _retry_clock_waits(origin: str) -> int:
 
 def apply_one(raw: dict[str, Any], origin: str) -> str:
     """Apply one pulled change and bring the totals it feeds up to date."""
+    merge.scrubbed = False
     with database.atomic(), merge.totals_derived():
-        return _apply_one(raw, origin)
+        outcome = _apply_one(raw, origin)
+    if merge.scrubbed:
+        checkpoint()
+    return outcome
 
 
 def _apply_one(raw: dict[str, Any], origin: str) -> str:

@@ -290,3 +290,25 @@ def test_a_forged_reversal_cannot_replace_the_real_one(chain: Chain):
     assert customers.get_customer(alice)["ledger_balance"] == 0
     assert customers.get_customer(bob)["ledger_balance"] == 0
     assert reports().get("quarantined") == 1
+
+
+def test_a_deleted_customer_leaves_no_bytes_in_the_database_files(chain: Chain):
+    """Not in the rows, the -wal file, free pages or the search index's old segments."""
+    chain.use("a")
+    for i in range(50):
+        customers.create_customer({"name": f"Filler {i}"})
+    cid = customers.create_customer({"name": "Zebulon Quixotic",
+                                     "email": "zebulon.q@example.com"})["id"]  # fmt: skip
+    chain.sync()
+    chain.use("b")
+    chain.sync()
+    chain.use("a")
+    assert customers.delete_customer(cid) == "deleted"
+    chain.sync()
+    chain.use("b")
+    chain.sync()
+    for shop in ("a", "b"):
+        files = [f for f in chain.tmp.iterdir() if f.name.startswith(f"{shop}.db")]
+        raw = b"".join(f.read_bytes() for f in files).lower()
+        for needle in (b"zebulon", b"quixotic", b"ebu"):  # "ebu": a trigram of the name
+            assert needle not in raw, (shop, needle)
