@@ -147,7 +147,8 @@ def scrub_customer(customer_id: str) -> str:
     stamp = now_iso()
     execute(
         "UPDATE customer SET name = ?, email = NULL, phone = NULL, phone_digits = NULL, "
-        "address = NULL, notes = NULL, tags = '[]', anonymized_at = COALESCE(anonymized_at, ?), "
+        "address = NULL, notes = NULL, tags = '[]', credit_limit = NULL, "
+        "anonymized_at = COALESCE(anonymized_at, ?), "
         "updated_at = ? WHERE id = ?",
         (ANONYMIZED_NAME, stamp, stamp, customer_id),
     )
