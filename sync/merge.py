@@ -53,7 +53,12 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
     """Apply one checked remote change (caller holds a savepoint):
     applied / duplicate / conflict / pending."""
     global _maybe_waiting
-    held = fetch_one("SELECT body FROM change_log WHERE id = ?", (change["id"],))
+    found = fetch_all(
+        "SELECT id, body FROM change_log WHERE id = ? OR (origin = ? AND origin_seq = ?)",
+        (change["id"], change["origin"], change["origin_seq"]),
+    )
+    held = next((r for r in found if r["id"] == change["id"]), None)
+    taken = next((r for r in found if r["id"] != change["id"]), None)
     if held is None and _maybe_waiting:
         waiting = fetch_one("SELECT change FROM sync_pending WHERE change_id = ?", (change["id"],))
         held = {"body": json.loads(waiting["change"])["body"]} if waiting else None
@@ -65,10 +70,6 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
     if change["origin"] == my_origin:
         report("conflict", "a change under this node's own origin came back unknown", change["id"])
         return "conflict"
-    taken = fetch_one(
-        "SELECT id FROM change_log WHERE origin = ? AND origin_seq = ?",
-        (change["origin"], change["origin_seq"]),
-    )
     if taken is not None:
         report("conflict", f"origin sequence reused by another change {taken['id']}", change["id"])
         return "conflict"
@@ -94,6 +95,7 @@ def apply_isolated(change: dict[str, Any], my_origin: str) -> str:
         with database.atomic():
             return apply_change(change, my_origin)
     except UNAPPLICABLE as exc:
+        _customers_held.clear()  # what the rolled-back savepoint saw may be gone
         report("quarantined", f"{change['kind']} could not be applied: "
                f"{type(exc).__name__}: {exc}", change["id"])  # fmt: skip
         return "unapplied"
@@ -111,9 +113,19 @@ def _customer_of(change: dict[str, Any], body: dict[str, Any]) -> str | None:
     return None  # a refund: its sale names the customer
 
 
+def _held_customer(customer_id: str) -> bool:
+    """The customer's row is here (remembered for the page: most changes of a page are
+    about customers already seen in it)."""
+    if customer_id in _customers_held:
+        return True
+    if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is None:
+        return False
+    _customers_held.add(customer_id)
+    return True
+
+
 def _known_customer(customer_id: str) -> bool:
-    return (fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is not None
-            or changes.tombstoned(customer_id))  # fmt: skip
+    return _held_customer(customer_id) or changes.tombstoned(customer_id)
 
 
 def _missing(change: dict[str, Any], body: dict[str, Any]) -> str | None:
@@ -199,6 +211,7 @@ def _apply_released(change: dict[str, Any], my_origin: str) -> str:
             _apply(change, body, my_origin)
             return "applied"
     except UNAPPLICABLE as exc:
+        _customers_held.clear()  # what the rolled-back savepoint saw may be gone
         report("quarantined", f"{change['kind']} could not be applied: "
                f"{type(exc).__name__}: {exc}", change["id"])  # fmt: skip
         return "unapplied"
@@ -220,8 +233,11 @@ def retry_clock_waits(my_origin: str) -> int:
 
 def _apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> None:
     kind = change["kind"]
-    if not hlc.observe(change["hlc"], my_origin):
+    global _latest_stamp
+    if hlc.too_far_ahead(change["hlc"]):
         report("clock_ahead", f"remote clock {change['hlc']} is far ahead of ours", change["id"])
+    elif _latest_stamp is None or hlc.decode(change["hlc"]) > hlc.decode(_latest_stamp):
+        _latest_stamp = change["hlc"]  # folded into our clock once, when the page ends
     customer_id = _customer_of(change, body)
     if kind in ("customer.created", "customer.updated") and changes.tombstoned(customer_id):
         # A late creation or edit of a deleted customer: keep the change, not the data.
@@ -266,6 +282,7 @@ def _tombstone(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
     global scrubbed
     customer_id = body["customer_id"]
     changes.add_tombstone(customer_id, kind.split(".")[1], body.get("created_at"), change["id"])
+    _customers_held.discard(customer_id)
     if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is not None:
         scrub_customer(customer_id)
     changes.scrub_logged_changes(customer_id)
@@ -274,7 +291,7 @@ def _tombstone(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
 
 def _ensure_customer(customer_id: str, fact_created_at: str) -> None:
     """History for a customer this node deleted: kept under an anonymized placeholder."""
-    if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)):
+    if _held_customer(customer_id):
         return
     stone = fetch_one("SELECT created_at FROM tombstone WHERE customer_id = ?", (customer_id,))
     stamp = now_iso()
@@ -318,22 +335,31 @@ touched_customers: dict[str, str | None] = {}
 # False while sync_pending is known to be empty (checked once per page): saves two lookups
 # a change during a catch-up.
 _maybe_waiting = True
+# Customers known to have a row here, and the latest remote stamp seen, in this page.
+_customers_held: set[str] = set()
+_latest_stamp: str | None = None
 
 
 @contextmanager
 def totals_derived() -> Iterator[None]:
     """Changes applied inside feed totals that are recomputed once, at the end (inside
     the caller's transaction): once per page instead of once per fact."""
-    global _maybe_waiting
+    global _maybe_waiting, _latest_stamp
     touched_sales.clear()
     touched_customers.clear()
+    _customers_held.clear()
+    _latest_stamp = None
     _maybe_waiting = fetch_one("SELECT EXISTS (SELECT 1 FROM sync_pending) AS n")["n"] == 1
     try:
         yield
         _flush()
+        if _latest_stamp is not None:
+            hlc.observe(_latest_stamp, changes.origin_id())
     finally:
         touched_sales.clear()
         touched_customers.clear()
+        _customers_held.clear()
+        _latest_stamp = None
         _maybe_waiting = True
 
 
