@@ -321,6 +321,8 @@ def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> Non
             takes_away |= (table == "ledger_entry" and row["type"] == "debit"
                            or table == "loyalty_event" and row["points"] < 0)  # fmt: skip
             sales.add(row["id"] if table == "sale" else row.get("sale_id"))
+            if table == "refund":
+                refunded_sales.add(row["sale_id"])
     # Totals are recomputed once per page (flush), not once per fact.
     touched_sales.update(sales - {None})
     if customer_id is not None:
@@ -331,6 +333,7 @@ def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> Non
 # What the changes applied since the last flush() touched: sales, and customers with the
 # id of a change that took something away from them (for the overdraft report), if any.
 touched_sales: set[str] = set()
+refunded_sales: set[str] = set()
 touched_customers: dict[str, str | None] = {}
 # False while sync_pending is known to be empty (checked once per page): saves two lookups
 # a change during a catch-up.
@@ -346,6 +349,7 @@ def totals_derived() -> Iterator[None]:
     the caller's transaction): once per page instead of once per fact."""
     global _maybe_waiting, _latest_stamp
     touched_sales.clear()
+    refunded_sales.clear()
     touched_customers.clear()
     _customers_held.clear()
     _latest_stamp = None
@@ -357,6 +361,7 @@ def totals_derived() -> Iterator[None]:
             hlc.observe(_latest_stamp, changes.origin_id())
     finally:
         touched_sales.clear()
+        refunded_sales.clear()
         touched_customers.clear()
         _customers_held.clear()
         _latest_stamp = None
@@ -370,7 +375,8 @@ def _flush() -> None:
         customer_id = derive.sale(sale_id)
         if customer_id is not None:
             touched_customers.setdefault(customer_id, None)
-            _report_over_refund(sale_id)
+            if sale_id in refunded_sales:
+                _report_over_refund(sale_id)
     for customer_id, took in sorted(touched_customers.items()):
         derive.customer(customer_id)
         if took is not None:
