@@ -12,6 +12,7 @@ same sums.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 from node.db import execute, fetch_one
@@ -57,19 +58,31 @@ def _update(table: str, alias: str, exprs: dict[str, str], row_id: str) -> None:
     )
 
 
-def customer(customer_id: str) -> None:
-    """Recompute a customer's totals from their facts."""
-    _update("customer", "c", CUSTOMER_TOTALS, customer_id)
+# Which customer totals each kind of fact feeds (a payment moves only the balance).
+FEEDS = {
+    "ledger_entry": ("ledger_balance",),
+    "loyalty_event": ("loyalty_points",),
+    "sale": ("total_spent", "total_orders"),
+    "refund": ("total_spent", "total_orders"),
+    "sale_discount": ("total_spent", "total_orders"),
+}
 
 
-def sale(sale_id: str) -> str | None:
-    """Recompute a sale's counters from its refunds and late discounts, then its customer's
-    totals; returns the customer id (None if the sale is not held)."""
+def customer(customer_id: str, columns: Iterable[str] | None = None) -> None:
+    """Recompute a customer's totals (or only `columns` of them) from their facts."""
+    exprs = CUSTOMER_TOTALS if columns is None else {c: CUSTOMER_TOTALS[c] for c in columns}
+    _update("customer", "c", exprs, customer_id)
+
+
+def sale(sale_id: str, with_customer: bool = True) -> str | None:
+    """Recompute a sale's counters from its refunds and late discounts, then (unless told
+    not to) its customer's totals; returns the customer id (None if the sale is not held)."""
     _update("sale", "s", SALE_COUNTERS, sale_id)
     row = fetch_one("SELECT customer_id FROM sale WHERE id = ?", (sale_id,))
     if row is None:
         return None
-    customer(row["customer_id"])
+    if with_customer:
+        customer(row["customer_id"])
     return row["customer_id"]
 
 

@@ -323,6 +323,9 @@ def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> Non
             sales.add(row["id"] if table == "sale" else row.get("sale_id"))
             if table == "refund":
                 refunded_sales.add(row["sale_id"])
+            if "customer_id" in row:
+                touched_totals.setdefault(row["customer_id"], set()).update(
+                    derive.FEEDS[table])
     # Totals are recomputed once per page (flush), not once per fact.
     touched_sales.update(sales - {None})
     if customer_id is not None:
@@ -335,6 +338,7 @@ def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> Non
 touched_sales: set[str] = set()
 refunded_sales: set[str] = set()
 touched_customers: dict[str, str | None] = {}
+touched_totals: dict[str, set[str]] = {}  # customer -> the totals its new facts feed
 # False while sync_pending is known to be empty (checked once per page): saves two lookups
 # a change during a catch-up.
 _maybe_waiting = True
@@ -351,6 +355,7 @@ def totals_derived() -> Iterator[None]:
     touched_sales.clear()
     refunded_sales.clear()
     touched_customers.clear()
+    touched_totals.clear()
     _customers_held.clear()
     _latest_stamp = None
     _maybe_waiting = fetch_one("SELECT EXISTS (SELECT 1 FROM sync_pending) AS n")["n"] == 1
@@ -363,6 +368,7 @@ def totals_derived() -> Iterator[None]:
         touched_sales.clear()
         refunded_sales.clear()
         touched_customers.clear()
+        touched_totals.clear()
         _customers_held.clear()
         _latest_stamp = None
         _maybe_waiting = True
@@ -372,13 +378,14 @@ def _flush() -> None:
     """Recompute the totals of everything touched, and report overdrafts the merged facts
     reveal."""
     for sale_id in sorted(touched_sales):
-        customer_id = derive.sale(sale_id)
+        customer_id = derive.sale(sale_id, with_customer=False)
         if customer_id is not None:
             touched_customers.setdefault(customer_id, None)
+            touched_totals.setdefault(customer_id, set()).update(derive.FEEDS["sale"])
             if sale_id in refunded_sales:
                 _report_over_refund(sale_id)
     for customer_id, took in sorted(touched_customers.items()):
-        derive.customer(customer_id)
+        derive.customer(customer_id, sorted(touched_totals.get(customer_id, ())) or None)
         if took is not None:
             _report_overdraft(customer_id, took)
 

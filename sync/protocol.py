@@ -88,10 +88,11 @@ def text(min_len: int = 0, max_len: int = 200) -> Check:
     def check(value: Any) -> str:
         if not isinstance(value, str) or not min_len <= len(value) <= max_len:
             raise ValueError(f"must be text of {min_len} to {max_len} characters")
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValueError("must be valid Unicode text") from None
+        if not value.isascii():
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate
+                raise ValueError("must be valid Unicode text") from None
         if "\x00" in value:
             raise ValueError("must not contain NUL")
         return value
