@@ -52,7 +52,6 @@ def report(kind: str, detail: str, change_id: str | None = None) -> None:
 def apply_change(change: dict[str, Any], my_origin: str) -> str:
     """Apply one checked remote change (caller holds a savepoint):
     applied / duplicate / conflict / pending."""
-    global _maybe_waiting
     found = fetch_all(
         "SELECT id, body FROM change_log WHERE id = ? OR (origin = ? AND origin_seq = ?)",
         (change["id"], change["origin"], change["origin_seq"]),
@@ -74,13 +73,19 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
         report("conflict", f"origin sequence reused by another change {taken['id']}", change["id"])
         return "conflict"
     body = json.loads(change["body"])
+    outcome = _hold_or_apply(change, body, my_origin)
+    if outcome == "applied":
+        _release(_made_by(change, body), my_origin)
+    return outcome
+
+
+def _hold_or_apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> str:
+    """Hold a change whose prerequisite is missing (pending), else apply it (applied)."""
     waits_for = _missing(change, body)
     if waits_for is not None:
         _hold(change, waits_for)
-        _maybe_waiting = True
         return "pending"
     _apply(change, body, my_origin)
-    _release(_made_by(change, body), my_origin)
     return "applied"
 
 
@@ -88,12 +93,15 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
 UNAPPLICABLE = (peewee.IntegrityError, ValueError, KeyError, TypeError)
 
 
-def apply_isolated(change: dict[str, Any], my_origin: str) -> str:
+def apply_isolated(change: dict[str, Any], my_origin: str, release: bool = True) -> str:
     """apply_change in its own savepoint: a change that cannot be applied is quarantined
-    (reported, rolled back) and never takes the changes around it down with it."""
+    (reported, rolled back) and never takes the changes around it down with it. Without
+    `release`, the changes that waited for it stay for the caller's worklist."""
     try:
         with database.atomic():
-            return apply_change(change, my_origin)
+            if release:
+                return apply_change(change, my_origin)
+            return _hold_or_apply(change, json.loads(change["body"]), my_origin)
     except UNAPPLICABLE as exc:
         _customers_held.clear()  # what the rolled-back savepoint saw may be gone
         report("quarantined", f"{change['kind']} could not be applied: "
@@ -151,6 +159,8 @@ def _missing(change: dict[str, Any], body: dict[str, Any]) -> str | None:
 
 
 def _hold(change: dict[str, Any], waits_for: str) -> None:
+    global _maybe_waiting
+    _maybe_waiting = True
     if waits_for == CLOCK:
         ahead = hlc.ahead_ms(change["hlc"]) / 1000
         report("clock_ahead", f"an edit stamped {ahead:.0f} s ahead of this node's clock "
@@ -192,29 +202,8 @@ def _release(made: set[str], my_origin: str) -> None:
         for row in waiting:
             execute("DELETE FROM sync_pending WHERE change_id = ?", (row["change_id"],))
             change = json.loads(row["change"])
-            if _apply_released(change, my_origin) == "applied":
+            if apply_isolated(change, my_origin, release=False) == "applied":
                 todo |= _made_by(change, json.loads(change["body"]))
-
-
-def _apply_released(change: dict[str, Any], my_origin: str) -> str:
-    """A waiting change whose prerequisite came: applied without releasing others (the
-    caller's worklist does), in its own savepoint."""
-    global _maybe_waiting
-    try:
-        with database.atomic():
-            body = json.loads(change["body"])
-            waits_for = _missing(change, body)
-            if waits_for is not None:
-                _hold(change, waits_for)
-                _maybe_waiting = True
-                return "pending"
-            _apply(change, body, my_origin)
-            return "applied"
-    except UNAPPLICABLE as exc:
-        _customers_held.clear()  # what the rolled-back savepoint saw may be gone
-        report("quarantined", f"{change['kind']} could not be applied: "
-               f"{type(exc).__name__}: {exc}", change["id"])  # fmt: skip
-        return "unapplied"
 
 
 def retry_clock_waits(my_origin: str) -> int:
