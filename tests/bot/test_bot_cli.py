@@ -50,19 +50,23 @@ async def stop(process: asyncio.subprocess.Process) -> str:
 async def test_serve_runs_the_bot_in_its_own_loop(telegram, owner: Chat, tmp_path: Path) -> None:
     real = RealNode(tmp_path / "node")
     real.data_dir.mkdir(parents=True)
-    bot_env = {
-        "SHOPNODE_BOT_TOKEN": TOKEN,
-        "SHOPNODE_BOT_API_URL": telegram.url,
-        "SHOPNODE_BOT_OWNERS": str(OWNER),
-        "SHOPNODE_BOT_STAFF": str(STAFF),
-    }
-    process = await run_cli(real, bot_env, "serve")
+    process = await run_cli(real, serve_bot_env(telegram.url), "serve")
     try:
         reply = await asyncio.wait_for(owner.send("/find nobody-here"), 20)
     finally:
         output = await stop(process)
     assert reply.text.startswith("No customer matches")  # the bot reached its node
     assert TOKEN not in output
+
+
+def serve_bot_env(api_url: str) -> dict[str, str]:
+    """`serve` with the bot on, against the fake Bot API, with one owner and one staff."""
+    return {
+        "SHOPNODE_BOT_TOKEN": TOKEN,
+        "SHOPNODE_BOT_API_URL": api_url,
+        "SHOPNODE_BOT_OWNERS": str(OWNER),
+        "SHOPNODE_BOT_STAFF": str(STAFF),
+    }
 
 
 def token_rows(real: RealNode) -> dict[str, list[tuple[str, str]]]:
@@ -82,13 +86,7 @@ async def test_serve_gives_the_bot_an_owner_and_a_staff_token_and_revokes_both(
     real = RealNode(tmp_path / "node")
     real.data_dir.mkdir(parents=True)
     real.owner_token = real.create_token("setup", "owner")
-    bot_env = {
-        "SHOPNODE_BOT_TOKEN": TOKEN,
-        "SHOPNODE_BOT_API_URL": telegram.url,
-        "SHOPNODE_BOT_OWNERS": str(OWNER),
-        "SHOPNODE_BOT_STAFF": str(STAFF),
-    }
-    process = await run_cli(real, bot_env, "serve")
+    process = await run_cli(real, serve_bot_env(telegram.url), "serve")
     try:
         # Staff are served (with the staff token), and the node keeps its staff rules.
         found = await asyncio.wait_for(staff.send("/find nobody-here"), 20)
