@@ -47,7 +47,23 @@ STORE_ID = web.RequestKey("store_id", str)
 
 
 async def run_db(request: web.Request, work: Callable[..., Any], *args: Any) -> Any:
-    return await asyncio.get_running_loop().run_in_executor(request.app[POOL], work, *args)
+    """Store work in the pool; a database that cannot be reached is DatabaseUnavailable."""
+    try:
+        return await asyncio.get_running_loop().run_in_executor(request.app[POOL], work, *args)
+    except (peewee.OperationalError, peewee.InterfaceError) as exc:
+        raise DatabaseUnavailable(str(exc).strip().splitlines()[0] or "connection lost") from exc
+
+
+@web.middleware
+async def database_unavailable(request: web.Request, handler: Callable) -> web.StreamResponse:
+    """A database that cannot be reached is a 503 with Retry-After, never a 500."""
+    try:
+        return await handler(request)
+    except DatabaseUnavailable as exc:
+        log.warning("central database unavailable: %s", exc)
+        response = problem(503, "central's database is unavailable; try again shortly")
+        response.headers["Retry-After"] = "5"
+        return response
 
 
 @web.middleware
@@ -58,31 +74,11 @@ async def store_auth(request: web.Request, handler: Callable) -> web.StreamRespo
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip() or not token.strip().isascii():
         return problem(401, "send the store token: 'Authorization: Bearer TOKEN'")
-    try:
-        store_id = await run_store(request, request.app[STORE].store_for_token, token.strip())
-    except DatabaseUnavailable as exc:
-        return unavailable(exc)
+    store_id = await run_db(request, request.app[STORE].store_for_token, token.strip())
     if store_id is None:
         return problem(401, "this store token is not valid")
     request[STORE_ID] = store_id
     return await handler(request)
-
-
-def unavailable(exc: Exception) -> web.Response:
-    log.warning("central database unavailable: %s", exc)
-    response = problem(503, "central's database is unavailable; try again shortly")
-    response.headers["Retry-After"] = "5"
-    return response
-
-
-async def run_store(request: web.Request, work: Callable[..., Any], *args: Any) -> Any:
-    """Store work in the pool; a database that cannot be reached is a 503, not a 500."""
-    try:
-        return await run_db(request, work, *args)
-    except peewee.OperationalError as exc:
-        raise DatabaseUnavailable(str(exc).strip().splitlines()[0]) from exc
-    except peewee.InterfaceError as exc:
-        raise DatabaseUnavailable(str(exc).strip().splitlines()[0] or "connection lost") from exc
 
 
 routes = web.RouteTableDef()
@@ -128,13 +124,11 @@ async def push(request: web.Request) -> web.Response:
                                     "message": str(exc)}],
                            change_id=change_id if isinstance(change_id, str) else None)
     try:
-        result = await run_store(request, request.app[STORE].push, request[STORE_ID], origin,
-                                 batch, acked, epoch)  # fmt: skip
+        result = await run_db(request, request.app[STORE].push, request[STORE_ID], origin,
+                              batch, acked, epoch)  # fmt: skip
     except Forbidden as exc:
         log.warning("refused a push from store %s: %s", request[STORE_ID], exc)
         return problem(403, str(exc))
-    except DatabaseUnavailable as exc:
-        return unavailable(exc)
     if result["conflicts"]:
         log.warning("quarantined %d conflicting changes from origin %s",
                     len(result["conflicts"]), origin)  # fmt: skip
@@ -155,11 +149,7 @@ async def pull(request: web.Request) -> web.Response:
     except (ValueError, KeyError) as exc:
         return problem(400, f"pull needs after (0 to {MAX_CURSOR}), limit (int) and "
                             f"origin: {exc}")  # fmt: skip
-    try:
-        page = await run_store(request, request.app[STORE].pull, after, limit, origin,
-                               after_id, epoch)  # fmt: skip
-    except DatabaseUnavailable as exc:
-        return unavailable(exc)
+    page = await run_db(request, request.app[STORE].pull, after, limit, origin, after_id, epoch)
     response = web.json_response(page)
     response.enable_compression()
     return response
@@ -168,17 +158,14 @@ async def pull(request: web.Request) -> web.Response:
 @routes.get(STATUS_PATH)
 async def status(request: web.Request) -> web.Response:
     """Counts: changes held, high cursor, stores, quarantined changes."""
-    try:
-        return web.json_response(await run_store(request, request.app[STORE].status))
-    except DatabaseUnavailable as exc:
-        return unavailable(exc)
+    return web.json_response(await run_db(request, request.app[STORE].status))
 
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     """Up, and whether the database answers (503 while it does not)."""
     try:
-        await run_store(request, request.app[STORE].ping)
+        await run_db(request, request.app[STORE].ping)
     except DatabaseUnavailable:
         return web.json_response({"status": "unavailable", "role": "central",
                                   "database": False}, status=503)  # fmt: skip
@@ -187,7 +174,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_central_app(database_url: str) -> web.Application:
     # Room for a full batch of large changes, gzip or not.
-    app = web.Application(middlewares=[problems_middleware, store_auth],
+    app = web.Application(middlewares=[problems_middleware, database_unavailable, store_auth],
                           client_max_size=4 * MAX_BATCH_BYTES)  # fmt: skip
     app.add_routes(routes)
 
