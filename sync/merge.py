@@ -112,8 +112,8 @@ def apply_isolated(change: dict[str, Any], my_origin: str, release: bool = True)
 def _customer_of(change: dict[str, Any], body: dict[str, Any]) -> str | None:
     if change["kind"] in TOMBSTONE_KINDS or change["kind"] == "customer.updated":
         return body["customer_id"]
-    if change["kind"] == "loyalty.redeemed":
-        return change["entity_id"]
+    if change["kind"] in ("customer.created", "loyalty.redeemed"):
+        return change["entity_id"]  # the customer's id (sync/protocol.py checks it)
     for table in FACTS[change["kind"]]:
         for row in body.get(table, []):
             if "customer_id" in row:
@@ -227,10 +227,12 @@ def _apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> None
         report("clock_ahead", f"remote clock {change['hlc']} is far ahead of ours", change["id"])
     elif _latest_stamp is None or hlc.decode(change["hlc"]) > hlc.decode(_latest_stamp):
         _latest_stamp = change["hlc"]  # folded into our clock once, when the page ends
-    customer_id = _customer_of(change, body)
-    if kind in ("customer.created", "customer.updated") and changes.tombstoned(customer_id):
-        # A late creation or edit of a deleted customer: keep the change, not the data.
-        change = {**change, "body": changes.scrubbed_text(kind, change["body"])}
+    profile = kind in ("customer.created", "customer.updated")
+    if profile and changes.tombstoned(_customer_of(change, body)):
+        # A late creation or edit of a deleted customer: keep the change, not the data;
+        # the tombstone wins, so nothing else is done with it.
+        changes.insert_change({**change, "body": changes.scrubbed_text(kind, change["body"])})
+        return
     changes.insert_change(change)
     if kind == "customer.created":
         _create_customer(body["customer"][0], change)
@@ -243,8 +245,6 @@ def _apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> None
 
 
 def _create_customer(row: dict[str, Any], change: dict[str, Any]) -> None:
-    if changes.tombstoned(row["id"]):
-        return
     if fetch_one("SELECT 1 FROM customer WHERE id = ?", (row["id"],)):
         report("conflict", f"customer {row['id']} was created twice", change["id"])
         return
@@ -252,8 +252,6 @@ def _create_customer(row: dict[str, Any], change: dict[str, Any]) -> None:
 
 
 def _merge_fields(customer_id: str, fields: dict[str, Any], stamp: str) -> None:
-    if changes.tombstoned(customer_id):
-        return  # deleted or anonymized: the tombstone wins over edits
     clocks = {
         r["field"]: hlc.decode(r["hlc"])
         for r in fetch_all(

@@ -312,3 +312,23 @@ def test_a_deleted_customer_leaves_no_bytes_in_the_database_files(chain: Chain):
         raw = b"".join(f.read_bytes() for f in files).lower()
         for needle in (b"zebulon", b"quixotic", b"ebu"):  # "ebu": a trigram of the name
             assert needle not in raw, (shop, needle)
+
+
+def test_a_late_creation_of_a_deleted_customer_is_kept_without_its_data(chain: Chain):
+    """Even when it reaches a node unscrubbed (central scrubs it too, but a node must not
+    rely on that): no live customer, no personal data in the node's change log."""
+    chain.use("a")
+    cid = customers.create_customer({"name": "Gone Gillian", "email": "gill@example.com"})["id"]
+    customers.delete_customer(cid)
+    created = _log()[0]
+    created["body"] = changes.encode_body({"customer": [{
+        "id": cid, "name": "Gone Gillian", "email": "gill@example.com", "phone": None,
+        "address": None, "notes": None, "tags": "[]", "credit_limit": None,
+        "created_at": created["recorded_at"]}]})  # the original, before the scrub
+    deleted = _log("customer.deleted")[0]
+    chain.use("b")
+    origin = changes.origin_id()
+    assert worker.apply_one(deleted, origin) == "applied"
+    assert worker.apply_one(created, origin) == "applied"
+    assert db.fetch_one("SELECT 1 FROM customer WHERE id = ?", (cid,)) is None
+    assert all("gill@" not in c["body"] for c in _log())
