@@ -31,6 +31,7 @@ from datetime import datetime
 from typing import Any
 
 from node.changes import FACT_COLUMNS, PROFILE_COLUMNS
+from node.money import MAX_AMOUNT
 
 PUSH_PATH = "/sync/v1/push"
 PULL_PATH = "/sync/v1/pull"
@@ -41,7 +42,9 @@ MAX_BATCH_CHANGES = 500
 MAX_BATCH_BYTES = 1024 * 1024
 MAX_PULL_LIMIT = 1000
 MAX_BODY_BYTES = 64 * 1024
-MAX_INT = 2**53  # money and points: far beyond any shop, exact in every JSON reader
+# Money and points in one fact: what the node's API accepts (node/money.py), so sums of
+# millions of facts stay far inside SQLite's 64-bit integers.
+MAX_INT = MAX_AMOUNT
 
 CHANGE_FIELDS = ("id", "origin", "origin_seq", "hlc", "kind", "entity_id", "body", "recorded_at")
 

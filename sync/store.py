@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from sync.protocol import CHANGE_FIELDS
 log = logging.getLogger("shopnode.central")
 
 PUSH_LOCK = 7_031_001  # pg_advisory_xact_lock key
+AUTO_EPOCH_SECONDS = 600
 
 SQLITE_SCHEMA = [
     """CREATE TABLE IF NOT EXISTS store (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
@@ -204,8 +206,8 @@ class CentralStore:
             high = self._claim_origin(store_id, origin)
             current = self.epoch
             if epoch == current and acked is not None and acked > high:
-                current = self.new_epoch(f"origin {origin} was acknowledged up to {acked} "
-                                         f"but central holds {high}")  # fmt: skip
+                current = self._noticed_restore(f"origin {origin} was acknowledged up to "
+                                                f"{acked} but central holds {high}")  # fmt: skip
             batch = sorted(batch, key=lambda c: c["origin_seq"])
             held = self._held_bodies([c["id"] for c in batch])
             fresh, moved = [], {}
@@ -383,7 +385,21 @@ class CentralStore:
         with self.db.atomic():
             if self.postgres:
                 self._sql("SELECT pg_advisory_xact_lock(?)", (PUSH_LOCK,))
-            return self.new_epoch(why)
+            return self._noticed_restore(why)
+
+    def _noticed_restore(self, why: str) -> str:
+        """A new epoch for a restore central noticed by itself; at most one per
+        AUTO_EPOCH_SECONDS, so a store that claims restores (a stolen token) cannot make
+        every shop re-read central's history round after round (the operator's `central
+        restore` is not limited). Caller holds the push lock."""
+        last = self._meta("auto_epoch_at")
+        now = time.time()
+        if last is not None and now - float(last) < AUTO_EPOCH_SECONDS:
+            log.warning("not taking a new epoch (one was taken %.0f s ago): %s",
+                        now - float(last), why)  # fmt: skip
+            return self.epoch
+        self._set_meta("auto_epoch_at", repr(now))
+        return self.new_epoch(why)
 
     def _id_at(self, gseq: int) -> str | None:
         rows = self._rows("SELECT id FROM change WHERE gseq = ?", (gseq,))

@@ -159,6 +159,9 @@ class SyncWorker:
         except (aiohttp.ClientError, TimeoutError, ValueError, CentralUnreachable) as exc:
             self.state.last_error = f"{type(exc).__name__}: {exc}"
             raise CentralUnreachable(self.state.last_error) from exc
+        except Exception as exc:  # a local failure: shown in the status, not only the log
+            self.state.last_error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self.state.running = False
         self.state.last_success_at = now_iso()

@@ -6,6 +6,7 @@ import asyncio
 import json
 import shutil
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -332,3 +333,28 @@ def test_a_late_creation_of_a_deleted_customer_is_kept_without_its_data(chain: C
     assert worker.apply_one(created, origin) == "applied"
     assert db.fetch_one("SELECT 1 FROM customer WHERE id = ?", (cid,)) is None
     assert all("gill@" not in c["body"] for c in _log())
+
+
+def test_a_credit_larger_than_the_api_allows_is_refused_on_the_wire(chain: Chain):
+    """Found attacking from outside: 1,100 credits of 2**53 each were valid changes, and
+    their sum overflowed SQLite's integers at every shop: no shop could sync any more."""
+    chain.use("a")
+    cid = customers.create_customer({"name": "Alice"})["id"]
+    ledger.record_entry(cid, "credit", 100, None)
+    credit = _log("ledger.credit")[0]
+    body = json.loads(credit["body"])
+    body["ledger_entry"][0]["amount"] = 2**53
+    with pytest.raises(ProtocolError, match="amount"):
+        check_change({**credit, "body": changes.encode_body(body)})
+
+
+def test_a_store_cannot_make_central_take_epoch_after_epoch(chain: Chain):
+    """Found attacking from outside: an empty push claiming an acknowledgement central
+    never gave made central take a new epoch every time (every shop re-reads everything)."""
+    central = chain.central
+    store = central.add_store("mallory")["store_id"]
+    epoch = central.epoch
+    claims = [central.push(store, str(uuid.uuid4()), [], acked=1000, epoch=epoch)["epoch"]
+              for _ in range(3)]  # fmt: skip
+    assert claims[0] != epoch  # the first claim may be a real restore...
+    assert claims[1] == claims[2] == claims[0]  # ...the next ones in 10 minutes are not
