@@ -1,4 +1,8 @@
-"""Domain errors as typed values; the API turns them into problem+json, the bot into sentences."""
+"""Domain errors as typed values; the API turns them into problem+json, the bot into sentences.
+
+They say what went wrong in the shop's terms only: which HTTP status each one becomes is
+the API's business (node.api.problems).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,7 @@ from typing import Any
 
 
 class DomainError(Exception):
-    status = 400
-    title = "Bad request"
+    """A request the shop cannot carry out; `detail` says why, `extra` adds facts to act on."""
 
     def __init__(self, detail: str, **extra: Any) -> None:
         super().__init__(detail)
@@ -16,37 +19,19 @@ class DomainError(Exception):
 
 
 class NotFound(DomainError):
-    status = 404
-    title = "Not found"
+    """No customer, sale, entry or token with that id or name."""
 
 
 class Conflict(DomainError):
-    status = 409
-    title = "Conflict"
+    """The shop's state refuses it: over the credit limit, too few points, already done."""
 
 
 class Forbidden(DomainError):
-    status = 403
-    title = "Forbidden"
-
-
-class TooSlow(DomainError):
-    """The client took too long to send its request."""
-
-    status = 408
-    title = "Request timeout"
-
-
-class Unprocessable(DomainError):
-    status = 422
-    title = "Unprocessable request"
+    """The caller's role may not do it."""
 
 
 class Invalid(DomainError):
-    """Validation failed; `errors` lists every field that is wrong."""
-
-    status = 422
-    title = "Validation failed"
+    """Values the shop cannot take; `errors` lists every field that is wrong, with why."""
 
     def __init__(self, errors: list[tuple[str, str]], detail: str | None = None) -> None:
         self.errors = errors
@@ -58,8 +43,9 @@ def invalid(field: str, message: str) -> Invalid:
     return Invalid([(field, message)])
 
 
-class Malformed(Invalid):
-    """The request could not be read at all (not JSON, not a UUID): 400."""
+class Unprocessable(Invalid):
+    """Well-formed values the shop cannot apply as they stand (a refund above what is left,
+    an idempotency key reused for another request); `errors` names the field, if one is."""
 
-    status = 400
-    title = "Malformed request"
+    def __init__(self, detail: str, errors: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(errors or [], detail)

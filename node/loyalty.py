@@ -85,7 +85,7 @@ def apply_discount_to_sale(
         raise Unprocessable(
             f"a discount of {discount} is more than the {payable} still payable on "
             f"{sale['receipt_number']}",
-            errors=[{"field": "points", "message": f"at most {payable} of discount fits"}],
+            [("points", f"at most {payable} of discount fits")],
         )
     paid_before = sale["total"] - sale["discount_amount"]
     earned = min(sale["points_earned"], points_for(paid_before - discount, settings))

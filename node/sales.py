@@ -137,7 +137,7 @@ def refund_sale(sale_id: str, amount: int | None = None) -> dict[str, Any]:
         elif amount > refundable:
             raise Unprocessable(
                 f"cannot refund {amount}: at most {refundable} of this sale is left to refund",
-                errors=[{"field": "amount", "message": f"must be at most {refundable}"}],
+                [("amount", f"must be at most {refundable}")],
             )
         refunded = sale["refunded_amount"] + amount
         # Cumulative targets: several partial refunds reverse exactly what one full one would.

@@ -13,7 +13,8 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from node import idempotency
 from node.api.keys import TOKEN
-from node.errors import Invalid, Malformed, TooSlow, invalid
+from node.api.problems import Malformed, TooSlow
+from node.errors import Invalid, invalid
 from node.validation import NOT_TEXT, canonical_uuid, is_text
 
 MAX_LIMIT = 100

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.errors import DomainError, Invalid
+from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unprocessable
 
 log = logging.getLogger("shopnode.api")
 
@@ -31,6 +31,33 @@ TITLES = {
 }
 
 
+class Malformed(Invalid):
+    """The request could not be read at all (not JSON, not a UUID)."""
+
+
+class TooSlow(DomainError):
+    """The client took too long to send its request."""
+
+
+# Each error as HTTP: its status, and its own title where the status's would not fit. The
+# most specific class wins (Unprocessable before Invalid); DomainError is the fallback.
+STATUSES: dict[type[DomainError], tuple[int, str | None]] = {
+    DomainError: (400, None),
+    Malformed: (400, "Malformed request"),
+    Forbidden: (403, None),
+    NotFound: (404, None),
+    TooSlow: (408, None),
+    Conflict: (409, None),
+    Invalid: (422, None),
+    Unprocessable: (422, "Unprocessable request"),
+}
+
+
+def status_of(error: DomainError) -> tuple[int, str | None]:
+    """The HTTP status of `error`, and its problem title if not the status's own."""
+    return next(STATUSES[kind] for kind in type(error).__mro__ if kind in STATUSES)
+
+
 def problem(status: int, detail: str, title: str | None = None, **extra: Any) -> web.Response:
     body = {
         "type": "about:blank",
@@ -50,11 +77,12 @@ def problem(status: int, detail: str, title: str | None = None, **extra: Any) ->
 
 
 def from_domain(error: DomainError) -> web.Response:
+    status, title = status_of(error)
     extra = dict(error.extra)
-    if isinstance(error, Invalid):
+    if isinstance(error, Invalid) and error.errors:
         extra["errors"] = [{"field": f, "message": m} for f, m in error.errors]
-    response = problem(error.status, error.detail, error.title, **extra)
-    if error.status == 408:
+    response = problem(status, error.detail, title, **extra)
+    if status == 408:
         response.force_close()  # the rest of a slow body is not worth waiting for
     return response
 
