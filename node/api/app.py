@@ -10,12 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
-from node import changes, db, settings
-from node.api import access, customers, money, openapi
+from node import changes, db
+from node.api import access, customers, ledger, loyalty, openapi, reports, sales, settings
 from node.api.auth import FailedAuth, auth_middleware
 from node.api.keys import AUTH_FAILURES, CONFIG, HEALTH, STARTED_AT
 from node.api.problems import problems_middleware
 from node.config import Config
+from node.settings import seed_settings
 
 MAX_BODY = 1024 * 1024  # 1 MiB; larger bodies get 413
 
@@ -90,9 +91,8 @@ def create_app(
     app[AUTH_FAILURES] = FailedAuth()
     access.install(app)
     app.add_routes(routes)
-    app.add_routes(customers.routes)
-    app.add_routes(money.routes)
-    app.add_routes(openapi.routes)
+    for module in (customers, ledger, loyalty, sales, settings, reports, openapi):
+        app.add_routes(module.routes)
     app.cleanup_ctx.append(database_context)
     for extend in extensions:
         extend(app)
@@ -103,6 +103,6 @@ async def database_context(app: web.Application) -> AsyncIterator[None]:
     """Open and upgrade the database on start-up; close it on shutdown."""
     config = app[CONFIG]
     database = db.open_database(config.database_path)
-    settings.seed_settings(initial_settings(config))
+    seed_settings(initial_settings(config))
     yield
     database.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
+from typing import Any
 
 from aiohttp import web
 
@@ -89,6 +90,14 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def require_owner(request: web.Request, action: str) -> None:
     if request[TOKEN]["role"] != "owner":
         raise Forbidden(f"only an owner token may {action}")
+
+
+def credit_limit_override(request: web.Request, fields: dict[str, Any]) -> bool:
+    """Whether a body's `override_credit_limit` asks to go past a limit (owners only)."""
+    if fields.get("override_credit_limit"):
+        require_owner(request, "override a credit limit")
+        return True
+    return False
 
 
 def is_owner(request: web.Request) -> bool:

@@ -1,0 +1,68 @@
+"""Ledger routes: a customer's entries, payments and manual debits, reversals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from node import ledger
+from node import validation as v
+from node.api.auth import credit_limit_override, require_owner
+from node.api.params import idempotent, list_response, paging, path_id
+from node.periods import period
+
+routes = web.RouteTableDef()
+
+ENTRY_FIELDS: dict[str, v.Parser] = {
+    "type": v.choice("credit", "debit"),
+    "amount": v.amount,
+    "description": v.nullable(v.text(max_len=500)),
+    "reference_id": v.nullable(v.uuid),
+    "override_credit_limit": v.boolean,
+}
+
+
+@routes.get("/api/v1/customers/{id}/ledger")
+async def list_ledger(request: web.Request) -> web.Response:
+    """Ledger entries newest first, each with the balance after it."""
+    customer_id = path_id(request)
+    lower, upper = period(request.query.get("from"), request.query.get("to"))
+    page, limit = paging(request, default_limit=50)
+    rows, total = ledger.list_entries(customer_id, lower, upper, page, limit)
+    return list_response(request, rows, total, page, limit)
+
+
+@routes.post("/api/v1/customers/{id}/ledger")
+async def post_ledger_entry(request: web.Request) -> web.Response:
+    """Record a payment received (credit) or, owners only, a manual debit."""
+    customer_id = path_id(request)
+
+    def write(body: Any) -> tuple[int, Any]:
+        fields = v.parse_body(body, ENTRY_FIELDS, required=["type", "amount"])
+        if fields["type"] == "debit":
+            require_owner(request, "post manual debits")
+        entry = ledger.record_entry(
+            customer_id,
+            fields["type"],
+            fields["amount"],
+            fields.get("description"),
+            fields.get("reference_id"),
+            credit_limit_override(request, fields),
+        )
+        return 201, entry
+
+    return await idempotent(request, write)
+
+
+@routes.post("/api/v1/customers/{id}/ledger/{entry_id}/reverse")
+async def reverse_ledger_entry(request: web.Request) -> web.Response:
+    """Undo an entry with an opposite one (owners only; once per entry)."""
+    require_owner(request, "reverse ledger entries")
+    customer_id, entry_id = path_id(request), path_id(request, "entry_id")
+
+    def write(body: Any) -> tuple[int, Any]:
+        v.parse_body({} if body is None else body, {})
+        return 201, ledger.reverse_entry(customer_id, entry_id)
+
+    return await idempotent(request, write, allow_empty=True)
