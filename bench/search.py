@@ -120,7 +120,7 @@ def raw_phone(rng: random.Random) -> str:
         return f"07{digits(rng, 3)} {digits(rng, 6, '0123456789')}"
     if kind == 9:
         return f"03{rng.randint(0, 4)}{rng.randint(0, 9)}-{digits(rng, 7)}"
-    return f"+1 ({a}) {b}-{c[:3]}"  # the short form from the brief: +1 (234) 567-890
+    return f"+1 ({a}) {b}-{c[:3]}"  # node.validation.phone's example: +1 (234) 567-890
 
 
 def make_email(rng: random.Random, first: str, last: str) -> str:

@@ -1,7 +1,8 @@
 """The Telegram bot: the shop owner's phone as a front end to a node's HTTP API.
 
-Run it inside the node (`bot_running` in the node's cleanup_ctx) or alone
-(`run_bot_forever`, behind `shopnode bot`). Either way it only speaks HTTP to the node.
+`shopnode serve` runs it in the node's event loop once the node listens (`bot_running`,
+given the node's own URL), and `shopnode bot` runs it alone (`run_bot_forever`). Either way
+it only speaks HTTP to the node.
 """
 
 from bot.app import BotRunner, TokenRejected, bot_running, run_bot_forever

@@ -1,6 +1,6 @@
 """Wiring: the Application with its handlers, and running it in the node's loop or alone.
 
-    async with bot_running(settings) as runner:   # inside the node's cleanup_ctx
+    async with bot_running(settings) as runner:   # `shopnode serve`, once the node listens
         ...                                       # runner.state: starting/offline/running/...
 
     await run_bot_forever(settings)               # `shopnode bot`: until SIGTERM/SIGINT

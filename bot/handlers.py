@@ -1,4 +1,10 @@
-"""Commands that only read: /start, /help, /find, /balance, /ledger, /dues, /statement."""
+"""Handlers for all but the money commands (bot.confirm): views, picks and the rest.
+
+/start, /help, /find, /balance, /ledger, /dues and /statement only read. A tap on a customer
+picked from a list goes on with the command it came from: one of those views or, for money,
+a confirmation (bot.confirm.ask). Last come the answers to stale buttons, unknown messages
+and failures.
+"""
 
 from __future__ import annotations
 

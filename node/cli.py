@@ -1,4 +1,4 @@
-"""The `shopnode` command line (CONTRACT §1)."""
+"""The `shopnode` command line: one subcommand per job (`shopnode --help` lists them)."""
 
 from __future__ import annotations
 
@@ -287,7 +287,7 @@ def run_bot(config: Config, args: argparse.Namespace) -> int:
 
 
 def serve_extensions(config: Config) -> list[Callable[[web.Application], None]]:
-    """The sync worker and the bot join the node's event loop when configured."""
+    """The sync worker joins the node's event loop when configured (the bot: bot_in_node)."""
     extensions: list[Callable[[web.Application], None]] = []
     if config.sync.central_url:
         from sync import worker

@@ -1,4 +1,4 @@
-"""The central node: stores push their changes, and pull everyone else's (CONTRACT §4).
+"""The central node: stores push their changes, and pull everyone else's.
 
 Database work runs in a small thread pool so a slow PostgreSQL never stalls the event loop.
 """

@@ -81,7 +81,10 @@ def initial_settings(config: Config) -> dict:
 def create_app(
     config: Config, extensions: list[Callable[[web.Application], None]] = ()
 ) -> web.Application:
-    """Build the node app; `extensions` add the sync worker and the bot (cli.py wires them)."""
+    """Build the node app; `extensions` add what runs beside the API (cli.py: the sync worker).
+
+    The bot is not one of them: it needs the node's URL, known only once the node listens
+    (cli.bot_in_node)."""
     app = web.Application(
         middlewares=[problems_middleware, auth_middleware], client_max_size=MAX_BODY
     )
