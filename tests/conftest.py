@@ -1,18 +1,13 @@
-"""Shared fixtures: a node in this process over real HTTP, or a node as a real process."""
+"""Shared fixtures: a node in this process over real HTTP, or a node as a real process
+(started by tests/processes.py, the one launcher of node, central and bot processes)."""
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
-import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +19,8 @@ from node import tokens
 from node.api.app import create_app
 from node.config import load_config
 
-REPO = Path(__file__).resolve().parent.parent
+# Re-exported: tests import these from here as well as from tests.processes.
+from tests.processes import REPO, NodeProcess, shopnode, start_node  # noqa: F401
 
 
 class Api:
@@ -91,89 +87,12 @@ async def api(aiohttp_client, node_env: dict[str, str]) -> AsyncIterator[Api]:
     yield Api(client, tokens.create_token("owner"), tokens.create_token("till", "staff"))
 
 
-@dataclass
-class NodeProcess:
-    """A `shopnode serve` child process."""
-
-    proc: subprocess.Popen
-    url: str
-    token: str | None
-    env: dict[str, str]
-    log: Path
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"}
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout)
-
-
-def shopnode(*args: str, env: dict[str, str], **kw: Any) -> subprocess.CompletedProcess:
-    """Run the CLI as a user would (python -m node is the console script's target)."""
-    return subprocess.run(
-        [sys.executable, "-m", "node", *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=kw.pop("cwd", REPO),
-        **kw,
-    )
-
-
-def start_node(
-    env: dict[str, str], log: Path, cwd: Path | None = None, max_files: int | None = None
-) -> NodeProcess:
-    """Start `shopnode serve`, wait for its ready line, and read the first-start token.
-
-    `max_files` lowers the child's open-file limit (RLIMIT_NOFILE), as on a small box."""
-    stdout_path = log.with_suffix(".out")
-    # A restart appends to the same files: read only what this run writes.
-    seen = log.stat().st_size if log.exists() else 0
-    seen_out = stdout_path.stat().st_size if stdout_path.exists() else 0
-    # The child keeps its own copies of these descriptors; ours close at once.
-    with open(log, "a") as err, open(stdout_path, "a") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "node", "serve"],
-            env={**os.environ, **env},
-            stdout=out,
-            stderr=err,
-            cwd=cwd or REPO,
-            preexec_fn=(lambda: _limit_files(max_files)) if max_files else None,
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        match = re.search(r"listening on (http://\S+)", log.read_text()[seen:])
-        if match:
-            lines = stdout_path.read_text()[seen_out:].strip().splitlines()
-            token = lines[-1] if lines and lines[-1].startswith("sn_") else None
-            return NodeProcess(proc, match.group(1), token, env, log)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"node did not start:\n{log.read_text()}")
-
-
-def _limit_files(count: int) -> None:
-    import resource
-
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (count, hard))
-
-
 @pytest.fixture
 def node(node_env: dict[str, str], tmp_path: Path) -> Iterator[NodeProcess]:
     """A real `shopnode serve` process on a fresh data dir; stopped after the test."""
     process = start_node(node_env, tmp_path / "node.log")
     yield process
-    if process.proc.poll() is None:
-        process.proc.kill()
-        process.proc.wait()
+    process.stop(signal.SIGKILL)
 
 
 def call(node: NodeProcess, method: str, path: str, body: dict | None = None,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 
-from tests.conftest import call, shopnode
+from tests.conftest import call
+from tests.processes import shopnode
 
 
 def test_import_reports_bad_rows_and_never_imports_twice(node, tmp_path):

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from node.api.openapi import DOCUMENT
-from tests.conftest import NodeProcess
+from tests.processes import NodeProcess
 
 CHECKS = [
     "not_a_server_error",

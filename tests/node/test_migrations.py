@@ -7,7 +7,8 @@ from pathlib import Path
 import peewee
 
 from node.migrations import SCHEMA_VERSION, migrate, schema_version
-from tests.conftest import call, shopnode, start_node
+from tests.conftest import call
+from tests.processes import shopnode, start_node
 
 
 def make_v1_database(path: Path) -> None:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from node.api.params import BODY_TIMEOUT
 from node.api.server import HEADER_TIMEOUT
-from tests.conftest import call, start_node
+from tests.conftest import call
+from tests.processes import start_node
 
 FILE_LIMIT = 256
 SLOW_CLIENTS = 300

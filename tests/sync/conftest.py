@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
+import signal
 import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from node import db, verify
-from tests.conftest import REPO, NodeProcess, call, shopnode, start_node
+from tests.conftest import call
+from tests.processes import Central, NodeProcess, shopnode, start_central, start_node
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -58,41 +55,6 @@ def central_database(request, tmp_path: Path) -> str:
     return request.getfixturevalue("postgres_url")
 
 
-@dataclass
-class Central:
-    proc: subprocess.Popen
-    url: str
-    env: dict[str, str]
-    log: Path
-
-    def add_store(self, name: str) -> dict[str, str]:
-        result = shopnode("central", "add-store", "--name", name, env=self.env)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout.strip().splitlines()[-1])
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        return self.proc.wait(15)
-
-
-def start_central(env: dict[str, str], log: Path) -> Central:
-    seen = log.stat().st_size if log.exists() else 0
-    with open(log, "a") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "node", "central", "serve"],
-                                env={**os.environ, **env}, stdout=err, stderr=err, cwd=REPO)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        match = re.search(r"listening on (http://\S+)", log.read_text()[seen:])
-        if match:
-            return Central(proc, match.group(1), env, log)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise AssertionError(f"central did not start:\n{log.read_text()}")
-
-
 @pytest.fixture
 def central(central_database: str, tmp_path: Path) -> Iterator[Central]:
     env = {"SHOPNODE_CENTRAL_DATABASE": central_database, "SHOPNODE_CENTRAL_PORT": "0"}
@@ -132,9 +94,7 @@ class Shops:
 
     def stop_all(self) -> None:
         for node in self.nodes:
-            if node.proc.poll() is None:
-                node.proc.kill()
-                node.proc.wait()
+            node.stop(signal.SIGKILL)
 
 
 @pytest.fixture

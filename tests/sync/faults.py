@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import os
 import random
 import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -33,8 +31,9 @@ from aiohttp import web
 
 from sync.protocol import PULL_PATH, PUSH_PATH, STATUS_PATH
 from sync.store import CentralStore
-from tests.conftest import REPO, NodeProcess, call, start_node
-from tests.sync.conftest import PG_DSN, Central, Shops, start_central
+from tests.conftest import call
+from tests.processes import Central, NodeProcess, spawn, start_node
+from tests.sync.conftest import PG_DSN, Shops
 
 # -- waiting ---------------------------------------------------------------------------------
 
@@ -94,12 +93,7 @@ def start_shop(shops: Shops, name: str, **kw: Any) -> NodeProcess:
 
 def restart_shop(node: NodeProcess, **env: str) -> NodeProcess:
     """Start a stopped node again on its data dir (same store token), in place."""
-    assert node.proc.poll() is not None, "stop the node first"
-    fresh = start_node({**node.env, **env}, node.log)
-    node.proc, node.url, node.env = fresh.proc, fresh.url, fresh.env
-    if fresh.token:
-        node.token = fresh.token
-    return node
+    return node.restart(**env)
 
 
 def sync_status(node: NodeProcess) -> dict[str, Any]:
@@ -121,9 +115,7 @@ def wait_round_done(*nodes: NodeProcess, timeout: float = 30) -> None:
 
 def sync_popen(node: NodeProcess, log: Path) -> subprocess.Popen:
     """`shopnode sync` for this node as a child we can kill; output goes to `log`."""
-    with open(log, "ab") as out:
-        return subprocess.Popen([sys.executable, "-m", "node", "sync"], env={**os.environ,
-                                **node.env}, stdout=out, stderr=out, cwd=REPO)  # fmt: skip
+    return spawn("sync", env=node.env, log=log)
 
 
 def shop_db(node: NodeProcess) -> Path:
@@ -335,11 +327,9 @@ class CentralBackup:
 
 def restart_central(central: Central) -> None:
     """Start central again on its database and its old port (the shops know that URL)."""
-    assert central.proc.poll() is not None, "stop central first"
-    port = central.url.rsplit(":", 1)[1]
-    fresh = start_central({**central.env, "SHOPNODE_CENTRAL_PORT": port}, central.log)
-    assert fresh.url == central.url, (fresh.url, central.url)
-    central.proc = fresh.proc
+    url = central.url
+    central.restart(SHOPNODE_CENTRAL_PORT=str(central.port))
+    assert central.url == url, (central.url, url)
 
 
 # -- a proxy that loses answers ------------------------------------------------------------------

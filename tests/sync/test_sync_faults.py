@@ -23,8 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import NodeProcess, call, shopnode
-from tests.sync.conftest import Central, Shops, get, post, start_central, sync, synced
+from tests.conftest import call
+from tests.processes import Central, NodeProcess, shopnode, start_central
+from tests.sync.conftest import Shops, get, post, sync, synced
 from tests.sync.faults import (
     CentralBackup,
     FaultyProxy,

@@ -30,8 +30,9 @@ from node.changes import encode_body
 from node.ids import now_iso, uuid7
 from sync.protocol import PULL_PATH, PUSH_PATH
 from sync.store import CentralStore
-from tests.conftest import NodeProcess, call, shopnode
-from tests.sync.conftest import PG_DSN, Central, Shops, get, post, synced
+from tests.conftest import call
+from tests.processes import Central, NodeProcess, shopnode
+from tests.sync.conftest import PG_DSN, Shops, get, post, synced
 from tests.sync.faults import (
     CentralBackup,
     FaultyProxy,

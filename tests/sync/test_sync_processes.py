@@ -12,8 +12,10 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import NodeProcess, call
-from tests.sync.conftest import Central, Shops, get, post, start_central, sync, synced
+from tests.conftest import call
+from tests.processes import Central, NodeProcess
+from tests.sync.conftest import Shops, get, post, sync, synced
+from tests.sync.faults import restart_central
 
 
 def ledger_view(node: NodeProcess, customer_id: str) -> list[tuple]:
@@ -49,10 +51,7 @@ def test_offline_sale_and_payment_converge_on_every_node(shops: Shops, tmp_path:
     assert failed.returncode == 1 and "sync failed" in failed.stdout
     status = get(a, "/api/v1/sync/status")
     assert status["push_queue_depth"] == 1 and status["oldest_unsent_age_seconds"] >= 0
-    # Central comes back on the same database and port.
-    port = central.url.rsplit(":", 1)[1]
-    restarted = start_central({**central.env, "SHOPNODE_CENTRAL_PORT": port}, central.log)
-    shops.central.proc = restarted.proc
+    restart_central(central)  # central comes back on the same database and port
     synced(a, b, c, a, b)
     views = {money_view(n, cid) for n in (a, b, c)}
     assert views == {(-5000, 150, 15000, 1)}
