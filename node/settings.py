@@ -63,6 +63,8 @@ def get_settings() -> dict[str, Any]:
     result.update({k: stored[k] for k in result if k in stored})
     rate = Decimal(str(result["earn_rate"]))
     result["earn_rate"] = int(rate) if rate == rate.to_integral_value() else float(rate)
+    # Read-only: clients show amounts with it, so none needs a table of currencies.
+    result["currency_decimals"] = exponent(result["currency"])
     return result
 
 

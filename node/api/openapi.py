@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.money import MAX_AMOUNT
+from node.money import CURRENCY_EXPONENTS, MAX_AMOUNT
 
 routes = web.RouteTableDef()
 
@@ -132,14 +132,14 @@ SALE = obj({
     "refunds": {"type": "array", "items": obj(REFUND_PROPS)},
     "created_at": TIME,
 })  # fmt: skip
-SETTINGS = obj({
+SETTINGS_FIELDS = {
     "earn_rate": {"type": "number", "minimum": 0, "maximum": 1000,
                   "description": "points per major unit, at most 4 decimals"},
     "point_value": {"type": "integer", "minimum": 0, "maximum": 1_000_000,
                     "description": "minor units per point"},
     "default_credit_limit": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_AMOUNT},
     "currency": {"type": "string", "description": "ISO 4217 code; any case on input"},
-})  # fmt: skip
+}  # fmt: skip
 BUCKETS = obj({k: INT for k in ("0-30", "31-60", "61-90", "90+")})
 PROBLEM = obj({
     "type": STR,
@@ -181,8 +181,11 @@ SCHEMAS: dict[str, Any] = {
     # null, like no body at all, refunds in full.
     "RefundInput": {**obj({"amount": AMOUNT}, required=[]), "type": ["object", "null"]},
     "Refund": obj({**REFUND_PROPS, "sale_id": UUID, "sale": ref("Sale")}),
-    "Settings": SETTINGS,
-    "SettingsInput": {**SETTINGS, "required": [], "minProperties": 1},
+    "Settings": obj({**SETTINGS_FIELDS, "currency_decimals": {
+        "type": "integer", "minimum": 0, "maximum": max(CURRENCY_EXPONENTS.values()),
+        "description": "read-only: the decimals of the currency's minor unit (USD 2, JPY 0, "
+                       "KWD 3), which every amount counts in"}}),
+    "SettingsInput": {**obj(SETTINGS_FIELDS, required=[]), "minProperties": 1},
     "Receivables": obj({
         "currency": STR,
         "total_owed": INT,

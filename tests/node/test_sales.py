@@ -81,7 +81,7 @@ async def test_fractional_earn_rate_floors(api):
 
 
 async def test_zero_decimal_currency_earns_per_whole_unit(api):
-    await api.ok("PATCH", SETTINGS, json={"currency": "JPY"})
+    assert (await api.ok("PATCH", SETTINGS, json={"currency": "JPY"}))["currency_decimals"] == 0
     customer = await api.customer()
     assert (await api.sale(customer["id"], 1255))["points_earned"] == 1255
 
@@ -407,6 +407,7 @@ async def test_settings_defaults_and_update(api):
         "point_value": 10,
         "default_credit_limit": None,
         "currency": "USD",
+        "currency_decimals": 2,
     }
     changed = await api.ok(
         "PATCH", SETTINGS, json={"earn_rate": 2.5, "point_value": 5, "default_credit_limit": 50000}
@@ -416,6 +417,7 @@ async def test_settings_defaults_and_update(api):
         "point_value": 5,
         "default_credit_limit": 50000,
         "currency": "USD",
+        "currency_decimals": 2,
     }
     assert await api.ok("GET", SETTINGS) == changed
     assert await api.ok("GET", SETTINGS, staff=True) == changed  # staff may look
@@ -444,6 +446,7 @@ async def test_settings_change_is_owner_only(api):
         {"default_credit_limit": 10.5},
         {"currency": "XYZ"},
         {"currency": 840},
+        {"currency_decimals": 3},  # read-only: it follows the currency
         {"earn_rate": 2, "points_value": 5},
         [],
     ],
