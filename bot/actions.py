@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 from telegram import Message
 
-from node.money import MAX_AMOUNT
+from bot.amounts import MAX_AMOUNT
 
 MAX_CALLBACK_DATA = 64
 SEP = "|"
@@ -40,7 +40,7 @@ VIEW_KINDS = (BALANCE, LEDGER, STATEMENT)
 
 CONFIRM, CANCEL, PICK = "ok", "no", "pk"
 
-# The largest amount (minor units) or number of points a button may carry: the node's cap.
+# The largest amount (minor units) or number of points a button may carry: the API's cap.
 MAX_NUMBER = MAX_AMOUNT
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from telegram import Update
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
-from node.validation import is_text
-
 NOT_TEXT = ("That message holds characters that are not valid text (a broken emoji?). "
             "Please type it again.")  # fmt: skip
 
 # Anything that looks like a number is taken as the amount, even when it is not a valid
 # one, so "/pay ann 5.123" gets told what is wrong with 5.123 rather than "no amount".
 _NUMBERISH = re.compile(r"-?[\d.,]*\d[\d.,]*")
+# A lone surrogate (JSON's `\ud800`): no valid Unicode text holds one, and the node refuses it.
+_LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,7 @@ async def text_gate(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     message = update.effective_message
     typed = message.text if message is not None and update.callback_query is None else None
     tapped = update.callback_query.data if update.callback_query is not None else None
-    if all(value is None or is_text(value) for value in (typed, tapped)):
+    if not any(value and _LONE_SURROGATE.search(value) for value in (typed, tapped)):
         return
     if update.callback_query is not None:
         await update.callback_query.answer(NOT_TEXT)

@@ -8,6 +8,7 @@ from typing import Any
 import aiohttp
 
 from bot.actions import canonical_id
+from bot.amounts import Currency
 from bot.texts import sentence
 
 # Settings change rarely (currency, point value); reading them once per command is wasteful.
@@ -102,6 +103,10 @@ class NodeClient:
             body, _ = await self._request("GET", "/settings")
             self._settings = (now, body)
         return self._settings[1]
+
+    async def currency(self) -> Currency:
+        """The currency the node keeps amounts in, as its settings report it."""
+        return Currency.of(await self.settings())
 
     async def receivables(self, limit: int = 10) -> dict[str, Any]:
         body, _ = await self._request("GET", "/reports/receivables", params={"limit": str(limit)})

@@ -26,6 +26,7 @@ from bot.actions import (
     idempotency_key,
     parse_data,
 )
+from bot.amounts import Currency, format_amount, parse_amount
 from bot.arguments import command_rest, parse_points, split_amount
 from bot.chat import edit, respond
 from bot.client import NodeClient, NodeError
@@ -33,7 +34,6 @@ from bot.context import client_for, shop
 from bot.lookup import find_customer
 from bot.roles import OWNER_ONLY, may_act, owner_only
 from bot.texts import balance_phrase, sentence
-from node.money import format_amount, parse_amount
 
 USAGE = {
     PAY: "/pay QUERY AMOUNT [note], e.g. /pay ann 50 or /pay 5550100 12.50 cash",
@@ -79,7 +79,7 @@ async def _ask_from_command(update: Update, context: ContextTypes.DEFAULT_TYPE, 
         if kind == REDEEM:
             amount = parse_points(args.amount)
         else:
-            amount = parse_amount(args.amount, settings["currency"])
+            amount = parse_amount(args.amount, Currency.of(settings))
     except ValueError as exc:
         await message.reply_text(f"{sentence(str(exc))} Use {USAGE[kind]}")
         return
@@ -168,7 +168,7 @@ async def on_cancel(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 
 def _question(action: Action, customer: dict[str, Any], settings: dict[str, Any], note: str) -> str:
     """The confirmation's text: the action, and the balance or points before and after."""
-    currency = settings["currency"]
+    currency = Currency.of(settings)
     name = customer["name"]
     balance = int(customer.get("ledger_balance") or 0)
     if action.kind == REDEEM:
@@ -208,7 +208,7 @@ async def _record(node: NodeClient, action: Action, note: str, key: str) -> dict
 
 async def _result_text(node: NodeClient, action: Action, result: dict[str, Any]) -> str:
     customer = await node.customer(action.customer_id)
-    currency = (await node.settings())["currency"]
+    currency = await node.currency()
     name = customer["name"]
     if action.kind == REDEEM:
         discount = format_amount(int(result.get("discount_amount") or 0), currency)
@@ -234,7 +234,7 @@ async def _refusal(client: NodeClient, err: NodeError) -> str:
     """The node's refusal as a sentence, naming the credit left when over the limit."""
     available = err.problem.get("available_credit")
     if err.status == 409 and isinstance(available, int):
-        currency = (await client.settings())["currency"]
+        currency = await client.currency()
         return (
             "That would go past the customer's credit limit; "
             f"available credit: {format_amount(max(available, 0), currency)}."

@@ -47,10 +47,11 @@ async def send_digest(context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     try:
         report = await node.receivables(limit=DIGEST_SHOWN)
+        currency = await node.currency()
     except NodeError as err:
         log.warning("daily digest skipped: the node did not answer (%s)", err.status or "down")
         return
-    text = "Daily digest\n" + dues_text(report)
+    text = "Daily digest\n" + dues_text(report, currency)
     for owner in sorted(the_shop.settings.owners):
         try:
             await context.bot.send_message(owner, text)

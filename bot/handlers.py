@@ -18,6 +18,7 @@ from telegram.error import TelegramError
 from telegram.ext import ContextTypes
 
 from bot.actions import BALANCE, LEDGER, MONEY_KINDS, PICK, STATEMENT, parse_data
+from bot.amounts import Currency
 from bot.arguments import command_rest, strip_quotes
 from bot.chat import edit, respond
 from bot.client import NodeClient, NodeError
@@ -61,7 +62,7 @@ async def find(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not matches:
         await message.reply_text(NO_MATCH.format(query=query))
         return
-    currency = (await client.settings())["currency"]
+    currency = await client.currency()
     lines = [customer_line(c, currency) for c in matches]
     if total > len(matches):
         lines.append(f"…and {total - len(matches)} more; type more of the name to narrow it.")
@@ -88,8 +89,9 @@ async def statement(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
 @owner_only
 async def dues(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     """List the customers who owe most, and for how long."""
-    report = await client_for(update, context).receivables(limit=DUES_SHOWN)
-    await update.effective_message.reply_text(dues_text(report))
+    client = client_for(update, context)
+    report = await client.receivables(limit=DUES_SHOWN)
+    await update.effective_message.reply_text(dues_text(report, await client.currency()))
 
 
 async def on_pick(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -169,7 +171,7 @@ async def _show(client: NodeClient, message: Message, kind: str, customer: dict[
         entries = await client.whole_ledger(customer["id"])
         await message.get_bot().send_document(
             message.chat_id,
-            document=statement_csv(entries, settings["currency"]),
+            document=statement_csv(entries, Currency.of(settings)),
             filename=statement_filename(customer),
             caption=f"Statement of {customer['name']}: {len(entries)} entries.",
         )
@@ -181,7 +183,7 @@ async def _show(client: NodeClient, message: Message, kind: str, customer: dict[
         text = balance_text(customer, entries, settings)
     else:
         entries = await client.ledger(customer["id"], limit=LEDGER_ENTRIES)
-        text = ledger_text(customer, entries, settings["currency"])
+        text = ledger_text(customer, entries, Currency.of(settings))
     await respond(message, text)
 
 

@@ -8,37 +8,37 @@ import re
 from datetime import date
 from typing import Any
 
-from node.money import exponent
-from node.spreadsheet import safe_row
+from bot.amounts import Currency, decimal_text
 
 COLUMNS = ["date", "type", "amount", "balance_after", "description", "reference_id", "entry_id"]
 
-
-def decimal_text(minor: int, currency: str) -> str:
-    """Minor units as a plain decimal a spreadsheet reads exactly: -5025 USD -> '-50.25'."""
-    digits = exponent(currency)
-    whole, fraction = divmod(abs(minor), 10**digits)
-    sign = "-" if minor < 0 else ""
-    return f"{sign}{whole}.{fraction:0{digits}d}" if digits else f"{sign}{whole}"
+# OWASP's advice against CSV injection: text that could start a formula gets a leading `'`,
+# which spreadsheets read as "this is text".
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def statement_csv(entries: list[dict[str, Any]], currency: str) -> bytes:
+def text_cell(value: Any) -> str:
+    """Text from the node as a cell a spreadsheet shows and never runs. Only the amounts,
+    which the bot writes itself, are numbers."""
+    text = str(value or "")
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def statement_csv(entries: list[dict[str, Any]], currency: Currency) -> bytes:
     """CSV bytes (UTF-8 with BOM, so spreadsheet programs read names correctly)."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(COLUMNS)
     for entry in reversed(entries):  # the API lists newest first; statements read forward
-        writer.writerow(safe_row(
-            [
-                entry.get("created_at", ""),
-                entry.get("type", ""),
-                decimal_text(int(entry.get("amount") or 0), currency),
-                decimal_text(int(entry.get("balance_after") or 0), currency),
-                entry.get("description") or "",
-                entry.get("reference_id") or "",
-                entry.get("id") or "",
-            ]
-        ))
+        writer.writerow([
+            text_cell(entry.get("created_at")),
+            text_cell(entry.get("type")),
+            decimal_text(int(entry.get("amount") or 0), currency),
+            decimal_text(int(entry.get("balance_after") or 0), currency),
+            text_cell(entry.get("description")),
+            text_cell(entry.get("reference_id")),
+            text_cell(entry.get("id")),
+        ])
     return ("\ufeff" + out.getvalue()).encode("utf-8", "backslashreplace")
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from node.money import format_amount
+from bot.amounts import Currency, format_amount
 
 
-def balance_phrase(balance: int, currency: str) -> str:
+def balance_phrase(balance: int, currency: Currency) -> str:
     """'owes $50.00', 'in credit $12.00' or 'owes nothing' (negative balance = owes)."""
     if balance < 0:
         return f"owes {format_amount(-balance, currency)}"
@@ -17,7 +17,7 @@ def balance_phrase(balance: int, currency: str) -> str:
     return "owes nothing"
 
 
-def points_phrase(points: int, point_value: int, currency: str) -> str:
+def points_phrase(points: int, point_value: int, currency: Currency) -> str:
     """'450 points (worth $45.00)'."""
     noun = "point" if points == 1 else "points"
     return f"{points} {noun} (worth {format_amount(points * point_value, currency)})"
@@ -33,7 +33,7 @@ def customer_label(customer: dict[str, Any], width: int = 48) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
-def customer_line(customer: dict[str, Any], currency: str) -> str:
+def customer_line(customer: dict[str, Any], currency: Currency) -> str:
     """'Ann Lee · +15550100 · owes $20.00 · 450 points'."""
     balance = balance_phrase(int(customer.get("ledger_balance") or 0), currency)
     points = f"{int(customer.get('loyalty_points') or 0)} points"
@@ -51,7 +51,7 @@ def when(timestamp: str | None) -> str:
     return moment.strftime("%d %b %H:%M")
 
 
-def entry_line(entry: dict[str, Any], currency: str) -> str:
+def entry_line(entry: dict[str, Any], currency: Currency) -> str:
     """'18 May 14:30 · Payment received · paid $10.00 → owes $50.00'."""
     amount = format_amount(int(entry.get("amount") or 0), currency)
     movement = f"paid {amount}" if entry.get("type") == "credit" else f"charged {amount}"
@@ -63,7 +63,7 @@ def entry_line(entry: dict[str, Any], currency: str) -> str:
 
 def balance_text(customer: dict[str, Any], entries: list[dict], settings: dict[str, Any]) -> str:
     """The /balance answer: owes or in credit, points and their value, the last entries."""
-    currency = settings["currency"]
+    currency = Currency.of(settings)
     balance = int(customer.get("ledger_balance") or 0)
     points = int(customer.get("loyalty_points") or 0)
     lines = [
@@ -76,7 +76,7 @@ def balance_text(customer: dict[str, Any], entries: list[dict], settings: dict[s
     return "\n".join(lines)
 
 
-def ledger_text(customer: dict[str, Any], entries: list[dict], currency: str) -> str:
+def ledger_text(customer: dict[str, Any], entries: list[dict], currency: Currency) -> str:
     """The /ledger answer: recent entries, newest first, each with the balance after it."""
     name = str(customer.get("name") or "?")
     if not entries:
@@ -87,9 +87,8 @@ def ledger_text(customer: dict[str, Any], entries: list[dict], currency: str) ->
     return "\n".join(lines)
 
 
-def dues_text(report: dict[str, Any]) -> str:
+def dues_text(report: dict[str, Any], currency: Currency) -> str:
     """Customers who owe most, how much and for how long, with the ageing buckets."""
-    currency = report.get("currency") or "USD"
     customers = report.get("customers") or []
     if not customers:
         return "Nobody owes anything right now."

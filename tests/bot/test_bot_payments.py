@@ -267,3 +267,32 @@ async def test_amounts_follow_the_shop_currency(
     assert shown.text.startswith("Record a payment of ¥1,500 from Ann Lee?")
     assert result.text.endswith("Ann Lee now in credit ¥1,500.")
     assert [e["amount"] for e in empty_node.ledger(ann)] == [1500]
+
+
+async def test_amounts_read_and_show_the_decimals_the_node_reports(
+    empty_node: RealNode, telegram, owner: Chat
+) -> None:
+    """KWD has 3 decimals and no symbol in the bot: everything it shows or reads is in
+    the node's minor units, as GET /settings reports them."""
+    settings = empty_node.api("PATCH", "/settings", {"currency": "KWD"})
+    assert (settings["currency"], settings["currency_decimals"]) == ("KWD", 3)
+    ann = empty_node.add_customer("Ann Lee")
+    empty_node.charge(ann, 12_345_678)
+    async for _ in running_bot(bot_settings(empty_node, telegram)):
+        refused = await owner.send("/pay ann 1.2345")
+        shown = await owner.send("/pay ann 1.5")
+        await owner.tap(shown, "Confirm")
+        result = await owner.edited(shown)
+        balance = await owner.send("/balance ann")
+        dues = await owner.send("/dues")
+        statement = await owner.send("/statement ann", expect="sendDocument")
+
+    assert "KWD amounts have at most 3 decimals" in refused.text
+    assert shown.text.startswith("Record a payment of KWD 1.500 from Ann Lee?")
+    assert result.text.endswith("Ann Lee now owes KWD 12,344.178.")
+    assert "Payment received · paid KWD 1.500 → owes KWD 12,344.178" in balance.text
+    assert dues.text.startswith("Who owes most (total owed KWD 12,344.178):")
+    rows = statement.files["document"][1].decode("utf-8-sig").splitlines()
+    assert [row.split(",")[2:4] for row in rows[1:]] == [["12345.678", "-12345.678"],
+                                                         ["1.500", "-12344.178"]]  # fmt: skip
+    assert [e["amount"] for e in empty_node.ledger(ann)] == [1500, 12_345_678]

@@ -27,7 +27,9 @@ from bot.actions import (
     idempotency_key,
     parse_data,
 )
+from bot.amounts import MAX_AMOUNT, Currency, decimal_text, format_amount, parse_amount
 from bot.arguments import AmountArgs, command_rest, split_amount
+from node.api.openapi import DOCUMENT
 from node.config import load_config
 
 
@@ -47,6 +49,33 @@ from node.config import load_config
 )
 def test_split_amount(text: str, expected: AmountArgs | None) -> None:
     assert split_amount(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("settings", "minor", "shown", "plain"),
+    [
+        ({"currency": "USD", "currency_decimals": 2}, -502500, "-$5,025.00", "-5025.00"),
+        ({"currency": "JPY", "currency_decimals": 0}, 1500, "¥1,500", "1500"),
+        ({"currency": "KWD", "currency_decimals": 3}, 1234567, "KWD 1,234.567", "1234.567"),
+        # The node's word on decimals counts, not what the bot may think of the code.
+        ({"currency": "USD", "currency_decimals": 3}, 1500, "$1.500", "1.500"),
+    ],
+)
+def test_amounts_follow_the_currency_the_node_reports(
+    settings: dict, minor: int, shown: str, plain: str
+) -> None:
+    currency = Currency.of(settings)
+    assert format_amount(minor, currency) == shown
+    assert decimal_text(minor, currency) == plain
+    assert parse_amount(plain.lstrip("-"), currency) == abs(minor)
+
+
+def test_the_bots_amount_cap_is_the_apis() -> None:
+    schemas = DOCUMENT["components"]["schemas"]
+    assert schemas["SaleInput"]["properties"]["total"]["maximum"] == MAX_AMOUNT == MAX_NUMBER
+    assert parse_amount(str(MAX_AMOUNT // 100), Currency("USD", 2)) == MAX_AMOUNT
+    with pytest.raises(ValueError, match="too large"):
+        parse_amount(f"{MAX_AMOUNT // 100}.01", Currency("USD", 2))
 
 
 def test_command_rest_drops_the_command_and_bot_name() -> None:
