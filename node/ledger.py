@@ -31,7 +31,7 @@ def credit_limit_for(customer: dict[str, Any]) -> int | None:
 
 
 def check_credit_limit(customer: dict[str, Any], debit: int) -> None:
-    """Refuse a debit that takes the customer past their credit limit (409)."""
+    """Refuse (Conflict, with the credit available) a debit past the customer's credit limit."""
     limit = credit_limit_for(customer)
     if limit is None:
         return
