@@ -1,7 +1,7 @@
-"""Domain errors as typed values; the API turns them into problem+json, the bot into sentences.
+"""Domain errors as typed values, saying what went wrong in the shop's terms only.
 
-They say what went wrong in the shop's terms only: which HTTP status each one becomes is
-the API's business (node.api.problems).
+Which HTTP status and problem+json each one becomes is the API's business
+(node.api.problems); the command line prints their detail.
 """
 
 from __future__ import annotations
