@@ -1,4 +1,5 @@
-"""Fixtures for the bot tests: a real node in a subprocess, a fake Bot API, the real bot.
+"""Fixtures for the bot tests: a real node in a subprocess (tests/processes.py starts it),
+a fake Bot API, the real bot.
 
 The bot under test is the production one; only `[bot] api_url` points at the fake server.
 """
@@ -7,15 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import re
 import secrets
-import signal
-import socket
-import subprocess
-import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -27,14 +20,12 @@ import pytest
 from bot import BotRunner, BotSettings, bot_running
 from tests.bot.fake_telegram import Call, FakeBotAPI
 
-REPO = Path(__file__).resolve().parents[2]
+# REPO and free_port are re-exported: bot tests import them from here as well.
+from tests.processes import REPO, NodeProcess, free_port, shopnode, start_node  # noqa: F401
+
 TOKEN = "123456:TEST-token-that-must-never-be-logged"
 OWNER, STAFF, STRANGER = 1001, 2002, 3003
 START_TIMEOUT = 30.0
-
-
-class NodeExited(RuntimeError):
-    """`serve` exited before it listened."""
 
 
 class RealNode:
@@ -45,34 +36,25 @@ class RealNode:
         self.url = ""
         self.owner_token = ""
         self.staff_token = ""
-        self.process: subprocess.Popen[str] | None = None
-        self.output: list[str] = []
-        self._listening = threading.Event()
-        self._reader: threading.Thread | None = None
+        self.server: NodeProcess | None = None
+
+    @property
+    def log(self) -> Path:
+        """The node's log, next to its data dir (stdout beside it, `.out`)."""
+        return self.data_dir.with_name(f"{self.data_dir.name}.log")
 
     def env(self, port: int) -> dict[str, str]:
-        # Unknown SHOPNODE_* keys are a config error, and the developer's own settings
-        # (a bot token!) must not leak in: start from the environment without any of them.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPNODE_")}
-        env.update(
-            SHOPNODE_NODE_DATA_DIR=str(self.data_dir),
-            SHOPNODE_API_HOST="127.0.0.1",
-            SHOPNODE_API_PORT=str(port),
-            PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
-            PYTHONUNBUFFERED="1",
-        )
-        return env
+        # The launcher leaves the developer's own SHOPNODE_* settings (a bot token!) out.
+        return {
+            "SHOPNODE_NODE_DATA_DIR": str(self.data_dir),
+            "SHOPNODE_API_HOST": "127.0.0.1",
+            "SHOPNODE_API_PORT": str(port),
+            "PYTHONUNBUFFERED": "1",
+        }
 
     def cli(self, *args: str) -> str:
         """Run one shopnode command against this node's data; its stdout."""
-        done = subprocess.run(
-            [sys.executable, "-m", "node", *args],
-            cwd=self.data_dir,
-            env=self.env(0),
-            capture_output=True,
-            text=True,
-            timeout=START_TIMEOUT,
-        )
+        done = shopnode(*args, env=self.env(0), cwd=self.data_dir, timeout=START_TIMEOUT)
         if done.returncode != 0:
             raise RuntimeError(f"shopnode {' '.join(args)} failed: {done.stderr[-2000:]}")
         return done.stdout
@@ -82,81 +64,34 @@ class RealNode:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.owner_token = self.create_token("bot", "owner")
         self.staff_token = self.create_token("bot-staff", "staff")
-        for attempt in range(3):  # another process may take the free port first
-            try:
-                self.serve(free_port())
-                return
-            except NodeExited:
-                if attempt == 2:
-                    raise
+        self.serve(0)
 
     def create_token(self, name: str, role: str) -> str:
         """A new API token's secret (the last line `shopnode token create` prints)."""
         return self.cli("token", "create", "--name", name, "--role", role).strip().splitlines()[-1]
 
+    @property
+    def output(self) -> list[str]:
+        """The lines the node has written so far (this run's), log then stdout."""
+        return self.server.output().splitlines(keepends=True) if self.server else []
+
     def access_lines(self) -> list[str]:
         """The node's access-log lines so far (method, route pattern or "(no route)", status)."""
-        return [line for line in list(self.output) if "aiohttp.access" in line]
+        return [line for line in self.output if "aiohttp.access" in line]
 
     @property
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
     def serve(self, port: int) -> None:
-        """Start `serve` on `port` and wait until it listens (used again after stop())."""
-        self.output = []
-        self._listening.clear()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "node", "serve"],
-            cwd=self.data_dir,
-            env=self.env(port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read_output, daemon=True)
-        self._reader.start()
-        self.url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.stop()
-                raise NodeExited("node exited at start:\n" + "".join(self.output)[-3000:])
-            if self._listening.wait(0.05) or self._healthy():
-                return
-        self.stop()
-        raise RuntimeError("node did not start in time:\n" + "".join(self.output)[-3000:])
-
-    def _read_output(self) -> None:
-        assert self.process is not None and self.process.stdout is not None
-        for line in self.process.stdout:
-            self.output.append(line)
-            found = re.search(r"listening on (http://[\w.\-\[\]:]+)", line)
-            if found:
-                self.url = found.group(1).rstrip("/")
-                self._listening.set()
-
-    def _healthy(self) -> bool:
-        try:
-            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as response:
-                return response.status == 200
-        except (OSError, urllib.error.URLError):
-            return False
+        """Start `serve` on `port` (0: a free one) and wait until it listens (used again
+        after stop(), on the same port)."""
+        self.server = start_node(self.env(port), self.log, cwd=self.data_dir)
+        self.url = self.server.url
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
-        if self._reader is not None:
-            self._reader.join(timeout=5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+        if self.server is not None:
+            self.server.stop()
 
     # The API, as a test sets up a shop and checks what the bot did
 
@@ -191,13 +126,7 @@ class RealNode:
         return self.api("GET", f"/customers/{customer['id']}/ledger?limit=100")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_node(data_dir: Path) -> RealNode:
+def start_real_node(data_dir: Path) -> RealNode:
     node = RealNode(data_dir)
     try:
         node.start()
@@ -212,7 +141,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
     """One real node for the bot tests (instead of tests/conftest.py's node per test):
     starting a node per test would double the suite's time, and each test makes its own
     customers, so none sees another's."""
-    shared = start_node(tmp_path_factory.mktemp("node"))
+    shared = start_real_node(tmp_path_factory.mktemp("node"))
     yield shared
     shared.stop()
 
@@ -220,7 +149,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealNode]:
 @pytest.fixture
 def empty_node(tmp_path: Path) -> Iterator[RealNode]:
     """A real node of its own, for tests about the whole shop (dues, digest)."""
-    own = start_node(tmp_path / "node")
+    own = start_real_node(tmp_path / "node")
     yield own
     own.stop()
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 import node.cli
-from tests.bot.conftest import OWNER, STAFF, TOKEN, Chat, RealNode, free_port
+from tests.bot.conftest import OWNER, STAFF, TOKEN, Chat, RealNode
+from tests.processes import Server, free_port, start_bot, start_node
 
 CLI_SOURCE = inspect.getsource(node.cli)
 serve_wired = pytest.mark.skipif(
@@ -23,34 +21,33 @@ bot_wired = pytest.mark.skipif(
 )
 
 
-async def run_cli(real: RealNode, env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
-    # A fixed port: the in-process bot is told the node's URL before the node listens.
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "node", *args,
-        cwd=real.data_dir, env={**real.env(free_port()), **env},
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+async def serve(real: RealNode, env: dict[str, str]) -> Server:
+    """`shopnode serve` with `env`, once it listens. A fixed port: the in-process bot is told
+    the node's URL before the node listens. In a thread, so the fake Bot API, in this test's
+    event loop, answers meanwhile."""
+    env = {**real.env(free_port()), **env}
+    return await asyncio.to_thread(start_node, env, real.log, cwd=real.data_dir)
 
 
-async def stop(process: asyncio.subprocess.Process) -> str:
+def bot_alone(real: RealNode, env: dict[str, str]) -> Server:
+    """`shopnode bot` in `real`'s directory (it listens on nothing: a test waits for its
+    first answer)."""
+    return start_bot({**real.env(free_port()), **env}, real.log, cwd=real.data_dir)
+
+
+async def stop(process: Server) -> str:
     """SIGTERM, as a service manager stops it; the output, after a clean exit."""
-    if process.returncode is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        output, _ = await asyncio.wait_for(process.communicate(), 20)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0, output.decode()
-    return output.decode()
+    code = await asyncio.to_thread(process.stop, timeout=20)
+    output = process.output()
+    assert code == 0, output
+    return output
 
 
 @serve_wired
 async def test_serve_runs_the_bot_in_its_own_loop(telegram, owner: Chat, tmp_path: Path) -> None:
     real = RealNode(tmp_path / "node")
     real.data_dir.mkdir(parents=True)
-    process = await run_cli(real, serve_bot_env(telegram.url), "serve")
+    process = await serve(real, serve_bot_env(telegram.url))
     try:
         reply = await asyncio.wait_for(owner.send("/find nobody-here"), 20)
     finally:
@@ -86,7 +83,7 @@ async def test_serve_gives_the_bot_an_owner_and_a_staff_token_and_revokes_both(
     real = RealNode(tmp_path / "node")
     real.data_dir.mkdir(parents=True)
     real.owner_token = real.create_token("setup", "owner")
-    process = await run_cli(real, serve_bot_env(telegram.url), "serve")
+    process = await serve(real, serve_bot_env(telegram.url))
     try:
         # Staff are served (with the staff token), and the node keeps its staff rules.
         found = await asyncio.wait_for(staff.send("/find nobody-here"), 20)
@@ -117,7 +114,7 @@ async def test_bot_alone_talks_to_a_node_over_http(
         "SHOPNODE_BOT_NODE_URL": node.url,
         "SHOPNODE_BOT_NODE_TOKEN": node.owner_token,
     }
-    process = await run_cli(alone, bot_env, "bot")
+    process = bot_alone(alone, bot_env)
     try:
         reply = await asyncio.wait_for(owner.send(f"/find {tag}"), 20)
     finally:

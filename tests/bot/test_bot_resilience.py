@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from bot import BotSettings, TokenRejected, bot_running, run_bot_forever
-from tests.bot.conftest import (
-    OWNER,
-    REPO,
-    TOKEN,
-    Chat,
-    RealNode,
-    bot_settings,
-    free_port,
-    running_bot,
-    wait_state,
-)
+from tests.bot.conftest import OWNER, TOKEN, Chat, RealNode, bot_settings, running_bot, wait_state
 from tests.bot.fake_telegram import FakeBotAPI
+from tests.processes import free_port, spawn_python, stop
 
 UNREACHABLE = "I can't reach the shop node right now. Please try again in a moment."
 
@@ -107,7 +95,7 @@ async def test_a_rejected_token_leaves_the_node_serving(
 
 
 async def test_bot_alone_stops_cleanly_on_sigterm(
-    node: RealNode, telegram: FakeBotAPI, owner: Chat
+    node: RealNode, telegram: FakeBotAPI, owner: Chat, tmp_path: Path
 ) -> None:
     settings = bot_settings(node, telegram)
     script = (
@@ -118,23 +106,17 @@ async def test_bot_alone_stops_cleanly_on_sigterm(
         "asyncio.run(run_bot_forever(s))\n"
         "print('clean exit')\n"
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", script, env=env, cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    log = tmp_path / "bot.log"
+    process = spawn_python(script, env={}, log=log)
     try:
         reply = await asyncio.wait_for(owner.send("/help"), 15)
         assert "/pay" in reply.text
-        process.send_signal(signal.SIGTERM)
-        output, _ = await asyncio.wait_for(process.communicate(), 15)
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode == 0
-    assert "clean exit" in output.decode()
-    assert TOKEN not in output.decode()
+        code = await asyncio.to_thread(stop, process, timeout=15)  # SIGTERM, then SIGKILL
+    output = log.read_text()
+    assert code == 0
+    assert "clean exit" in output
+    assert TOKEN not in output
 
 
 async def test_settings_never_show_secrets() -> None:
