@@ -84,6 +84,7 @@ from sync.protocol import (  # noqa: E402
     gzip_json,
 )
 from sync.store import POSTGRES_SCHEMA, SQLITE_SCHEMA, CentralStore  # noqa: E402
+from tests import processes  # noqa: E402
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
 PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -317,13 +318,6 @@ def decode_payload(payload: bytes) -> list[dict[str, Any]]:
 PROCS: list[subprocess.Popen] = []
 
 
-def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    """The environment for the CLI: no inherited SHOPNODE_* settings, the repo importable."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPNODE_")}
-    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
-    return {**env, **extra}
-
-
 def vm_hwm_kb(pid: int) -> int:
     try:
         text = Path(f"/proc/{pid}/status").read_text()
@@ -334,13 +328,7 @@ def vm_hwm_kb(pid: int) -> int:
 
 
 def stop(proc: subprocess.Popen, wait: float = 30) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(wait)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+    processes.stop(proc, timeout=wait)  # SIGTERM, then SIGKILL after `wait` seconds
     if proc in PROCS:
         PROCS.remove(proc)
 
@@ -353,23 +341,18 @@ def stop_all() -> None:
             proc.kill()
 
 
-@dataclass
-class Central:
-    proc: subprocess.Popen
-    url: str
-    env: dict[str, str]
-    cwd: Path
+class Central(processes.Central):
+    """`python -m node central serve`, started by the tests' launcher, with what the
+    benchmark measures of it."""
 
     def add_stores(self, names: list[str]) -> list[str]:
         """Tokens from `python -m node central add-store`, a few registrations at a time."""
 
         def one(name: str) -> str:
-            done = subprocess.run([sys.executable, "-m", "node", "central", "add-store",
-                                   "--name", name], env=self.env, cwd=self.cwd,
-                                  capture_output=True, text=True, timeout=120)  # fmt: skip
-            if done.returncode != 0:
-                raise BenchError(f"add-store {name} failed: {done.stderr.strip()[-500:]}")
-            return json.loads(done.stdout.strip().splitlines()[-1])["token"]
+            try:
+                return self.add_store(name, timeout=120)["token"]
+            except RuntimeError as exc:
+                raise BenchError(str(exc)) from None
 
         with ThreadPoolExecutor(4) as pool:
             return list(pool.map(one, names))
@@ -385,29 +368,26 @@ class Central:
     def peak_rss_mb(self) -> float:
         return vm_hwm_kb(self.proc.pid) / 1024
 
-    def stop(self) -> None:
-        stop(self.proc)
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        code = processes.stop(self.proc, sig, timeout)
+        if self.proc in PROCS:
+            PROCS.remove(self.proc)
+        return code
 
 
 def start_central(database_url: str, cwd: Path, label: str) -> Central:
     cwd.mkdir(parents=True, exist_ok=True)
-    env = clean_env({"SHOPNODE_CENTRAL_DATABASE": database_url, "SHOPNODE_CENTRAL_PORT": "0",
-                     "SHOPNODE_CENTRAL_HOST": "127.0.0.1"})  # fmt: skip
+    env = processes.child_env({"SHOPNODE_CENTRAL_DATABASE": database_url,
+                               "SHOPNODE_CENTRAL_PORT": "0",
+                               "SHOPNODE_CENTRAL_HOST": "127.0.0.1"})  # fmt: skip
     log = cwd / f"central-{label}.log"
-    with open(log, "w") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "node", "central", "serve"], env=env,
-                                stdout=err, stderr=err, cwd=cwd)  # fmt: skip
-    PROCS.append(proc)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = re.search(r"listening on (http://\S+)", log.read_text())
-        if match:
-            return Central(proc, match.group(1), env, cwd)
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    stop(proc)
-    raise BenchError(f"central ({label}) did not start:\n{log.read_text()[-2000:]}")
+    central = Central(("central", "serve"), env, log, log, cwd)
+    try:
+        central.start(timeout=60)
+    except processes.StartFailed as exc:
+        raise BenchError(f"central ({label}): {exc}") from None
+    PROCS.append(central.proc)
+    return central
 
 
 @dataclass
@@ -656,7 +636,7 @@ def ingest(engine: str, args: argparse.Namespace, tmp: Path, data: list[StoreDat
 
 
 def node_env(data_dir: Path, central: Central, token: str) -> dict[str, str]:
-    return clean_env(
+    return processes.child_env(
         {
             "SHOPNODE_NODE_DATA_DIR": str(data_dir),
             "SHOPNODE_SYNC_CENTRAL_URL": central.url,

@@ -179,15 +179,19 @@ class Server:
         if not wait:
             return self
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = LISTENING.search(_since(self.log, self._log_from))
-            if match:
-                self.url = match.group(1)
-                self._started()
-                return self
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
+        try:
+            while time.monotonic() < deadline:
+                match = LISTENING.search(_since(self.log, self._log_from))
+                if match:
+                    self.url = match.group(1)
+                    self._started()
+                    return self
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        except BaseException:  # interrupted (Ctrl-C, a signal): leave no child behind
+            stop(self.proc, signal.SIGKILL)
+            raise
         stop(self.proc, signal.SIGKILL)
         raise StartFailed(
             f"shopnode {' '.join(self.args)} did not start:\n"
