@@ -5,37 +5,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import signal
-from typing import Any
 
 import aiohttp
 
-from tests.conftest import NodeProcess, start_node
+from tests.node.conftest import all_entries, fetch
+from tests.processes import NodeProcess, start_node
 
 WORKERS = 4  # several requests in flight when the kill lands
 KILL_AFTER = 60  # acknowledgements
 
 
-async def call(session, method: str, url: str, **kw: Any) -> tuple[int, Any]:
-    async with session.request(method, url, **kw) as response:
-        return response.status, await response.json(content_type=None)
-
-
-async def all_entries(session, url: str, customer_id: str) -> list[dict]:
-    entries: list[dict] = []
-    for page in range(1, 50):
-        status, rows = await call(
-            session, "GET", f"{url}/api/v1/customers/{customer_id}/ledger?limit=100&page={page}"
-        )
-        assert status == 200, rows
-        entries.extend(rows)
-        if len(rows) < 100:
-            return entries
-    raise AssertionError("ledger never ended")
-
-
 async def test_acknowledged_payments_survive_sigkill(node: NodeProcess):
     async with aiohttp.ClientSession(headers=node.headers) as session:
-        status, customer = await call(
+        status, customer, _ = await fetch(
             session, "POST", f"{node.url}/api/v1/customers", json={"name": "Steady payer"}
         )
         assert status == 201, customer
@@ -54,7 +36,7 @@ async def test_acknowledged_payments_survive_sigkill(node: NodeProcess):
                 attempted[key] = amount
                 body = {"type": "credit", "amount": amount, "description": key}
                 try:
-                    status, entry = await call(
+                    status, entry, _ = await fetch(
                         session, "POST", ledger_url, json=body, headers={"Idempotency-Key": key}
                     )
                 except (TimeoutError, aiohttp.ClientError):
@@ -92,7 +74,7 @@ async def test_acknowledged_payments_survive_sigkill(node: NodeProcess):
 
             total = sum(e["amount"] for e in entries)
             assert entries[0]["balance_after"] == total
-            status, shown = await call(
+            status, shown, _ = await fetch(
                 session, "GET", f"{restarted.url}/api/v1/customers/{customer['id']}"
             )
             assert shown["ledger_balance"] == total
@@ -101,7 +83,7 @@ async def test_acknowledged_payments_survive_sigkill(node: NodeProcess):
             ledger_url = f"{restarted.url}/api/v1/customers/{customer['id']}/ledger"
             for key in sorted(set(attempted) - set(acked)):
                 body = {"type": "credit", "amount": attempted[key], "description": key}
-                status, entry = await call(
+                status, entry, _ = await fetch(
                     session, "POST", ledger_url, json=body, headers={"Idempotency-Key": key}
                 )
                 assert status == 201, entry
@@ -109,7 +91,7 @@ async def test_acknowledged_payments_survive_sigkill(node: NodeProcess):
                     assert entry["id"] == by_key[key]["id"]
             entries = await all_entries(session, restarted.url, customer["id"])
             assert sorted(e["description"] for e in entries) == sorted(attempted)
-            status, shown = await call(
+            status, shown, _ = await fetch(
                 session, "GET", f"{restarted.url}/api/v1/customers/{customer['id']}"
             )
             assert shown["ledger_balance"] == sum(attempted.values())

@@ -7,15 +7,7 @@ import io
 import pytest
 
 from node import tokens
-
-
-async def problem_of(response) -> dict:
-    assert response.content_type == "application/problem+json", await response.text()
-    body = await response.json(content_type=None)
-    assert {"type", "title", "status", "detail"} <= set(body)
-    assert body["status"] == response.status
-    assert "Traceback" not in body["detail"]
-    return body
+from tests.node.conftest import problem
 
 
 async def test_missing_and_bad_tokens_are_401(api):
@@ -24,7 +16,7 @@ async def test_missing_and_bad_tokens_are_401(api):
         response = await api.client.get("/api/v1/customers", headers=headers)
         assert response.status == 401
         assert "Bearer" in response.headers["WWW-Authenticate"]
-        await problem_of(response)
+        await problem(response)
 
 
 async def test_revoked_token_stops_working(api):
@@ -55,7 +47,7 @@ async def test_staff_may_sell_and_take_payments_but_not_owner_actions(api):
     ]:
         response = await api.request(method, path, staff=True, json=body)
         assert response.status == 403, (method, path)
-        await problem_of(response)
+        await problem(response)
     got = await api.get_customer(cid)
     assert got["ledger_balance"] == 0
 
@@ -64,7 +56,7 @@ async def test_staff_may_sell_and_take_payments_but_not_owner_actions(api):
 async def test_unreadable_bodies_are_4xx_problems(api, raw):
     response = await api.post("/api/v1/customers", data=raw)
     assert response.status in (400, 422)
-    await problem_of(response)
+    await problem(response)
     assert await api.ok("GET", "/api/v1/customers") == []
 
 
@@ -72,28 +64,28 @@ async def test_unreadable_bodies_are_4xx_problems(api, raw):
 async def test_json_that_is_not_an_object_is_422(api, body):
     response = await api.post("/api/v1/customers", data=body)
     assert response.status == 422
-    assert (await problem_of(response))["errors"][0]["field"] == "body"
+    assert (await problem(response))["errors"][0]["field"] == "body"
 
 
 async def test_body_over_one_mebibyte_is_413(api):
     big = b'{"name": "' + b"x" * (1024 * 1024 + 10) + b'"}'
     response = await api.post("/api/v1/customers", data=io.BytesIO(big))
     assert response.status == 413
-    await problem_of(response)
+    await problem(response)
     assert await api.ok("GET", "/api/v1/customers") == []
 
 
 async def test_unknown_routes_and_methods(api):
     response = await api.get("/api/v1/nothing-here")
     assert response.status == 404
-    await problem_of(response)
+    await problem(response)
     response = await api.client.get("/favicon.ico")
     assert response.status == 404
-    await problem_of(response)
+    await problem(response)
     response = await api.request("DELETE", "/api/v1/customers")
     assert response.status == 405
     assert "GET" in response.headers["Allow"]
-    await problem_of(response)
+    await problem(response)
 
 
 @pytest.mark.parametrize("bad", ["123", "not-a-uuid", "'; DROP TABLE customer; --", "%00"])
@@ -101,8 +93,8 @@ async def test_bad_uuids_are_400(api, bad):
     for method in ("GET", "PATCH", "DELETE"):
         response = await api.request(method, f"/api/v1/customers/{bad}", json={"name": "x"})
         assert response.status == 400, (method, bad)
-        problem = await problem_of(response)
-        assert problem["errors"][0]["field"] == "id"
+        body = await problem(response)
+        assert body["errors"][0]["field"] == "id"
 
 
 async def test_wrong_types_everywhere_never_500(api):
@@ -155,8 +147,8 @@ async def test_dates_at_the_ends_of_the_calendar_never_500(api, query):
 async def test_control_characters_in_search_and_deep_json_are_client_errors(api):
     response = await api.get("/api/v1/customers", params={"search": "\x00abc"})
     assert response.status == 422
-    await problem_of(response)
+    await problem(response)
     for path in ("/api/v1/customers", "/api/v1/sales"):
         response = await api.post(path, data="[" * 100_000)
         assert response.status == 400
-        await problem_of(response)
+        await problem(response)

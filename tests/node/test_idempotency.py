@@ -7,6 +7,8 @@ from typing import Any
 
 import pytest
 
+from tests.node.conftest import ledger, snapshot
+
 
 def key_headers(key: str) -> dict[str, str]:
     return {"Idempotency-Key": key}
@@ -17,34 +19,18 @@ async def send(api, method: str, path: str, key: str, **kw: Any) -> tuple[int, A
     return response.status, await response.json(content_type=None), dict(response.headers)
 
 
-async def ledger(api, customer_id: str) -> list[dict]:
-    return await api.ok("GET", f"/api/v1/customers/{customer_id}/ledger?limit=100")
-
-
-async def state(api, customer_id: str) -> tuple:
-    """Everything a user sees of a customer's money."""
-    customer = await api.get_customer(customer_id)
-    keys = ("loyalty_points", "total_spent", "total_orders", "ledger_balance")
-    sales = await api.ok("GET", f"/api/v1/customers/{customer_id}/sales?limit=100")
-    return (
-        tuple(customer[k] for k in keys),
-        [(e["id"], e["amount"]) for e in await ledger(api, customer_id)],
-        [(s["id"], s["refunded_amount"], s["discount_amount"]) for s in sales],
-    )
-
-
 async def assert_replayed_once(api, method: str, path: str, customer_id: str, **kw: Any):
     """Send the same keyed request twice: first applies, second replays; return the body."""
     status, first, headers = await send(api, method, path, "key-1", **kw)
     assert status in (200, 201), first
     assert headers.get("Idempotent-Replayed") != "true"
-    after_first = await state(api, customer_id)
+    after_first = await snapshot(api, customer_id)
 
     again_status, again, again_headers = await send(api, method, path, "key-1", **kw)
     assert again_status == status
     assert again == first
     assert again_headers.get("Idempotent-Replayed") == "true"
-    assert await state(api, customer_id) == after_first
+    assert await snapshot(api, customer_id) == after_first
     return first
 
 
@@ -150,14 +136,14 @@ async def test_same_key_with_different_body_is_422_and_changes_nothing(api):
     path = f"/api/v1/customers/{customer['id']}/ledger"
     status, _, _ = await send(api, "POST", path, "k", json={"type": "credit", "amount": 100})
     assert status == 201
-    before = await state(api, customer["id"])
+    before = await snapshot(api, customer["id"])
     status, body, headers = await send(
         api, "POST", path, "k", json={"type": "credit", "amount": 200}
     )
     assert status == 422
     assert headers["Content-Type"].startswith("application/problem+json")
     assert body["status"] == 422
-    assert await state(api, customer["id"]) == before
+    assert await snapshot(api, customer["id"]) == before
 
 
 async def test_same_key_on_another_route_or_customer_is_422(api):
@@ -165,13 +151,13 @@ async def test_same_key_on_another_route_or_customer_is_422(api):
     body = {"type": "credit", "amount": 100}
     status, _, _ = await send(api, "POST", f"/api/v1/customers/{jane['id']}/ledger", "k", json=body)
     assert status == 201
-    before = await state(api, john["id"])
+    before = await snapshot(api, john["id"])
     status, _, _ = await send(api, "POST", f"/api/v1/customers/{john['id']}/ledger", "k", json=body)
     assert status == 422
     sale = {"customer_id": john["id"], "total": 100, "payment_method": "account"}
     status, _, _ = await send(api, "POST", "/api/v1/sales", "k", json=sale)
     assert status == 422
-    assert await state(api, john["id"]) == before
+    assert await snapshot(api, john["id"]) == before
 
 
 async def test_partial_then_full_refund_with_same_key_is_422(api):
@@ -180,10 +166,10 @@ async def test_partial_then_full_refund_with_same_key_is_422(api):
     path = f"/api/v1/sales/{sale['id']}/refund"
     status, _, _ = await send(api, "POST", path, "r", json={"amount": 1000})
     assert status == 201
-    before = await state(api, customer["id"])
+    before = await snapshot(api, customer["id"])
     status, _, _ = await send(api, "POST", path, "r")
     assert status == 422
-    assert await state(api, customer["id"]) == before
+    assert await snapshot(api, customer["id"]) == before
 
 
 async def test_different_keys_are_different_requests(api):

@@ -6,42 +6,14 @@ import asyncio
 import json
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 import pytest
 
-CUSTOMERS = "/api/v1/customers"
-
-
-def ledger_path(customer_id: str) -> str:
-    return f"{CUSTOMERS}/{customer_id}/ledger"
-
-
-async def problem(response, status: int) -> dict:
-    """Assert an RFC 9457 problem response with this status; return its body."""
-    body = await response.json(content_type=None)
-    assert response.status == status, (response.status, body)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == status
-    assert {"type", "title", "status", "detail"} <= set(body)
-    return body
-
-
-def error_fields(body: dict) -> set[str]:
-    return {e["field"] for e in body.get("errors", [])}
-
-
-async def entries(api, customer_id: str, query: str = "") -> list[dict]:
-    return await api.ok("GET", f"{ledger_path(customer_id)}?limit=100{query}")
+from tests.node.conftest import CUSTOMERS, debit, error_fields, ledger, ledger_path, problem
 
 
 async def balance(api, customer_id: str) -> int:
     return (await api.get_customer(customer_id))["ledger_balance"]
-
-
-async def debit(api, customer_id: str, amount: int, status: int = 201, **fields: Any) -> dict:
-    body = {"type": "debit", "amount": amount, **fields}
-    return await api.ok("POST", ledger_path(customer_id), status, json=body)
 
 
 # -- the seed example -------------------------------------------------------------------------
@@ -57,7 +29,7 @@ async def test_seed_example_account_sale_then_payment(api):
     assert payment["balance_after"] == -5000
     assert payment["description"] == "Payment received"
 
-    listed = await entries(api, customer["id"])
+    listed = await ledger(api, customer["id"])
     assert [e["type"] for e in listed] == ["credit", "debit"]  # newest first
     assert [e["balance_after"] for e in listed] == [-5000, -15000]
     credit, debit_entry = listed
@@ -94,7 +66,7 @@ async def test_ledger_of_unknown_customer_is_404(api):
 async def test_ledger_is_private_to_its_customer(api):
     jane, john = await api.customer("Jane"), await api.customer("John")
     await api.pay(jane["id"], 700)
-    assert await entries(api, john["id"]) == []
+    assert await ledger(api, john["id"]) == []
     assert await balance(api, john["id"]) == 0
 
 
@@ -108,7 +80,7 @@ async def test_from_to_filters_with_dates_are_inclusive_whole_days(api):
     today, yesterday, tomorrow = day, day - timedelta(days=1), day + timedelta(days=1)
 
     async def ids(query: str) -> list[str]:
-        return [e["id"] for e in await entries(api, customer["id"], query)]
+        return [e["id"] for e in await ledger(api, customer["id"], query)]
 
     assert await ids(f"&from={today}") == [entry["id"]]
     assert await ids(f"&to={today}") == [entry["id"]]
@@ -126,7 +98,7 @@ async def test_from_to_filters_with_rfc3339_times_are_inclusive(api):
     assert first["created_at"] < second["created_at"]
 
     async def ids(query: str) -> list[str]:
-        return [e["id"] for e in await entries(api, customer["id"], query)]
+        return [e["id"] for e in await ledger(api, customer["id"], query)]
 
     t1, t2 = first["created_at"], second["created_at"]
     assert await ids(f"&to={t1}") == [first["id"]]
@@ -141,7 +113,7 @@ async def test_from_to_filters_with_rfc3339_times_are_inclusive(api):
     assert response.status == 200
     assert [e["id"] for e in await response.json()] == [first["id"]]
     # balance_after stays the running balance of the whole ledger, not of the filtered page.
-    only_second = await entries(api, customer["id"], f"&from={t2}")
+    only_second = await ledger(api, customer["id"], f"&from={t2}")
     assert only_second[0]["balance_after"] == 300
 
 
@@ -174,7 +146,7 @@ async def test_manual_debit_is_owner_only(api):
         ledger_path(customer["id"]), staff=True, json={"type": "debit", "amount": 1000}
     )
     await problem(response, 403)
-    assert len(await entries(api, customer["id"])) == 1
+    assert len(await ledger(api, customer["id"])) == 1
     assert await balance(api, customer["id"]) == -4000
 
     # Staff may record payments received.
@@ -195,7 +167,7 @@ async def test_customer_credit_limit_refuses_debit_past_it(api):
     response = await api.post(ledger_path(customer["id"]), json={"type": "debit", "amount": 5000})
     body = await problem(response, 409)
     assert body["available_credit"] == 4000
-    assert len(await entries(api, customer["id"])) == 1
+    assert len(await ledger(api, customer["id"])) == 1
     assert await balance(api, customer["id"]) == -6000
 
     await debit(api, customer["id"], 4000)  # exactly up to the limit is fine
@@ -239,7 +211,7 @@ async def test_default_credit_limit_from_settings(api):
         await api.post(ledger_path(cash_only["id"]), json={"type": "debit", "amount": 1}), 409
     )
     assert body["available_credit"] == 0
-    assert await entries(api, cash_only["id"]) == []
+    assert await ledger(api, cash_only["id"]) == []
 
     # Back to "no limit": the default no longer applies.
     await api.ok("PATCH", "/api/v1/settings", json={"default_credit_limit": None})
@@ -257,7 +229,7 @@ async def test_override_credit_limit_owner_only(api):
     sale = {"customer_id": customer["id"], "total": 100, "payment_method": "account",
             "override_credit_limit": True}  # fmt: skip
     await problem(await api.post("/api/v1/sales", staff=True, json=sale), 403)
-    assert len(await entries(api, customer["id"])) == 1
+    assert len(await ledger(api, customer["id"])) == 1
     assert (await api.get_customer(customer["id"]))["total_orders"] == 0
 
 
@@ -272,13 +244,13 @@ async def test_account_sale_past_limit_is_409_and_records_nothing(api):
     assert after["total_spent"] == 0
     assert after["loyalty_points"] == 0
     assert after["recent_purchases"] == []
-    assert await entries(api, customer["id"]) == []
+    assert await ledger(api, customer["id"]) == []
 
     # Cash sales are not credit: no limit applies.
     await api.sale(customer["id"], 50000, "cash")
     # The owner may override for a trusted customer.
     sale = await api.sale(customer["id"], 12000, "account", override_credit_limit=True)
-    assert (await entries(api, customer["id"]))[0]["reference_id"] == sale["id"]
+    assert (await ledger(api, customer["id"]))[0]["reference_id"] == sale["id"]
     assert await balance(api, customer["id"]) == -12000
 
 
@@ -305,7 +277,7 @@ async def test_reversal_undoes_an_entry_once(api):
     of_reversal = await api.post(reverse_path(customer["id"], reversal["id"]))
     await problem(of_reversal, 409)
 
-    listed = await entries(api, customer["id"])
+    listed = await ledger(api, customer["id"])
     assert len(listed) == 3
     assert listed[0]["id"] == reversal["id"]
     assert await balance(api, customer["id"]) == -8000
@@ -326,7 +298,7 @@ async def test_reversal_is_owner_only(api):
     customer = await api.customer()
     entry = await api.pay(customer["id"], 5000)
     await problem(await api.post(reverse_path(customer["id"], entry["id"]), staff=True), 403)
-    assert len(await entries(api, customer["id"])) == 1
+    assert len(await ledger(api, customer["id"])) == 1
     assert await balance(api, customer["id"]) == 5000
 
 
@@ -336,9 +308,9 @@ async def test_reversal_of_unknown_or_foreign_entry_is_404(api):
     await problem(await api.post(reverse_path(john["id"], entry["id"])), 404)
     missing = "0190a7b2-1c3d-7e4f-8a9b-0c1d2e3f4a5b"
     await problem(await api.post(reverse_path(jane["id"], missing)), 404)
-    assert await entries(api, john["id"]) == []
+    assert await ledger(api, john["id"]) == []
     assert await balance(api, jane["id"]) == 5000
-    assert len(await entries(api, jane["id"])) == 1
+    assert len(await ledger(api, jane["id"])) == 1
 
 
 async def test_sale_debt_cannot_be_cancelled_twice(api):
@@ -350,7 +322,7 @@ async def test_sale_debt_cannot_be_cancelled_twice(api):
     """
     customer = await api.customer()
     sale = await api.sale(customer["id"], 5000, "account")
-    [sale_debit] = await entries(api, customer["id"])
+    [sale_debit] = await ledger(api, customer["id"])
     reversal = await api.post(reverse_path(customer["id"], sale_debit["id"]))
     assert reversal.status in (201, 409)
     refund = await api.post(f"/api/v1/sales/{sale['id']}/refund")
@@ -372,7 +344,7 @@ async def test_bad_amount_is_refused_and_nothing_recorded(api, kind, amount):
     response = await api.post(ledger_path(customer["id"]), json={"type": kind, "amount": amount})
     body = await problem(response, 422)
     assert "amount" in error_fields(body)
-    assert len(await entries(api, customer["id"])) == 1
+    assert len(await ledger(api, customer["id"])) == 1
     assert await balance(api, customer["id"]) == 700
 
 
@@ -385,7 +357,7 @@ async def test_bad_raw_json_amount_is_refused(api, raw):
     )
     body = await problem(response, 422)
     assert "amount" in error_fields(body)
-    assert await entries(api, customer["id"]) == []
+    assert await ledger(api, customer["id"]) == []
     assert await balance(api, customer["id"]) == 0
 
 
@@ -411,7 +383,7 @@ async def test_bad_entry_body_is_422_and_records_nothing(api, body):
     if isinstance(body, dict):
         expected = {"amout", "balance_after"} & set(body)
         assert expected <= error_fields(problem_body)
-    assert await entries(api, customer["id"]) == []
+    assert await ledger(api, customer["id"]) == []
     assert await balance(api, customer["id"]) == 0
 
 
@@ -421,7 +393,7 @@ async def test_unparseable_body_is_a_problem_not_a_500(api):
         response = await api.post(ledger_path(customer["id"]), data=data.encode("latin-1"))
         assert 400 <= response.status < 500
         await problem(response, response.status)
-    assert await entries(api, customer["id"]) == []
+    assert await ledger(api, customer["id"]) == []
 
 
 # -- paging -----------------------------------------------------------------------------------

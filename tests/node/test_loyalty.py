@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.node.conftest import debit, ledger, problem, snapshot
+
 SETTINGS = "/api/v1/settings"
 RECEIVABLES = "/api/v1/reports/receivables"
 LOYALTY_REPORT = "/api/v1/reports/loyalty"
@@ -16,24 +18,6 @@ LOYALTY_REPORT = "/api/v1/reports/loyalty"
 
 def redeem_path(customer_id: str) -> str:
     return f"/api/v1/customers/{customer_id}/loyalty/redeem"
-
-
-async def problem(response, status: int) -> dict:
-    body = await response.json(content_type=None)
-    assert response.status == status, (response.status, body)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == status
-    return body
-
-
-async def ledger(api, customer_id: str) -> list[dict]:
-    return await api.ok("GET", f"/api/v1/customers/{customer_id}/ledger?limit=100")
-
-
-async def snapshot(api, customer_id: str) -> tuple:
-    customer = await api.get_customer(customer_id)
-    keys = ("loyalty_points", "total_spent", "total_orders", "ledger_balance")
-    return tuple(customer[k] for k in keys), [e["id"] for e in await ledger(api, customer_id)]
 
 
 async def with_points(api, points: int, name: str = "Jane Doe") -> dict:
@@ -285,11 +269,6 @@ def backdate_ledger_entry_in_db(db_path: Path, entry_id: str, days: float) -> No
 @pytest.fixture
 def db_path(node_env) -> Path:
     return Path(node_env["SHOPNODE_NODE_DATA_DIR"]) / "shop.db"
-
-
-async def debit(api, customer_id: str, amount: int) -> dict:
-    body = {"type": "debit", "amount": amount}
-    return await api.ok("POST", f"/api/v1/customers/{customer_id}/ledger", 201, json=body)
 
 
 async def test_receivables_ageing_buckets_and_payments_oldest_first(api, db_path):

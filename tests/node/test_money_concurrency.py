@@ -11,32 +11,15 @@ from typing import Any
 
 import aiohttp
 
-
-async def call(
-    session: aiohttp.ClientSession, method: str, url: str, **kw: Any
-) -> tuple[int, Any, dict]:
-    async with session.request(method, url, **kw) as response:
-        return response.status, await response.json(content_type=None), dict(response.headers)
+from tests.node.conftest import all_entries, fetch
 
 
 async def new_customer(session, node, **fields: Any) -> str:
-    status, body, _ = await call(
+    status, body, _ = await fetch(
         session, "POST", f"{node.url}/api/v1/customers", json={"name": "Busy", **fields}
     )
     assert status == 201, body
     return body["id"]
-
-
-async def all_entries(session, node, customer_id: str) -> list[dict]:
-    entries: list[dict] = []
-    for page in range(1, 50):
-        url = f"{node.url}/api/v1/customers/{customer_id}/ledger?limit=100&page={page}"
-        status, rows, _ = await call(session, "GET", url)
-        assert status == 200, rows
-        entries.extend(rows)
-        if len(rows) < 100:
-            return entries
-    raise AssertionError("ledger never ended")
 
 
 def points_in_db(node, customer_id: str) -> int:
@@ -55,20 +38,20 @@ async def test_fifty_simultaneous_payments_all_land_once(node):
         url = f"{node.url}/api/v1/customers/{customer_id}/ledger"
         amounts = [100 + i for i in range(50)]
         results = await asyncio.gather(
-            *(call(session, "POST", url, json={"type": "credit", "amount": a}) for a in amounts)
+            *(fetch(session, "POST", url, json={"type": "credit", "amount": a}) for a in amounts)
         )
         assert [status for status, _, _ in results] == [201] * 50, results
         ids = {body["id"] for _, body, _ in results}
         assert len(ids) == 50
 
-        entries = await all_entries(session, node, customer_id)
+        entries = await all_entries(session, node.url, customer_id)
         assert {e["id"] for e in entries} == ids
         assert sorted(e["amount"] for e in entries) == amounts
         # Running balances are a clean sequence: newest first, each step one payment.
         assert entries[0]["balance_after"] == sum(amounts)
         for newer, older in zip(entries, entries[1:], strict=False):
             assert newer["balance_after"] - older["balance_after"] == newer["amount"]
-        status, customer, _ = await call(
+        status, customer, _ = await fetch(
             session, "GET", f"{node.url}/api/v1/customers/{customer_id}"
         )
         assert customer["ledger_balance"] == sum(amounts)
@@ -78,18 +61,18 @@ async def test_thirty_simultaneous_redemptions_never_overdraw_points(node):
     async with aiohttp.ClientSession(headers=node.headers) as session:
         customer_id = await new_customer(session, node)
         sale = {"customer_id": customer_id, "total": 10000, "payment_method": "cash"}
-        status, body, _ = await call(session, "POST", f"{node.url}/api/v1/sales", json=sale)
+        status, body, _ = await fetch(session, "POST", f"{node.url}/api/v1/sales", json=sale)
         assert status == 201 and body["points_earned"] == 100, body
 
         url = f"{node.url}/api/v1/customers/{customer_id}/loyalty/redeem"
         results = await asyncio.gather(
-            *(call(session, "POST", url, json={"points": 10}) for _ in range(30))
+            *(fetch(session, "POST", url, json={"points": 10}) for _ in range(30))
         )
         assert Counter(status for status, _, _ in results) == {200: 10, 409: 20}, results
         remaining = sorted(body["remaining_points"] for status, body, _ in results if status == 200)
         assert remaining == list(range(0, 100, 10))
 
-        status, customer, _ = await call(
+        status, customer, _ = await fetch(
             session, "GET", f"{node.url}/api/v1/customers/{customer_id}"
         )
         assert customer["loyalty_points"] == 0
@@ -103,16 +86,16 @@ async def test_twenty_concurrent_retries_of_one_key_record_once(node):
         headers = {"Idempotency-Key": "till-2-payment-0042"}
         body = {"type": "credit", "amount": 2500}
         results = await asyncio.gather(
-            *(call(session, "POST", url, json=body, headers=headers) for _ in range(20))
+            *(fetch(session, "POST", url, json=body, headers=headers) for _ in range(20))
         )
         assert {status for status, _, _ in results} == {201}, results
         assert len({body["id"] for _, body, _ in results}) == 1
         replayed = [h.get("Idempotent-Replayed") == "true" for _, _, h in results]
         assert replayed.count(False) == 1
 
-        entries = await all_entries(session, node, customer_id)
+        entries = await all_entries(session, node.url, customer_id)
         assert len(entries) == 1
-        status, customer, _ = await call(
+        status, customer, _ = await fetch(
             session, "GET", f"{node.url}/api/v1/customers/{customer_id}"
         )
         assert customer["ledger_balance"] == 2500
@@ -123,34 +106,34 @@ async def test_simultaneous_account_sales_respect_the_credit_limit(node):
         customer_id = await new_customer(session, node, credit_limit=10000)
         sale = {"customer_id": customer_id, "total": 1000, "payment_method": "account"}
         results = await asyncio.gather(
-            *(call(session, "POST", f"{node.url}/api/v1/sales", json=sale) for _ in range(20))
+            *(fetch(session, "POST", f"{node.url}/api/v1/sales", json=sale) for _ in range(20))
         )
         assert Counter(status for status, _, _ in results) == {201: 10, 409: 10}, results
         receipts = [body["receipt_number"] for status, body, _ in results if status == 201]
         assert len(set(receipts)) == 10
 
-        status, customer, _ = await call(
+        status, customer, _ = await fetch(
             session, "GET", f"{node.url}/api/v1/customers/{customer_id}"
         )
         assert customer["ledger_balance"] == -10000
         assert customer["total_orders"] == 10
         assert customer["total_spent"] == 10000
-        assert len(await all_entries(session, node, customer_id)) == 10
+        assert len(await all_entries(session, node.url, customer_id)) == 10
 
 
 async def test_simultaneous_full_refunds_refund_once(node):
     async with aiohttp.ClientSession(headers=node.headers) as session:
         customer_id = await new_customer(session, node)
         sale = {"customer_id": customer_id, "total": 7000, "payment_method": "account"}
-        status, body, _ = await call(session, "POST", f"{node.url}/api/v1/sales", json=sale)
+        status, body, _ = await fetch(session, "POST", f"{node.url}/api/v1/sales", json=sale)
         assert status == 201, body
         url = f"{node.url}/api/v1/sales/{body['id']}/refund"
-        results = await asyncio.gather(*(call(session, "POST", url) for _ in range(10)))
+        results = await asyncio.gather(*(fetch(session, "POST", url) for _ in range(10)))
         assert Counter(status for status, _, _ in results) == {201: 1, 409: 9}, results
 
-        status, customer, _ = await call(
+        status, customer, _ = await fetch(
             session, "GET", f"{node.url}/api/v1/customers/{customer_id}"
         )
         assert (customer["ledger_balance"], customer["loyalty_points"]) == (0, 0)
         assert (customer["total_spent"], customer["total_orders"]) == (0, 0)
-        assert len(await all_entries(session, node, customer_id)) == 2
+        assert len(await all_entries(session, node.url, customer_id)) == 2

@@ -10,42 +10,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import start_node
+from tests.node.conftest import error_fields, ledger, problem, snapshot
+from tests.processes import start_node
 
 SALES = "/api/v1/sales"
 SETTINGS = "/api/v1/settings"
 
 
-async def problem(response, status: int) -> dict:
-    body = await response.json(content_type=None)
-    assert response.status == status, (response.status, body)
-    assert response.headers["Content-Type"].startswith("application/problem+json")
-    assert body["status"] == status
-    return body
-
-
-def error_fields(body: dict) -> set[str]:
-    return {e["field"] for e in body.get("errors", [])}
-
-
 async def refund(api, sale_id: str, amount: int | None = None, status: int = 201) -> dict:
     kw: dict[str, Any] = {} if amount is None else {"json": {"amount": amount}}
     return await api.ok("POST", f"{SALES}/{sale_id}/refund", status, **kw)
-
-
-async def ledger(api, customer_id: str) -> list[dict]:
-    return await api.ok("GET", f"/api/v1/customers/{customer_id}/ledger?limit=100")
-
-
-async def snapshot(api, customer_id: str) -> tuple:
-    """What a user sees of a customer's money: to compare before and after a refused request."""
-    customer = await api.get_customer(customer_id)
-    keys = ("loyalty_points", "total_spent", "total_orders", "ledger_balance")
-    return (
-        tuple(customer[k] for k in keys),
-        [p["id"] for p in customer["recent_purchases"]],
-        [e["id"] for e in await ledger(api, customer_id)],
-    )
 
 
 # -- points and totals ------------------------------------------------------------------------
