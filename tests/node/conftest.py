@@ -1,12 +1,22 @@
 """Helpers of the node tests: problem responses, a customer's money as a user sees it,
-debits, and whole ledgers over a real process."""
+debits, whole ledgers over a real process, and the CLI run in this process."""
 
 from __future__ import annotations
 
+import io
 import json
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import pytest
+
+from node import cli, hlc
+from tests.processes import REPO
 
 CUSTOMERS = "/api/v1/customers"
 
@@ -82,3 +92,55 @@ async def all_entries(session: aiohttp.ClientSession, url: str, customer_id: str
         if len(rows) < 100:
             return entries
     raise AssertionError("ledger never ended")
+
+
+# -- the command line in this process -----------------------------------------------------------
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def shopnode_main(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., CliResult]]:
+    """`shopnode ARGS` as node.cli.main in this process, for commands refused before they do
+    anything (a bad configuration): no process to start. The environment holds `env` and no
+    other SHOPNODE_* setting, the working directory is the repository's (as for
+    tests.processes.shopnode); a command that gets past its configuration fails the test
+    instead of running. What main() sets for the process (umask, logging, clock drift) is
+    put back afterwards."""
+    for name in [n for n in os.environ if n.startswith("SHOPNODE_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.chdir(REPO)
+    for name, value in vars(cli).items():
+        if name.startswith("run_") and callable(value):
+            monkeypatch.setattr(cli, name, _refuse_to_run)
+    monkeypatch.setattr(hlc, "MAX_DRIFT_MS", hlc.MAX_DRIFT_MS)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))
+    monkeypatch.setattr(root, "level", root.level)
+    umask = os.umask(0o077)
+    os.umask(umask)
+
+    def run(*args: str, env: dict[str, str]) -> CliResult:
+        with monkeypatch.context() as scoped:
+            for name, value in env.items():
+                scoped.setenv(name, value)
+            stdout, stderr = io.StringIO(), io.StringIO()
+            try:
+                with redirect_stdout(stdout), redirect_stderr(stderr):
+                    code = cli.main(list(args))
+            except SystemExit as exc:  # argparse refuses a command line with exit 2
+                code = exc.code
+            finally:
+                os.umask(umask)
+        return CliResult(code, stdout.getvalue(), stderr.getvalue())
+
+    yield run
+
+
+def _refuse_to_run(config: Any, args: Any) -> int:
+    raise AssertionError("the configuration was accepted")

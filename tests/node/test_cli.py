@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import call, shopnode, start_node
+from tests.conftest import call
+from tests.processes import shopnode, start_node
 
 
 def test_first_start_prints_an_owner_token_once_and_data_survives_restart(node, tmp_path):
@@ -67,34 +68,50 @@ def test_config_file_and_option_position(tmp_path):
     assert "a " in via_env.stdout and "b " in via_env.stdout
 
 
-@pytest.mark.parametrize(
-    "toml, env, key",
-    [
-        ("[api]\nprot = 1\n", {}, "api.prot"),
-        ("[shop]\nname = 'x'\n", {}, "shop"),
-        ("[api]\nport = 'eighty'\n", {}, "api.port"),
-        ("[api]\nport = 70000\n", {}, "api.port"),
-        ("[node]\ncurrency = 'XYZ'\n", {}, "node.currency"),
-        ("[bot]\nowners = ['me']\n", {}, "bot.owners"),
-        ("[api\n", {}, "not valid TOML"),
-        ("", {"SHOPNODE_API_PORT": "x"}, "SHOPNODE_API_PORT"),
-        ("", {"SHOPNODE_API_PROT": "1"}, "SHOPNODE_API_PROT"),
-        ("", {"SHOPNODE_BOT_DIGEST_TIME": "25:00"}, "bot.digest_time"),
-    ],
-)
-def test_bad_config_exits_2_with_one_line_naming_the_key(tmp_path, toml, env, key):
+BAD_CONFIGS = [
+    ("[api]\nprot = 1\n", {}, "api.prot"),
+    ("[shop]\nname = 'x'\n", {}, "shop"),
+    ("[api]\nport = 'eighty'\n", {}, "api.port"),
+    ("[api]\nport = 70000\n", {}, "api.port"),
+    ("[node]\ncurrency = 'XYZ'\n", {}, "node.currency"),
+    ("[bot]\nowners = ['me']\n", {}, "bot.owners"),
+    ("[api\n", {}, "not valid TOML"),
+    ("", {"SHOPNODE_API_PORT": "x"}, "SHOPNODE_API_PORT"),
+    ("", {"SHOPNODE_API_PROT": "1"}, "SHOPNODE_API_PROT"),
+    ("", {"SHOPNODE_BOT_DIGEST_TIME": "25:00"}, "bot.digest_time"),
+]
+
+
+def serve_with_bad_config(run, tmp_path, toml: str, env: dict[str, str]):
     config = tmp_path / "shop.toml"
     config.write_text(toml)
-    result = shopnode("--config", str(config), "serve", env={
+    return run("--config", str(config), "serve", env={
         "SHOPNODE_NODE_DATA_DIR": str(tmp_path / "d"), **env})  # fmt: skip
+
+
+def assert_refused_in_one_line(result, key: str, tmp_path) -> None:
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and key in lines[0], result.stderr
     assert not (tmp_path / "d").exists()
 
 
-def test_missing_config_file_is_exit_2(tmp_path):
-    result = shopnode("--config", str(tmp_path / "nope.toml"), "token", "list", env={})
+@pytest.mark.parametrize("toml, env, key", BAD_CONFIGS)
+def test_bad_config_exits_2_with_one_line_naming_the_key(shopnode_main, tmp_path, toml, env, key):
+    result = serve_with_bad_config(shopnode_main, tmp_path, toml, env)
+    assert_refused_in_one_line(result, key, tmp_path)
+
+
+@pytest.mark.parametrize("toml, env, key", [BAD_CONFIGS[0], BAD_CONFIGS[7]])
+def test_bad_config_stops_a_real_serve_with_exit_2(tmp_path, toml, env, key):
+    """The cases above run in this process; one from the file, one from the environment
+    take the whole way, as a real `shopnode serve` process."""
+    result = serve_with_bad_config(shopnode, tmp_path, toml, env)
+    assert_refused_in_one_line(result, key, tmp_path)
+
+
+def test_missing_config_file_is_exit_2(shopnode_main, tmp_path):
+    result = shopnode_main("--config", str(tmp_path / "nope.toml"), "token", "list", env={})
     assert result.returncode == 2 and "nope.toml" in result.stderr
 
 

@@ -17,7 +17,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import REPO, call, shopnode, start_node
+from tests.conftest import call
+from tests.processes import REPO, shopnode, start_node
 
 PERSONAL = {"name": "Zelda Quimby", "email": "zelda.quimby@example.com", "phone": "+1 555 867 5309",
             "notes": "allergic to walnuts", "address": "12 Hidden Lane"}  # fmt: skip
@@ -211,12 +212,12 @@ def test_csv_import_rejects_bytes_that_are_not_utf8_by_row_and_field(tmp_path: P
     assert names == ["Ann", "Di"]
 
 
-def test_config_errors_never_echo_secrets(tmp_path: Path) -> None:
+def test_config_errors_never_echo_secrets(shopnode_main, tmp_path: Path) -> None:
     config = tmp_path / "shopnode.toml"
     config.write_text('[sync]\ntoken = ["st_SECRET_value_1"]\n[bot]\nnode_token = 42\n')
-    done = shopnode("--config", str(config), "token", "list", env={})
+    done = shopnode_main("--config", str(config), "token", "list", env={})
     assert done.returncode == 2
     assert "sync.token" in done.stderr and "st_SECRET" not in done.stderr
     config.write_text('[bot]\nnode_token = 4242424242\n')
-    done = shopnode("--config", str(config), "token", "list", env={})
+    done = shopnode_main("--config", str(config), "token", "list", env={})
     assert done.returncode == 2 and "4242424242" not in done.stderr
