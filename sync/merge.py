@@ -52,17 +52,12 @@ def report(kind: str, detail: str, change_id: str | None = None) -> None:
 def apply_change(change: dict[str, Any], my_origin: str) -> str:
     """Apply one checked remote change (caller holds a savepoint):
     applied / duplicate / conflict / pending."""
-    found = fetch_all(
-        "SELECT id, body FROM change_log WHERE id = ? OR (origin = ? AND origin_seq = ?)",
-        (change["id"], change["origin"], change["origin_seq"]),
-    )
-    held = next((r for r in found if r["id"] == change["id"]), None)
-    taken = next((r for r in found if r["id"] != change["id"]), None)
+    held, taken = _logged_as(change)
     if held is None and _maybe_waiting:
         waiting = fetch_one("SELECT change FROM sync_pending WHERE change_id = ?", (change["id"],))
-        held = {"body": json.loads(waiting["change"])["body"]} if waiting else None
+        held = json.loads(waiting["change"])["body"] if waiting else None
     if held is not None:
-        if changes.same_change(change["kind"], held["body"], change["body"]):
+        if changes.same_change(change["kind"], held, change["body"]):
             return "duplicate"
         report("conflict", "same change id with a different body; kept ours", change["id"])
         return "conflict"
@@ -70,13 +65,75 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
         report("conflict", "a change under this node's own origin came back unknown", change["id"])
         return "conflict"
     if taken is not None:
-        report("conflict", f"origin sequence reused by another change {taken['id']}", change["id"])
+        report("conflict", f"origin sequence reused by another change {taken}", change["id"])
         return "conflict"
     body = json.loads(change["body"])
     outcome = _hold_or_apply(change, body, my_origin)
     if outcome == "applied":
         _release(_made_by(change, body), my_origin)
     return outcome
+
+
+def _logged_as(change: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The body this node logged under the change's id, and the id of another change
+    logged under its origin and sequence (None when there is none)."""
+    if _log_view is not None:
+        bodies, numbered = _log_view
+        taken = numbered.get((change["origin"], change["origin_seq"]))
+        return bodies.get(change["id"]), taken if taken != change["id"] else None
+    found = fetch_all(
+        "SELECT id, body FROM change_log WHERE id = ? OR (origin = ? AND origin_seq = ?)",
+        (change["id"], change["origin"], change["origin_seq"]),
+    )
+    held = next((r["body"] for r in found if r["id"] == change["id"]), None)
+    taken = next((r["id"] for r in found if r["id"] != change["id"]), None)
+    return held, taken
+
+
+def _read_log(page: list[dict[str, Any]]) -> LogView:
+    """What the change log holds of a page's changes, in a few queries for the page."""
+    bodies: dict[str, str] = {}
+    numbered: dict[tuple[str, int], str] = {}
+    by_origin: dict[str, list[int]] = {}
+    for change in page:
+        by_origin.setdefault(change["origin"], []).append(change["origin_seq"])
+    for chunk in _chunks([change["id"] for change in page]):
+        for row in fetch_all(f"SELECT id, body FROM change_log WHERE id IN ({_marks(chunk)})",
+                             chunk):  # fmt: skip
+            bodies[row["id"]] = row["body"]
+    for origin, numbers in by_origin.items():
+        for chunk in _chunks(numbers):
+            for row in fetch_all(
+                "SELECT id, origin_seq FROM change_log WHERE origin = ? "
+                f"AND origin_seq IN ({_marks(chunk)})",
+                (origin, *chunk),
+            ):
+                numbered[(origin, row["origin_seq"])] = row["id"]
+    return bodies, numbered
+
+
+def _chunks(values: list[Any], size: int = 500) -> list[list[Any]]:
+    return [values[i : i + size] for i in range(0, len(values), size)]
+
+
+def _marks(values: list[Any]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _log(change: dict[str, Any]) -> None:
+    changes.insert_change(change)
+    if _log_view is not None:
+        bodies, numbered = _log_view
+        bodies[change["id"]] = change["body"]
+        numbered[(change["origin"], change["origin_seq"])] = change["id"]
+
+
+def _forget_page_reads() -> None:
+    """What this page read may be stale (a savepoint rolled back, or a scrub rewrote logged
+    bodies): look things up again."""
+    global _log_view
+    _customers_held.clear()
+    _log_view = None
 
 
 def _hold_or_apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> str:
@@ -103,7 +160,7 @@ def apply_isolated(change: dict[str, Any], my_origin: str, release: bool = True)
                 return apply_change(change, my_origin)
             return _hold_or_apply(change, json.loads(change["body"]), my_origin)
     except UNAPPLICABLE as exc:
-        _customers_held.clear()  # what the rolled-back savepoint saw may be gone
+        _forget_page_reads()  # what the rolled-back savepoint saw may be gone
         report("quarantined", f"{change['kind']} could not be applied: "
                f"{type(exc).__name__}: {exc}", change["id"])  # fmt: skip
         return "unapplied"
@@ -231,9 +288,9 @@ def _apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> None
     if profile and changes.tombstoned(_customer_of(change, body)):
         # A late creation or edit of a deleted customer: keep the change, not the data;
         # the tombstone wins, so nothing else is done with it.
-        changes.insert_change({**change, "body": changes.scrubbed_text(kind, change["body"])})
+        _log({**change, "body": changes.scrubbed_text(kind, change["body"])})
         return
-    changes.insert_change(change)
+    _log(change)
     if kind == "customer.created":
         _create_customer(body["customer"][0], change)
     elif kind == "customer.updated":
@@ -269,7 +326,7 @@ def _tombstone(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
     global scrubbed
     customer_id = body["customer_id"]
     changes.add_tombstone(customer_id, kind.split(".")[1], body.get("created_at"), change["id"])
-    _customers_held.discard(customer_id)
+    _forget_page_reads()
     if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is not None:
         scrub_customer(customer_id)
     changes.scrub_logged_changes(customer_id)
@@ -308,6 +365,10 @@ def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> Non
             takes_away |= (table == "ledger_entry" and row["type"] == "debit"
                            or table == "loyalty_event" and row["points"] < 0)  # fmt: skip
             sales.add(row["id"] if table == "sale" else row.get("sale_id"))
+            if table == "sale":
+                new_sales.add(row["id"])
+            elif table in ("refund", "sale_discount"):
+                fed_sales.add(row["sale_id"])
             if table == "refund":
                 refunded_sales.add(row["sale_id"])
             if "customer_id" in row:
@@ -324,6 +385,10 @@ def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> Non
 # id of a change that took something away from them (for the overdraft report), if any.
 touched_sales: set[str] = set()
 refunded_sales: set[str] = set()
+# Sales stored since the last flush, and sales that refunds or late discounts fed: a new sale
+# fed by nothing else already holds its counters (its till's values), so it is not re-derived.
+new_sales: set[str] = set()
+fed_sales: set[str] = set()
 touched_customers: dict[str, str | None] = {}
 touched_totals: dict[str, set[str]] = {}  # customer -> the totals its new facts feed
 # False while sync_pending is known to be empty (checked once per page): saves two lookups
@@ -332,39 +397,59 @@ _maybe_waiting = True
 # Customers known to have a row here, and the latest remote stamp seen, in this page.
 _customers_held: set[str] = set()
 _latest_stamp: str | None = None
+# What the change log holds of the page's changes (read once for the page, kept current as
+# its changes are logged): change id -> body, (origin, origin_seq) -> change id. None
+# outside a page or once it may be stale: then each change looks itself up.
+LogView = tuple[dict[str, str], dict[tuple[str, int], str]]
+_log_view: LogView | None = None
+
+
+def apply_page(page: list[dict[str, Any]], my_origin: str) -> list[str]:
+    """Apply a page of checked changes (caller holds a transaction), totals derived once
+    for the page. The page goes in one savepoint; only when a change in it cannot be
+    applied is the page applied again change by change, each in its own savepoint, so the
+    bad one is quarantined and the others kept (two statements a change saved on the
+    common path: bench/sync.py's catch-up)."""
+    try:
+        with database.atomic(), totals_derived(page):
+            return [apply_change(change, my_origin) for change in page]
+    except UNAPPLICABLE:
+        with totals_derived(page):
+            return [apply_isolated(change, my_origin) for change in page]
 
 
 @contextmanager
-def totals_derived() -> Iterator[None]:
+def totals_derived(page: list[dict[str, Any]] | None = None) -> Iterator[None]:
     """Changes applied inside feed totals that are recomputed once, at the end (inside
-    the caller's transaction): once per page instead of once per fact."""
-    global _maybe_waiting, _latest_stamp
-    touched_sales.clear()
-    refunded_sales.clear()
-    touched_customers.clear()
-    touched_totals.clear()
-    _customers_held.clear()
-    _latest_stamp = None
+    the caller's transaction): once per page instead of once per fact. With the `page`
+    about to be applied, what the change log holds of it is read once, not per change."""
+    global _maybe_waiting, _log_view
+    _start_page()
     _maybe_waiting = fetch_one("SELECT EXISTS (SELECT 1 FROM sync_pending) AS n")["n"] == 1
+    _log_view = _read_log(page) if page else None
     try:
         yield
         _flush()
         if _latest_stamp is not None:
             hlc.observe(_latest_stamp, changes.origin_id())
     finally:
-        touched_sales.clear()
-        refunded_sales.clear()
-        touched_customers.clear()
-        touched_totals.clear()
-        _customers_held.clear()
-        _latest_stamp = None
-        _maybe_waiting = True
+        _start_page()
+
+
+def _start_page() -> None:
+    global _maybe_waiting, _latest_stamp, _log_view
+    for touched in (touched_sales, refunded_sales, new_sales, fed_sales, touched_customers,
+                    touched_totals, _customers_held):  # fmt: skip
+        touched.clear()
+    _latest_stamp = None
+    _maybe_waiting = True
+    _log_view = None
 
 
 def _flush() -> None:
     """Recompute the totals of everything touched, and report overdrafts the merged facts
     reveal."""
-    for sale_id in sorted(touched_sales):
+    for sale_id in sorted(touched_sales - (new_sales - fed_sales)):
         customer_id = derive.sale(sale_id, with_customer=False)
         if customer_id is not None:
             touched_customers.setdefault(customer_id, None)

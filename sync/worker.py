@@ -394,43 +394,41 @@ def apply_one(raw: dict[str, Any], origin: str) -> str:
     """Apply one pulled change and bring the totals it feeds up to date."""
     merge.scrubbed = False
     with database.atomic(), merge.totals_derived():
-        outcome = _apply_one(raw, origin)
+        change = _checked(raw)
+        outcome = "invalid" if change is None else merge.apply_isolated(change, origin)
     if merge.scrubbed:
         checkpoint()
     return outcome
 
 
-def _apply_one(raw: dict[str, Any], origin: str) -> str:
-    """Apply one pulled change in a savepoint; a change that cannot be applied is
-    quarantined (reported, not applied) rather than blocking every later one."""
+def _checked(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """A pulled change checked for its shape, or None: a malformed change is quarantined
+    (reported, not applied) rather than blocking every later one."""
     try:
-        change = check_change(raw)
+        return check_change(raw)
     except ProtocolError as exc:
         change_id = raw.get("id") if isinstance(raw, dict) else None
         merge.report("quarantined", f"malformed change: {exc}",
                      change_id if isinstance(change_id, str) else None)  # fmt: skip
-        return "invalid"
-    return merge.apply_isolated(change, origin)
+        return None
 
 
 def apply_page(
     page: list[dict[str, Any]], next_cursor: int, next_id: str, origin: str, epoch: str = ""
 ) -> tuple[int, int]:
-    """Apply one pulled page and its cursor in one transaction."""
-    applied = conflicts = 0
+    """Apply one pulled page and its cursor in one transaction: (applied, conflicts)."""
     merge.scrubbed = False
     with database.atomic():
-        with merge.totals_derived():
-            for raw in page:
-                outcome = _apply_one(raw, origin)
-                applied += outcome == "applied"
-                conflicts += outcome not in ("applied", "duplicate", "pending")
+        checked = [change for change in map(_checked, page) if change is not None]
+        outcomes = merge.apply_page(checked, origin)
         set_meta(CURSOR, str(next_cursor))
         set_meta(CURSOR_ID, next_id)
         set_meta(PULL_EPOCH, epoch)
     if merge.scrubbed:
         checkpoint()
-    return applied, conflicts
+    malformed = len(page) - len(checked)
+    quiet = ("applied", "duplicate", "pending")
+    return outcomes.count("applied"), malformed + sum(o not in quiet for o in outcomes)
 
 
 def install(app: web.Application, central_url: str, token: str, interval: int) -> None:

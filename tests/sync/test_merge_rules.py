@@ -236,7 +236,7 @@ def test_many_changes_waiting_for_one_customer_all_follow_it_in(chain: Chain):
     origin = changes.origin_id()
     with db.database.atomic():
         for payment in reversed(payments):
-            assert worker._apply_one(payment, origin) == "pending"
+            assert worker.apply_one(payment, origin) == "pending"
     assert worker.apply_one(created, origin) == "applied"
     assert changes.queue_status()["pending"] == 0
     assert customers.get_customer(cid)["ledger_balance"] == 600
@@ -358,3 +358,36 @@ def test_a_store_cannot_make_central_take_epoch_after_epoch(chain: Chain):
               for _ in range(3)]  # fmt: skip
     assert claims[0] != epoch  # the first claim may be a real restore...
     assert claims[1] == claims[2] == claims[0]  # ...the next ones in 10 minutes are not
+
+
+def test_one_bad_change_in_a_page_is_quarantined_and_the_rest_of_the_page_kept(chain: Chain):
+    """A page goes in one savepoint; a change that cannot apply sends the page back change by
+    change. Copies inside the page itself are still told apart: the same change twice is a
+    duplicate, the same id or origin sequence with another body a conflict."""
+    chain.use("a")
+    cid = customers.create_customer({"name": "Paged"})["id"]
+    entry = ledger.record_entry(cid, "credit", 100, None)
+    ledger.record_entry(cid, "credit", 200, None)
+    sales.record_sale(cid, 700, "cash")
+    created, first, second, sale = _log()
+    body = json.loads(first["body"])
+    body["ledger_entry"][0].update(id=str(uuid.uuid4()), type="debit", reverses_id=entry["id"],
+                                   amount=99)  # does not reverse it: another amount
+    forged = {**first, "id": "01900000-0000-7000-8000-00000000f0e9", "origin_seq": 90,
+              "kind": "ledger.reversal", "entity_id": body["ledger_entry"][0]["id"],
+              "body": changes.encode_body(body)}  # fmt: skip
+    other_body = {**second, "body": second["body"].replace('"amount":200', '"amount":201')}
+    reused_seq = {**other_body, "id": "01900000-0000-7000-8000-0000000005e9"}
+    page = [created, first, forged, first, other_body, second, reused_seq, sale]
+    chain.use("b")
+    applied, conflicts = worker.apply_page(page, 8, sale["id"], changes.origin_id())
+    # created, first, the changed second payment (it came first), and the sale; the forged
+    # reversal is quarantined, the real second payment and the reused sequence are conflicts.
+    assert (applied, conflicts) == (4, 3)
+    got = customers.get_customer(cid)
+    assert (got["ledger_balance"], got["total_spent"], got["total_orders"]) == (301, 700, 1)
+    assert reports() == {"quarantined": 1, "conflict": 2}
+    assert db.fetch_one("SELECT COUNT(*) AS n FROM change_log")["n"] == 4
+    # The same page again: every change is known (the forged one is quarantined again).
+    assert worker.apply_page(page, 8, sale["id"], changes.origin_id()) == (0, 3)
+    assert customers.get_customer(cid)["ledger_balance"] == 301
