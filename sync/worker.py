@@ -365,24 +365,41 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
     cursor, cursor_id = int(get_meta(CURSOR) or 0), get_meta(CURSOR_ID) or ""
     epoch = get_meta(PULL_EPOCH) or ""
     result.applied += _retry_clock_waits(origin)
-    while True:
-        page = await transport.pull(cursor, PULL_PAGE, origin, cursor_id, epoch)
-        if state is not None:
-            state.central_high = page["high"]
-        if page.get("reset"):
-            # Another epoch of central's history: read it all again (ids dedupe).
-            result.notes.append("central was restored from a backup: re-reading from the start")
-            cursor, cursor_id, epoch = 0, "", page.get("epoch") or ""
-            continue
-        epoch = page.get("epoch") or ""
-        applied, conflicts = apply_page(page["changes"], page["next"], page["next_id"], origin,
-                                        epoch)  # fmt: skip
-        result.pulled += len(page["changes"])
-        result.applied += applied
-        result.conflicts += conflicts
-        cursor, cursor_id = page["next"], page["next_id"]
-        if not page["more"]:
-            return
+
+    def fetch(cursor: int, cursor_id: str, epoch: str) -> asyncio.Future[dict[str, Any]]:
+        return asyncio.ensure_future(transport.pull(cursor, PULL_PAGE, origin, cursor_id, epoch))
+
+    next_page = fetch(cursor, cursor_id, epoch)
+    try:
+        while True:
+            page = await next_page
+            if state is not None:
+                state.central_high = page["high"]
+            if page.get("reset"):
+                # Another epoch of central's history: read it all again (ids dedupe).
+                result.notes.append("central was restored from a backup: "
+                                    "re-reading from the start")  # fmt: skip
+                cursor, cursor_id, epoch = 0, "", page.get("epoch") or ""
+                next_page = fetch(cursor, cursor_id, epoch)
+                continue
+            epoch = page.get("epoch") or ""
+            if page["more"]:
+                # Central prepares the next page while this one is applied: the request goes
+                # out before apply_page holds the event loop (bench/sync.py catch-up).
+                next_page = fetch(page["next"], page["next_id"], epoch)
+                await asyncio.sleep(0)
+            applied, conflicts = apply_page(page["changes"], page["next"], page["next_id"],
+                                            origin, epoch)  # fmt: skip
+            result.pulled += len(page["changes"])
+            result.applied += applied
+            result.conflicts += conflicts
+            cursor, cursor_id = page["next"], page["next_id"]
+            if not page["more"]:
+                return
+    finally:
+        next_page.cancel()
+        if next_page.done() and not next_page.cancelled():
+            next_page.exception()  # retrieved: the round already fails for its own reason
 
 
 def _retry_clock_waits(origin: str) -> int:
