@@ -32,8 +32,8 @@ from aiohttp import web
 from sync.protocol import PULL_PATH, PUSH_PATH, STATUS_PATH
 from sync.store import CentralStore
 from tests.conftest import call
-from tests.processes import Central, NodeProcess, spawn, start_node
-from tests.sync.conftest import PG_DSN, Shops
+from tests.processes import Central, NodeProcess, shopnode, spawn, start_node
+from tests.sync.conftest import PG_DSN, Shops, post
 
 # -- waiting ---------------------------------------------------------------------------------
 
@@ -87,6 +87,10 @@ def start_shops(shops: Shops, *names: str, central_url: str | None = None, inter
     return [f.result() for f in futures]
 
 
+def node_name(node: NodeProcess) -> str:
+    return node.env["SHOPNODE_NODE_NAME"]
+
+
 def start_shop(shops: Shops, name: str, **kw: Any) -> NodeProcess:
     return start_shops(shops, name, **kw)[0]
 
@@ -94,6 +98,34 @@ def start_shop(shops: Shops, name: str, **kw: Any) -> NodeProcess:
 def restart_shop(node: NodeProcess, **env: str) -> NodeProcess:
     """Start a stopped node again on its data dir (same store token), in place."""
     return node.restart(**env)
+
+
+def backup_node(node: NodeProcess, tmp_path: Path) -> Path:
+    """`shopnode backup FILE` while the node serves."""
+    backup_file = tmp_path / f"{node_name(node)}-backup.db"
+    result = shopnode("backup", str(backup_file), env=node.env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return backup_file
+
+
+def restore_node(node: NodeProcess, backup_file: Path, **env: str) -> None:
+    """Stop the node, put its backup file back in place of shop.db, start it again."""
+    assert node.stop() == 0
+    database = shop_db(node)
+    for suffix in ("-wal", "-shm"):
+        Path(str(database) + suffix).unlink(missing_ok=True)
+    shutil.copyfile(backup_file, database)
+    restart_shop(node, **env)
+
+
+def sale(node: NodeProcess, customer_id: str, total: int, method: str = "account") -> dict:
+    return post(node, "/api/v1/sales", {"customer_id": customer_id, "total": total,
+                                        "payment_method": method})  # fmt: skip
+
+
+def pay(node: NodeProcess, customer_id: str, amount: int) -> dict:
+    return post(node, f"/api/v1/customers/{customer_id}/ledger",
+                {"type": "credit", "amount": amount})  # fmt: skip
 
 
 def sync_status(node: NodeProcess) -> dict[str, Any]:
@@ -209,22 +241,37 @@ def sync_reports(node: NodeProcess) -> list[tuple]:
 # -- central over raw HTTP ---------------------------------------------------------------------
 
 
-def http_json(url: str, token: str, data: bytes | None = None,
-              headers: dict | None = None, timeout: float = 30) -> tuple[int, Any]:  # fmt: skip
+def http_answer(url: str, token: str | None, data: bytes | None = None, headers: dict | None = None,
+                timeout: float = 30) -> tuple[int, str, Any]:  # fmt: skip
+    """A request (POST when there is `data`; no Authorization without `token`): its status,
+    Content-Type and JSON answer."""
+    auth = {"Authorization": f"Bearer {token}"} if token is not None else {}
     request = urllib.request.Request(
         url, data=data, method="POST" if data is not None else "GET",
-        headers={"Authorization": f"Bearer {token}", **(headers or {})},
+        headers={**auth, **(headers or {})},
     )  # fmt: skip
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
+            return response.status, response.headers["Content-Type"], json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, error.headers["Content-Type"], json.loads(error.read())
+
+
+def http_json(url: str, token: str, data: bytes | None = None,
+              headers: dict | None = None, timeout: float = 30) -> tuple[int, Any]:  # fmt: skip
+    status, _, answer = http_answer(url, token, data, headers, timeout)
+    return status, answer
+
+
+def push_answer(central_url: str, token: str, payload: dict) -> tuple[int, str, Any]:
+    """A raw push (gzip'd, as a node sends it): status, Content-Type and JSON answer."""
+    data = gzip.compress(json.dumps(payload).encode())
+    return http_answer(central_url + PUSH_PATH, token, data, {"Content-Encoding": "gzip"})
 
 
 def raw_push(central_url: str, token: str, payload: dict) -> tuple[int, Any]:
-    data = gzip.compress(json.dumps(payload).encode())
-    return http_json(central_url + PUSH_PATH, token, data, {"Content-Encoding": "gzip"})
+    status, _, answer = push_answer(central_url, token, payload)
+    return status, answer
 
 
 def raw_pull(central_url: str, token: str, after: int, limit: int = 1000,

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
 import signal
 import sqlite3
 import threading
@@ -24,11 +23,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import call
-from tests.processes import Central, NodeProcess, shopnode, start_central
+from tests.processes import Central, NodeProcess, start_central
 from tests.sync.conftest import Shops, get, post, sync, synced
 from tests.sync.faults import (
     CentralBackup,
     FaultyProxy,
+    backup_node,
     central_changes,
     central_status,
     change_ids,
@@ -36,12 +36,15 @@ from tests.sync.faults import (
     make_backlog,
     money_state,
     node_meta,
+    node_name,
     own_origins,
+    pay,
     raw_pull,
     raw_push,
     register_store,
     restart_central,
-    restart_shop,
+    restore_node,
+    sale,
     shop_db,
     start_shop,
     start_shops,
@@ -51,16 +54,6 @@ from tests.sync.faults import (
     wait_for,
     wait_round_done,
 )
-
-
-def sale(node: NodeProcess, customer_id: str, total: int, method: str = "account") -> dict:
-    return post(node, "/api/v1/sales", {"customer_id": customer_id, "total": total,
-                                        "payment_method": method})  # fmt: skip
-
-
-def pay(node: NodeProcess, customer_id: str, amount: int) -> dict:
-    return post(node, f"/api/v1/customers/{customer_id}/ledger",
-                {"type": "credit", "amount": amount})  # fmt: skip
 
 
 def assert_converged(central: Central, *nodes: NodeProcess) -> list[dict]:
@@ -93,10 +86,6 @@ def assert_converged(central: Central, *nodes: NodeProcess) -> list[dict]:
         for part in state:
             assert state[part] == states[0][part], f"{part} differ: {node_name(node)}"
     return held
-
-
-def node_name(node: NodeProcess) -> str:
-    return node.env["SHOPNODE_NODE_NAME"]
 
 
 # -- 1. central commits a push but its answer is lost ------------------------------------------
@@ -264,24 +253,6 @@ def test_central_restored_from_older_backup(shops: Shops, central: Central, tmp_
 
 
 # -- 5. a shop node restored from an older backup -----------------------------------------------
-
-
-def restore_node(node: NodeProcess, backup_file: Path, **env: str) -> None:
-    """Stop the node, put its backup file back in place of shop.db, start it again."""
-    assert node.stop() == 0
-    database = shop_db(node)
-    for suffix in ("-wal", "-shm"):
-        Path(str(database) + suffix).unlink(missing_ok=True)
-    shutil.copyfile(backup_file, database)
-    restart_shop(node, **env)
-
-
-def backup_node(node: NodeProcess, tmp_path: Path) -> Path:
-    """`shopnode backup FILE` while the node serves."""
-    backup_file = tmp_path / f"{node_name(node)}-backup.db"
-    result = shopnode("backup", str(backup_file), env=node.env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    return backup_file
 
 
 def test_node_restored_from_older_backup(shops: Shops, central: Central, tmp_path: Path):

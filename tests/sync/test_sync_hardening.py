@@ -10,13 +10,10 @@ on every node.
 
 from __future__ import annotations
 
-import gzip
 import json
 import socket
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing, contextmanager
@@ -28,7 +25,7 @@ import pytest
 from node import hlc
 from node.changes import encode_body
 from node.ids import now_iso, uuid7
-from sync.protocol import PULL_PATH, PUSH_PATH
+from sync.protocol import PULL_PATH
 from sync.store import CentralStore
 from tests.conftest import call
 from tests.processes import Central, NodeProcess, shopnode
@@ -36,15 +33,22 @@ from tests.sync.conftest import PG_DSN, Shops, get, post, synced
 from tests.sync.faults import (
     CentralBackup,
     FaultyProxy,
+    backup_node,
     central_changes,
     central_status,
+    http_answer,
     money_state,
     node_meta,
+    node_name,
     node_rows,
+    pay,
+    push_answer,
     raw_pull,
     raw_push,
     register_store,
     restart_central,
+    restore_node,
+    sale,
     start_shop,
     start_shops,
     sync_popen,
@@ -52,13 +56,8 @@ from tests.sync.faults import (
     wait_for,
     wait_round_done,
 )
-from tests.sync.test_sync_faults import backup_node, pay, restore_node, sale
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def name_of(node: NodeProcess) -> str:
-    return node.env["SHOPNODE_NODE_NAME"]
 
 
 def create(node: NodeProcess, name: str, **fields: Any) -> str:
@@ -80,7 +79,7 @@ def verify(node: NodeProcess) -> str:
     result = shopnode("verify", env=node.env)
     output = result.stdout + result.stderr
     assert result.returncode == 0 and output.startswith("verify ok"), \
-        f"verify at {name_of(node)}:\n{output}"  # fmt: skip
+        f"verify at {node_name(node)}:\n{output}"  # fmt: skip
     return output
 
 
@@ -88,10 +87,10 @@ def assert_converged(*nodes: NodeProcess) -> None:
     """Same customers and money on every node; `shopnode verify` ok on each."""
     first = nodes[0]
     for node in nodes[1:]:
-        assert profiles(node) == profiles(first), f"customers differ: {name_of(node)}"
+        assert profiles(node) == profiles(first), f"customers differ: {node_name(node)}"
         state, reference = money_state(node), money_state(first)
         for part in reference:
-            assert state[part] == reference[part], f"{part} differ: {name_of(node)}"
+            assert state[part] == reference[part], f"{part} differ: {node_name(node)}"
     with ThreadPoolExecutor(len(nodes)) as pool:
         list(pool.map(verify, nodes))
 
@@ -116,30 +115,6 @@ def credit_change(origin: str, seq: int, customer_id: str, amount: int,
            "description": "Payment received", "reference_id": None, "reverses_id": None,
            "created_at": now_iso()}  # fmt: skip
     return make_change(origin, seq, "ledger.credit", entry, {"ledger_entry": [row]}, stamp)
-
-
-def push_answer(central_url: str, token: str,
-                payload: dict[str, Any]) -> tuple[int, str, dict[str, Any]]:  # fmt: skip
-    """A raw push: status, Content-Type and JSON answer."""
-    request = urllib.request.Request(
-        central_url + PUSH_PATH, data=gzip.compress(json.dumps(payload).encode()),
-        method="POST", headers={"Authorization": f"Bearer {token}",
-                                "Content-Encoding": "gzip"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers["Content-Type"], json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers["Content-Type"], json.loads(error.read())
-
-
-def get_answer(url: str, token: str | None = None) -> tuple[int, str, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    request = urllib.request.Request(url, headers=headers)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.headers["Content-Type"], json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, error.headers["Content-Type"], json.loads(error.read())
 
 
 def assert_refused(central: Central, token: str, origin: str, change: dict[str, Any],
@@ -233,7 +208,7 @@ def test_1_pull_cursor_does_not_skip_after_central_restore(shops: Shops, central
     synced(a, b, c)
     everyone = {shared, xa, xb, xc}
     for node in (a, b, c):
-        assert customer_ids(node) == everyone, f"{name_of(node)} lacks customers"
+        assert customer_ids(node) == everyone, f"{node_name(node)} lacks customers"
     synced(a, b, c)  # and it stays that way
     assert_converged(a, b, c)
 
@@ -267,16 +242,16 @@ def test_2_deleted_customer_never_comes_back(shops: Shops, central: Central, tmp
     synced(d, b, a, d)
 
     for node in (a, b, d):
-        assert call(node, "GET", f"/api/v1/customers/{x}")[0] == 404, name_of(node)
+        assert call(node, "GET", f"/api/v1/customers/{x}")[0] == 404, node_name(node)
         held = node_rows(node, "SELECT name, email, phone, address FROM customer WHERE id = ?",
                          (x,))  # fmt: skip
-        assert held in ([], [("Deleted customer", None, None, None)]), (name_of(node), held)
+        assert held in ([], [("Deleted customer", None, None, None)]), (node_name(node), held)
         assert node_rows(node, "SELECT kind FROM tombstone WHERE customer_id = ?", (x,)), \
-            f"{name_of(node)} holds no tombstone"  # fmt: skip
+            f"{node_name(node)} holds no tombstone"  # fmt: skip
         held = node_rows(node, "SELECT name, email, anonymized_at IS NOT NULL FROM customer "
                                "WHERE id = ?", (y,))  # fmt: skip
-        assert held == [("Deleted customer", None, 1)], (name_of(node), held)
-        assert call(node, "GET", f"/api/v1/customers/{y}")[0] == 404, name_of(node)
+        assert held == [("Deleted customer", None, 1)], (node_name(node), held)
+        assert call(node, "GET", f"/api/v1/customers/{y}")[0] == 404, node_name(node)
     dirs = [Path(node.env["SHOPNODE_NODE_DATA_DIR"]) for node in (a, b, d)]
     if not backup.postgres:
         dirs.append(backup.sqlite_path.parent)
@@ -325,7 +300,7 @@ def test_3_refund_before_its_sale_waits(shops: Shops, central: Central, tmp_path
     for node in (a, b, d):
         customer = get(node, f"/api/v1/customers/{cid}")
         assert (customer["ledger_balance"], customer["loyalty_points"],
-                customer["total_orders"]) == (0, 0, 0), (name_of(node), customer)  # fmt: skip
+                customer["total_orders"]) == (0, 0, 0), (node_name(node), customer)  # fmt: skip
         assert get(node, f"/api/v1/sales/{bought['id']}")["refunded_amount"] == 1000
     assert_converged(a, b, d)
 
@@ -429,11 +404,11 @@ def test_5_far_ahead_clock_does_not_take_over(shops: Shops, central: Central):
     synced(a, b)
     for node in (a, b):
         customer = get(node, f"/api/v1/customers/{cid}")
-        assert customer["name"] == "Clock Victim", (name_of(node), customer)
+        assert customer["name"] == "Clock Victim", (node_name(node), customer)
         assert customer["ledger_balance"] == 100  # a fact applies; its stamp is not adopted
         status = sync_status(node)
         assert status["pending"] == 1 and status["reports"].get("clock_ahead", 0) >= 1, status
-        assert clock_lead_ms(node) <= hlc.MAX_DRIFT_MS, name_of(node)
+        assert clock_lead_ms(node) <= hlc.MAX_DRIFT_MS, node_name(node)
 
     # Later real edits elsewhere win, at every shop.
     post_patch(b, cid, {"name": "Real Name"})
@@ -443,7 +418,7 @@ def test_5_far_ahead_clock_does_not_take_over(shops: Shops, central: Central):
     for node in (a, b):
         customer = get(node, f"/api/v1/customers/{cid}")
         assert (customer["name"], customer["notes"]) == ("Real Name", "later notes"), customer
-        assert clock_lead_ms(node) <= hlc.MAX_DRIFT_MS, name_of(node)
+        assert clock_lead_ms(node) <= hlc.MAX_DRIFT_MS, node_name(node)
         stamps = node_rows(node, "SELECT hlc FROM customer_field_clock WHERE customer_id = ?",
                            (cid,))  # fmt: skip
         assert all(hlc.decode(s)[0] <= now_ms() + hlc.MAX_DRIFT_MS for (s,) in stamps), stamps
@@ -556,7 +531,7 @@ def terminate_backends(ports: list[int]) -> int:
 
 
 def healthz(central: Central) -> tuple[int, dict[str, Any]]:
-    status, _, body = get_answer(central.url + "/healthz")
+    status, _, body = http_answer(central.url + "/healthz", None)
     return status, body
 
 
@@ -581,7 +556,7 @@ def test_6_central_survives_postgresql_connection_loss(shops: Shops, central: Ce
         for first in ("healthz", "push", "pull"):
             # Use central's pool threads so each holds a connection, then end them all.
             for _ in range(6):
-                assert get_answer(central.url + "/healthz")[0] == 200
+                assert http_answer(central.url + "/healthz", None)[0] == 200
                 raw_pull(central.url, observer["token"], 0)
             assert terminate_backends(proxy.upstream_ports()) >= 1
             if first == "healthz":
@@ -591,8 +566,8 @@ def test_6_central_survives_postgresql_connection_loss(shops: Shops, central: Ce
             pay(a, cid, 100)
             synced(a)
             for _ in range(6):
-                status, _, answer = get_answer(f"{central.url}{PULL_PATH}?after=0&limit=5"
-                                               f"&origin=x", observer["token"])  # fmt: skip
+                status, _, answer = http_answer(f"{central.url}{PULL_PATH}?after=0&limit=5"
+                                                f"&origin=x", observer["token"])  # fmt: skip
                 assert status == 200, answer
         assert get(a, f"/api/v1/customers/{cid}")["ledger_balance"] == 300
 
@@ -605,8 +580,8 @@ def test_6_central_survives_postgresql_connection_loss(shops: Shops, central: Ce
             status, kind, answer = push_answer(central.url, token,
                                                {"origin": uuid7(), "changes": []})  # fmt: skip
             assert status == 503 and kind.startswith("application/problem+json"), answer
-            status, kind, answer = get_answer(f"{central.url}{PULL_PATH}?after=0&origin=x",
-                                              token)  # fmt: skip
+            status, kind, answer = http_answer(f"{central.url}{PULL_PATH}?after=0&origin=x",
+                                               token)  # fmt: skip
             assert status == 503 and kind.startswith("application/problem+json"), answer
             pay(a, cid, 50)
             failed = shopnode("sync", env=a.env)
@@ -671,7 +646,7 @@ def test_7_two_rounds_at_once_after_shop_restore(shops: Shops, central: Central,
         for node in (a, b):
             entries = [e["id"] for e in get(node, f"/api/v1/customers/{cid}/ledger?limit=100")]
             for entry in acknowledged:
-                assert entries.count(entry) == 1, f"payment {entry} at {name_of(node)}"
+                assert entries.count(entry) == 1, f"payment {entry} at {node_name(node)}"
             assert get(node, f"/api/v1/customers/{cid}")["ledger_balance"] == expected
         for entry in acknowledged:
             assert held_entities.count(entry) == 1, f"central holds payment {entry} " \
@@ -702,7 +677,7 @@ def test_8_double_reversal_keeps_one_and_reports(shops: Shops, central: Central)
     for node in (a, b, c):
         kept = node_rows(node, "SELECT id, created_at FROM ledger_entry WHERE reverses_id = ?",
                          (payment["id"],))  # fmt: skip
-        assert kept == [(at_a["id"], at_a["created_at"])], (name_of(node), kept)
+        assert kept == [(at_a["id"], at_a["created_at"])], (node_name(node), kept)
         assert get(node, f"/api/v1/customers/{cid}")["ledger_balance"] == 0
         assert reports(node, "double_reversal") == 1, sync_status(node)["recent_reports"]
     assert call(c, "POST", path, {})[0] == 409  # reversed once is reversed

@@ -5,17 +5,14 @@ Every test here runs twice: central on SQLite and central on PostgreSQL.
 
 from __future__ import annotations
 
-import gzip
 import json
 import sqlite3
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from tests.conftest import call
 from tests.processes import Central, NodeProcess
 from tests.sync.conftest import Shops, get, post, sync, synced
-from tests.sync.faults import restart_central
+from tests.sync.faults import raw_push, restart_central
 
 
 def ledger_view(node: NodeProcess, customer_id: str) -> list[tuple]:
@@ -131,20 +128,6 @@ def money_view_raw(db: Path, customer_id: str) -> tuple:
                             (customer_id,)).fetchone()  # fmt: skip
 
 
-def raw_push(central: Central, token: str, payload: dict) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        central.url + "/sync/v1/push",
-        method="POST",
-        data=gzip.compress(json.dumps(payload).encode()),
-        headers={"Authorization": f"Bearer {token}", "Content-Encoding": "gzip"},
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 def test_forged_origin_and_bad_tokens_are_refused(shops: Shops, central: Central):
     a = shops.start("shop-a")
     post(a, "/api/v1/customers", {"name": "Real"})
@@ -160,13 +143,14 @@ def test_forged_origin_and_bad_tokens_are_refused(shops: Shops, central: Central
                   "address": None, "notes": None, "tags": "[]", "credit_limit": None,
                   "created_at": "2025-01-01T00:00:00.000Z"}]}),
               "recorded_at": "2025-01-01T00:00:00.000Z"}  # fmt: skip
-    status, problem = raw_push(central, mallory["token"], {"origin": origin_a, "changes": [change]})
+    status, problem = raw_push(central.url, mallory["token"],
+                               {"origin": origin_a, "changes": [change]})  # fmt: skip
     assert status == 403 and "another store" in problem["detail"]
-    status, _ = raw_push(central, "st_wrong", {"origin": "x", "changes": []})
+    status, _ = raw_push(central.url, "st_wrong", {"origin": "x", "changes": []})
     assert status == 401
     # A batch whose changes claim another origin than the push's is refused whole.
     mine = "01900000-0000-7000-8000-0000000000ac"
-    status, _ = raw_push(central, mallory["token"], {"origin": mine, "changes": [change]})
+    status, _ = raw_push(central.url, mallory["token"], {"origin": mine, "changes": [change]})
     assert status == 403
     b = shops.start("shop-b")
     synced(b)
@@ -184,13 +168,13 @@ def test_same_id_different_body_is_quarantined_not_applied(shops: Shops, central
                   "email": None, "phone": None, "address": None, "notes": None, "tags": "[]",
                   "credit_limit": None, "created_at": "2025-01-01T00:00:00.000Z"}]}),
               "recorded_at": "2025-01-01T00:00:00.000Z"}  # fmt: skip
-    status, answer = raw_push(central, store["token"], {"origin": origin, "changes": [change]})
+    status, answer = raw_push(central.url, store["token"], {"origin": origin, "changes": [change]})
     assert (status, answer["acked_seq"], answer["conflicts"]) == (200, 1, [])
     # A retry is acknowledged, not stored twice.
-    status, again = raw_push(central, store["token"], {"origin": origin, "changes": [change]})
+    status, again = raw_push(central.url, store["token"], {"origin": origin, "changes": [change]})
     assert (status, again["acked_seq"], again["conflicts"]) == (200, 1, [])
     forged = {**change, "body": change["body"].replace("Original", "Overwritten")}
-    status, answer = raw_push(central, store["token"], {"origin": origin,
+    status, answer = raw_push(central.url, store["token"], {"origin": origin,
                                                         "changes": [forged]})  # fmt: skip
     assert status == 200 and answer["conflicts"] == [change["id"]]
     a = shops.start("shop-a")
