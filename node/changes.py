@@ -1,9 +1,10 @@
 """The change log: every write that syncs, recorded in the same transaction as the write.
 
-A change carries facts, never totals. Domain code stores facts through `insert` (a row of an
-append-only table: a customer, sale, refund, late discount, ledger entry or points event),
-`note_fields` (profile fields set) and `note_tombstone` (a customer deleted or anonymized),
-then closes the write with `log_change(kind, entity_id)`. The body is what happened:
+A change carries facts, never totals. A synced write runs inside `recording(kind)`, which
+hands it a `Change`: it stores facts through `change.insert` (a row of an append-only table:
+a customer, sale, refund, late discount, ledger entry or points event), notes profile fields
+set (`change.set_fields`) or a customer deleted or anonymized (`change.tombstone`), and the
+change is logged when the block ends, in the write's transaction. The body is what happened:
 
     customer.created      {"customer": [row]}
     customer.updated      {"customer_id": id, "fields": {field: value}}
@@ -24,15 +25,13 @@ id, the next gap-free per-origin sequence number and a hybrid-logical-clock time
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from node import derive, hlc
 from node.db import database, execute, fetch_all, fetch_one, get_meta
-from node.ids import now, now_iso, uuid7
+from node.ids import now_iso, uuid7
 
 # The columns of each fact a change carries; the stored rows may hold more (derived).
 FACT_COLUMNS = {
@@ -56,22 +55,6 @@ ANONYMIZED_NAME = "Deleted customer"
 SCRUBBED = {"name": ANONYMIZED_NAME, "tags": "[]"}
 TOMBSTONE_KINDS = ("customer.deleted", "customer.anonymized")
 
-# Sync progress, kept in the meta table: the highest of our sequences central holds, the
-# central cursor of the last page of others' changes applied, and central's epoch for each.
-ACKED = "sync_push_acked"
-CURSOR = "sync_pull_cursor"
-CURSOR_ID = "sync_pull_cursor_id"  # the id of the change at the cursor
-PULL_EPOCH = "sync_pull_epoch"
-PUSH_EPOCH = "sync_push_epoch"
-
-_pending = threading.local()
-
-
-def _body() -> dict[str, Any]:
-    if getattr(_pending, "body", None) is None:
-        _pending.body = {}
-    return _pending.body
-
 
 def store_fact(table: str, fact: dict[str, Any]) -> None:
     """INSERT one fact with the local columns it implies (no change recorded: merge uses
@@ -90,35 +73,39 @@ def store_fact(table: str, fact: dict[str, Any]) -> None:
     execute(f"INSERT INTO {table}({columns}) VALUES ({marks})", tuple(row.values()))
 
 
-def insert(table: str, fact: dict[str, Any]) -> None:
-    """Store a new fact, note it in the pending change and bring derived totals up to date."""
-    store_fact(table, fact)
-    _body().setdefault(table, []).append(fact)
-    derive.after_fact(table, fact)
+class Change:
+    """One synced write being recorded (see recording()): its facts, fields or tombstone.
+    `kind` and `entity_id` may be set once known, before the block ends."""
 
+    def __init__(self, kind: str | None, entity_id: str | None) -> None:
+        self.id = uuid7()
+        self.kind = kind
+        self.entity_id = entity_id
+        self.body: dict[str, Any] = {}
 
-def note_fields(customer_id: str, fields: dict[str, Any]) -> None:
-    """Note profile fields the caller has just set (merged last-writer-wins elsewhere)."""
-    _body().update(customer_id=customer_id, fields=fields)
+    def insert(self, table: str, fact: dict[str, Any]) -> None:
+        """Store a new fact, note it in the change and bring derived totals up to date."""
+        store_fact(table, fact)
+        self.body.setdefault(table, []).append(fact)
+        derive.after_fact(table, fact)
 
+    def set_fields(self, customer_id: str, fields: dict[str, Any]) -> None:
+        """Note profile fields the caller has just set (merged last-writer-wins elsewhere)."""
+        self.body.update(customer_id=customer_id, fields=fields)
 
-def note_tombstone(customer_id: str, created_at: str) -> None:
-    """Note that the caller has deleted or anonymized this customer, for good."""
-    _body().update(customer_id=customer_id, created_at=created_at)
+    def tombstone(self, customer_id: str, created_at: str) -> None:
+        """Note that the caller has deleted or anonymized this customer, for good."""
+        self.body.update(customer_id=customer_id, created_at=created_at)
 
 
 @contextmanager
-def recording() -> Iterator[None]:
-    """A transaction whose synced writes become one change; end it with log_change()."""
-    outer = getattr(_pending, "body", None)
-    _pending.body = {}
-    try:
-        with database.atomic():
-            yield
-            if _pending.body:
-                raise RuntimeError("synced rows written without log_change()")
-    finally:
-        _pending.body = outer
+def recording(kind: str | None = None, entity_id: str | None = None) -> Iterator[Change]:
+    """A transaction whose synced writes become one change, logged when the block ends
+    without an exception."""
+    change = Change(kind, entity_id)
+    with database.atomic():
+        yield change
+        _log(change)
 
 
 def origin_id() -> str:
@@ -138,30 +125,29 @@ def shop_origins() -> list[str]:
     return [origin_id(), *previous_origins()]
 
 
-def log_change(kind: str, entity_id: str) -> dict[str, Any]:
-    """Write the pending change to the log; call last, inside the write's transaction."""
-    body = _body()
-    _pending.body = None
+def _log(change: Change) -> dict[str, Any]:
+    if not (change.kind and change.entity_id and change.body):
+        raise RuntimeError(f"a {change.kind} change without an entity or anything recorded")
     origin = origin_id()
     row = fetch_one(
         "SELECT COALESCE(MAX(origin_seq), 0) + 1 AS seq FROM change_log WHERE origin = ?",
         (origin,),
     )
-    stamp = hlc.tick(origin, after=_latest_field_clock(body))
-    change = {
-        "id": uuid7(),
+    stamp = hlc.tick(origin, after=_latest_field_clock(change.body))
+    logged = {
+        "id": change.id,
         "origin": origin,
         "origin_seq": row["seq"],
         "hlc": stamp,
-        "kind": kind,
-        "entity_id": entity_id,
-        "body": encode_body(body),
+        "kind": change.kind,
+        "entity_id": change.entity_id,
+        "body": encode_body(change.body),
         "recorded_at": now_iso(),
     }
-    insert_change(change)
-    if "fields" in body:
-        set_field_clocks(body["customer_id"], body["fields"], stamp)
-    return change
+    insert_change(logged)
+    if "fields" in change.body:
+        set_field_clocks(change.body["customer_id"], change.body["fields"], stamp)
+    return logged
 
 
 def insert_change(change: dict[str, Any]) -> None:
@@ -253,38 +239,3 @@ def add_tombstone(customer_id: str, kind: str, created_at: str | None, change_id
         "VALUES (?, ?, ?, ?, ?) ON CONFLICT(customer_id) DO NOTHING",
         (customer_id, kind, created_at, change_id, now_iso()),
     )
-
-
-def queue_status() -> dict[str, Any]:
-    """Push queue depth, age of the oldest unsent change, pull cursor, pending changes and
-    sync reports."""
-    origin = origin_id()
-    acked = int(get_meta(ACKED) or 0)
-    queue = fetch_one(
-        "SELECT COUNT(*) AS n, MIN(recorded_at) AS oldest FROM change_log "
-        "WHERE origin = ? AND origin_seq > ?",
-        (origin, acked),
-    )
-    pending = fetch_one("SELECT COUNT(*) AS n, MIN(received_at) AS oldest FROM sync_pending")
-    counts = fetch_all("SELECT kind, COUNT(*) AS n FROM sync_report GROUP BY kind")
-    return {
-        "origin": origin,
-        "push_queue_depth": queue["n"],
-        "oldest_unsent_age_seconds": _age(queue["oldest"]),
-        "push_acked_seq": acked,
-        "pull_cursor": int(get_meta(CURSOR) or 0),
-        "pull_epoch": get_meta(PULL_EPOCH),
-        "pending": pending["n"],
-        "oldest_pending_age_seconds": _age(pending["oldest"]),
-        "reports": {r["kind"]: r["n"] for r in counts},
-        "recent_reports": fetch_all(
-            "SELECT kind, change_id, detail, created_at FROM sync_report ORDER BY id DESC LIMIT 20"
-        ),
-    }
-
-
-def _age(stamp: str | None) -> float | None:
-    if not stamp:
-        return None
-    moment = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    return round((now() - moment).total_seconds(), 1)

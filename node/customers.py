@@ -51,8 +51,8 @@ def render(row: dict[str, Any]) -> dict[str, Any]:
 def create_customer(fields: dict[str, Any]) -> dict[str, Any]:
     """Create a customer from validated profile fields."""
     customer_id = uuid7()
-    with changes.recording():
-        changes.insert("customer", {
+    with changes.recording("customer.created", customer_id) as change:
+        change.insert("customer", {
             "id": customer_id,
             "name": fields["name"],
             "email": fields.get("email"),
@@ -63,7 +63,6 @@ def create_customer(fields: dict[str, Any]) -> dict[str, Any]:
             "credit_limit": fields.get("credit_limit"),
             "created_at": now_iso(),
         })  # fmt: skip
-        changes.log_change("customer.created", customer_id)
     return get_customer(customer_id, with_history=False)
 
 
@@ -91,12 +90,11 @@ def get_customer(customer_id: str, with_history: bool = True) -> dict[str, Any]:
 
 def update_customer(customer_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     """Apply a partial update; tags are replaced, not merged."""
-    with changes.recording():
+    with changes.recording("customer.updated", customer_id) as change:
         find_customer(customer_id)
         stored = {k: json.dumps(v) if k == "tags" else v for k, v in fields.items()}
         set_profile(customer_id, stored)
-        changes.note_fields(customer_id, stored)
-        changes.log_change("customer.updated", customer_id)
+        change.set_fields(customer_id, stored)
     return get_customer(customer_id)
 
 
@@ -119,7 +117,7 @@ def has_history(customer_id: str) -> bool:
 
 def delete_customer(customer_id: str) -> str:
     """Delete a customer without history; anonymize one with history. Returns which."""
-    with changes.recording():
+    with changes.recording(entity_id=customer_id) as change:
         customer = find_customer(customer_id)
         if customer["ledger_balance"] != 0:
             # Once anonymized nobody could post to the account: settle it first.
@@ -131,9 +129,9 @@ def delete_customer(customer_id: str) -> str:
             )
         outcome = scrub_customer(customer_id)
         changes.scrub_logged_changes(customer_id)
-        changes.note_tombstone(customer_id, customer["created_at"])
-        change = changes.log_change(f"customer.{outcome}", customer_id)
-        changes.add_tombstone(customer_id, outcome, customer["created_at"], change["id"])
+        change.kind = f"customer.{outcome}"
+        change.tombstone(customer_id, customer["created_at"])
+        changes.add_tombstone(customer_id, outcome, customer["created_at"], change.id)
     checkpoint()
     return outcome
 

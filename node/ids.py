@@ -53,3 +53,12 @@ def iso(moment: datetime) -> str:
 
 def now_iso() -> str:
     return iso(now())
+
+
+def seconds_since(moment: str | None) -> float | None:
+    """Seconds from an RFC 3339 time to now (never below 0); None when there was no such
+    time."""
+    if not moment:
+        return None
+    then = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    return round(max(0.0, (now() - then).total_seconds()), 1)

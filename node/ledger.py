@@ -46,6 +46,7 @@ def check_credit_limit(customer: dict[str, Any], debit: int) -> None:
 
 
 def append_entry(
+    change: changes.Change,
     customer_id: str,
     entry_type: str,
     amount: int,
@@ -53,9 +54,9 @@ def append_entry(
     reference_id: str | None = None,
     reverses_id: str | None = None,
 ) -> dict[str, Any]:
-    """Write one entry and move the cached balance; the caller holds the transaction."""
+    """Write one entry into the change being recorded and move the cached balance."""
     entry_id = reversal_id(reverses_id) if reverses_id else uuid7()
-    changes.insert("ledger_entry", {
+    change.insert("ledger_entry", {
         "id": entry_id, "customer_id": customer_id, "type": entry_type, "amount": amount,
         "description": description, "reference_id": reference_id, "reverses_id": reverses_id,
         "created_at": now_iso(),
@@ -78,19 +79,20 @@ def record_entry(
     override_credit_limit: bool = False,
 ) -> dict[str, Any]:
     """Record a payment received (credit) or a manual debit, enforcing the credit limit."""
-    with changes.recording():
+    with changes.recording(f"ledger.{entry_type}") as change:
         customer = find_customer(customer_id)
         if entry_type == "debit" and not override_credit_limit:
             check_credit_limit(customer, amount)
         default = "Payment received" if entry_type == "credit" else "Manual debit"
-        entry = append_entry(customer_id, entry_type, amount, description or default, reference_id)
-        changes.log_change(f"ledger.{entry_type}", entry["id"])
+        entry = append_entry(change, customer_id, entry_type, amount, description or default,
+                             reference_id)  # fmt: skip
+        change.entity_id = entry["id"]
     return entry
 
 
 def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
     """Undo an entry with an opposite entry pointing at it; each entry reverses once."""
-    with changes.recording():
+    with changes.recording("ledger.reversal") as change:
         find_customer(customer_id)
         original = fetch_one(
             "SELECT id, type, amount, description, reference_id, reverses_id FROM ledger_entry "
@@ -109,6 +111,7 @@ def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
             raise Conflict("this entry has already been reversed")
         opposite = "debit" if original["type"] == "credit" else "credit"
         entry = append_entry(
+            change,
             customer_id,
             opposite,
             original["amount"],
@@ -116,7 +119,7 @@ def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
             reference_id=entry_id,
             reverses_id=entry_id,
         )
-        changes.log_change("ledger.reversal", entry["id"])
+        change.entity_id = entry["id"]
     return entry
 
 

@@ -26,12 +26,17 @@ def points_for(amount_paid: int, settings: dict[str, Any]) -> int:
 
 
 def add_event(
-    customer_id: str, kind: str, points: int, sale_id: str | None = None, description: str = ""
+    change: changes.Change,
+    customer_id: str,
+    kind: str,
+    points: int,
+    sale_id: str | None = None,
+    description: str = "",
 ) -> None:
-    """Append one points event and move the cached balance; the caller holds the transaction."""
+    """Append one points event to the change being recorded and move the cached balance."""
     if points == 0:
         return
-    changes.insert("loyalty_event", {
+    change.insert("loyalty_event", {
         "id": uuid7(), "customer_id": customer_id, "kind": kind, "points": points,
         "sale_id": sale_id, "description": description, "created_at": now_iso(),
     })  # fmt: skip
@@ -47,16 +52,15 @@ def check_points(customer: dict[str, Any], points: int) -> None:
 
 def redeem_points(customer_id: str, points: int, sale_id: str | None = None) -> dict[str, Any]:
     """Spend points for a discount, recorded on the sale when one is given."""
-    with changes.recording():
+    with changes.recording("loyalty.redeemed", customer_id) as change:
         customer = find_customer(customer_id)
         check_points(customer, points)
         settings = get_settings()
         discount = points * settings["point_value"]
         if sale_id is not None:
-            apply_discount_to_sale(customer_id, sale_id, points, discount, settings)
+            apply_discount_to_sale(change, customer_id, sale_id, points, discount, settings)
         else:
-            add_event(customer_id, "redeem", -points, description="Points redeemed")
-        changes.log_change("loyalty.redeemed", customer_id)
+            add_event(change, customer_id, "redeem", -points, description="Points redeemed")
     remaining = fetch_one("SELECT loyalty_points FROM customer WHERE id = ?", (customer_id,))
     return {
         "redeemed": points,
@@ -66,7 +70,12 @@ def redeem_points(customer_id: str, points: int, sale_id: str | None = None) -> 
 
 
 def apply_discount_to_sale(
-    customer_id: str, sale_id: str, points: int, discount: int, settings: dict[str, Any]
+    change: changes.Change,
+    customer_id: str,
+    sale_id: str,
+    points: int,
+    discount: int,
+    settings: dict[str, Any],
 ) -> None:
     """Record a points discount on an existing sale; an account sale's debt shrinks by it.
 
@@ -90,17 +99,19 @@ def apply_discount_to_sale(
     paid_before = sale["total"] - sale["discount_amount"]
     earned = min(sale["points_earned"], points_for(paid_before - discount, settings))
     take_back = sale["points_earned"] - earned
-    changes.insert("sale_discount", {
+    change.insert("sale_discount", {
         "id": uuid7(), "sale_id": sale_id, "discount_amount": discount,
         "points_redeemed": points, "points_not_earned": take_back, "created_at": now_iso(),
     })  # fmt: skip
     receipt = sale["receipt_number"]
-    add_event(customer_id, "redeem", -points, sale_id, f"Points redeemed on {receipt}")
+    add_event(change, customer_id, "redeem", -points, sale_id, f"Points redeemed on {receipt}")
     balance = fetch_one("SELECT loyalty_points FROM customer WHERE id = ?", (customer_id,))
     taken = min(take_back, max(0, balance["loyalty_points"]))
-    add_event(customer_id, "adjust", -taken, sale_id, f"Points not earned on discount {receipt}")
+    add_event(change, customer_id, "adjust", -taken, sale_id,
+              f"Points not earned on discount {receipt}")  # fmt: skip
     if sale["payment_method"] == "account" and discount:
-        append_entry(customer_id, "credit", discount, f"Points discount {receipt}", sale_id)
+        append_entry(change, customer_id, "credit", discount, f"Points discount {receipt}",
+                     sale_id)  # fmt: skip
 
 
 def points_sum(customer_id: str) -> int:

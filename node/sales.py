@@ -86,7 +86,7 @@ def record_sale(
     override_credit_limit: bool = False,
 ) -> dict[str, Any]:
     """Record a purchase: redeem, earn, totals and the account debit in one transaction."""
-    with changes.recording():
+    with changes.recording("sale.recorded") as change:
         customer = find_customer(customer_id)
         settings = get_settings()
         discount = redeem_points * settings["point_value"]
@@ -106,23 +106,25 @@ def record_sale(
         elif receipt_taken(receipt_number):
             raise Conflict(f"receipt number {receipt_number} is already used in this shop")
         sale_id, earned = uuid7(), points_for(amount_paid, settings)
-        changes.insert("sale", {
+        change.entity_id = sale_id
+        change.insert("sale", {
             "id": sale_id, "origin": changes.origin_id(), "customer_id": customer_id,
             "receipt_number": receipt_number, "total": total, "discount_amount": discount,
             "payment_method": payment_method, "points_earned": earned,
             "points_redeemed": redeem_points, "created_at": now_iso(),
         })  # fmt: skip
-        add_event(customer_id, "redeem", -redeem_points, sale_id, f"Redeemed on {receipt_number}")
-        add_event(customer_id, "earn", earned, sale_id, f"Earned on {receipt_number}")
+        add_event(change, customer_id, "redeem", -redeem_points, sale_id,
+                  f"Redeemed on {receipt_number}")  # fmt: skip
+        add_event(change, customer_id, "earn", earned, sale_id, f"Earned on {receipt_number}")
         if payment_method == "account" and amount_paid:
-            append_entry(customer_id, "debit", amount_paid, f"Sale {receipt_number}", sale_id)
-        changes.log_change("sale.recorded", sale_id)
+            append_entry(change, customer_id, "debit", amount_paid, f"Sale {receipt_number}",
+                         sale_id)  # fmt: skip
     return get_sale(sale_id)
 
 
 def refund_sale(sale_id: str, amount: int | None = None) -> dict[str, Any]:
     """Refund all (amount None) or part of a sale, reversing points in proportion."""
-    with changes.recording():
+    with changes.recording("sale.refunded") as change:
         sale = fetch_one(f"SELECT {SALE_COLUMNS} FROM sale WHERE id = ?", (sale_id,))
         if sale is None:
             raise NotFound(f"no sale with id {sale_id}")
@@ -145,19 +147,20 @@ def refund_sale(sale_id: str, amount: int | None = None) -> dict[str, Any]:
         to_restore = share(sale["points_redeemed"]) - sale["points_restored"]
         to_reverse = max(0, share(sale["points_earned"]) - sale["points_reversed"])
         customer_id, receipt = sale["customer_id"], sale["receipt_number"]
-        add_event(customer_id, "refund", to_restore, sale_id, f"Redeemed points back, {receipt}")
+        add_event(change, customer_id, "refund", to_restore, sale_id,
+                  f"Redeemed points back, {receipt}")  # fmt: skip
         balance = fetch_one("SELECT loyalty_points FROM customer WHERE id = ?", (customer_id,))
         reversed_now = min(to_reverse, max(0, balance["loyalty_points"]))
-        add_event(customer_id, "refund", -reversed_now, sale_id, f"Points reversed, {receipt}")
-        refund_id = uuid7()
-        changes.insert("refund", {
+        add_event(change, customer_id, "refund", -reversed_now, sale_id,
+                  f"Points reversed, {receipt}")  # fmt: skip
+        refund_id = change.entity_id = uuid7()
+        change.insert("refund", {
             "id": refund_id, "sale_id": sale_id, "amount": amount,
             "points_reversed": reversed_now, "points_shortfall": to_reverse - reversed_now,
             "points_restored": to_restore, "created_at": now_iso(),
         })  # fmt: skip
         if sale["payment_method"] == "account" and amount:
-            append_entry(customer_id, "credit", amount, f"Refund {receipt}", sale_id)
-        changes.log_change("sale.refunded", refund_id)
+            append_entry(change, customer_id, "credit", amount, f"Refund {receipt}", sale_id)
     refund = fetch_one("SELECT * FROM refund WHERE id = ?", (refund_id,))
     refund["sale"] = get_sale(sale_id)
     return refund

@@ -29,10 +29,10 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from node import changes
 from node.api.keys import HEALTH
-from node.changes import ACKED, CURSOR, CURSOR_ID, PULL_EPOCH, PUSH_EPOCH
 from node.db import checkpoint, database, fetch_all, fetch_one, get_meta, set_meta
 from node.ids import now_iso, uuid7
 from sync import merge
+from sync.progress import ACKED, CURSOR, CURSOR_ID, PULL_EPOCH, PUSH_EPOCH, queue_status
 from sync.protocol import (
     MAX_BATCH_CHANGES,
     PULL_PATH,
@@ -134,7 +134,7 @@ class SyncWorker:
 
     def status(self) -> dict[str, Any]:
         """The full sync status: this worker's last round plus the queue and cursor."""
-        status = {"enabled": True, **changes.queue_status(), **asdict(self.state)}
+        status = {"enabled": True, **queue_status(), **asdict(self.state)}
         high = self.state.central_high
         status["pull_lag"] = max(0, high - status["pull_cursor"]) if high is not None else None
         return status

@@ -5,18 +5,19 @@ from __future__ import annotations
 import importlib.metadata
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
 
-from node import changes, db
+from node import db
 from node.api import access, customers, ledger, loyalty, openapi, reports, sales, settings
 from node.api.auth import FailedAuth, auth_middleware
 from node.api.keys import AUTH_FAILURES, CONFIG, HEALTH, STARTED_AT
 from node.api.problems import problems_middleware
 from node.config import Config
+from node.ids import seconds_since
 from node.settings import seed_settings
+from sync.progress import queue_status
 
 MAX_BODY = 1024 * 1024  # 1 MiB; larger bodies get 413
 
@@ -54,19 +55,11 @@ def liveness(details: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def seconds_since(moment: str | None) -> float | None:
-    """Seconds from an RFC 3339 time to now; None when there was no such time."""
-    if not moment:
-        return None
-    then = datetime.fromisoformat(moment.replace("Z", "+00:00"))
-    return round(max(0.0, (datetime.now(UTC) - then).total_seconds()), 1)
-
-
 @routes.get("/api/v1/sync/status")
 async def sync_status(request: web.Request) -> web.Response:
     """Last success, push queue depth, oldest unsent change, pull lag, reported conflicts."""
     report = request.app[HEALTH].get("sync")
-    return web.json_response(report() if report else {"enabled": False, **changes.queue_status()})
+    return web.json_response(report() if report else {"enabled": False, **queue_status()})
 
 
 def initial_settings(config: Config) -> dict:

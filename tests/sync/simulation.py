@@ -60,6 +60,7 @@ from node.db import database, fetch_all, fetch_one, get_meta, open_database
 from node.errors import Conflict, Invalid, NotFound, Unprocessable
 from node.migrations import migrate
 from node.settings import seed_settings
+from sync.progress import ACKED
 from sync.protocol import MAX_BATCH_CHANGES, MAX_PULL_LIMIT, ProtocolError, check_change
 from sync.store import CentralStore, Forbidden
 from sync.worker import CentralUnreachable, RoundResult, pull_all, push_all, sync_round
@@ -943,7 +944,7 @@ class Simulation:
                               "FROM change_log", (origin,))  # fmt: skip
             if local["n"] + local["pending"] != held:
                 return False
-            if int(get_meta(changes.ACKED) or 0) != local["mine"]:
+            if int(get_meta(ACKED) or 0) != local["mine"]:
                 return False
             if fetch_one("SELECT 1 FROM sync_pending WHERE waits_for = 'clock'"):
                 return False

@@ -15,6 +15,7 @@ import pytest
 from node import changes, customers, db, hlc, ledger, sales, settings
 from node.errors import Conflict
 from sync import worker
+from sync.progress import queue_status
 from sync.protocol import ProtocolError, check_change
 from sync.store import CentralStore
 
@@ -68,7 +69,7 @@ def chain(tmp_path: Path):
 
 
 def reports() -> dict[str, int]:
-    return changes.queue_status()["reports"]
+    return queue_status()["reports"]
 
 
 def test_a_restored_shop_that_sells_and_refunds_before_syncing_converges(chain: Chain):
@@ -125,10 +126,10 @@ def test_history_that_arrives_before_its_customer_waits_for_it(chain: Chain):
     chain.use("b")
     origin = changes.origin_id()
     assert worker.apply_one(recorded, origin) == "pending"  # the sale first: it waits
-    assert changes.queue_status()["pending"] == 1
+    assert queue_status()["pending"] == 1
     assert db.fetch_one("SELECT COUNT(*) AS n FROM sale")["n"] == 0
     assert worker.apply_one(created, origin) == "applied"  # ...and follows its customer in
-    assert changes.queue_status()["pending"] == 0
+    assert queue_status()["pending"] == 0
     view = customers.get_customer(carol["id"])
     assert (view["name"], view["email"], view["ledger_balance"]) == (
         "Carol", "carol@example.com", -500)  # fmt: skip
@@ -151,7 +152,7 @@ def test_a_fast_clock_edit_waits_and_never_drags_other_clocks(chain: Chain, monk
     chain.sync()
     # Held back, reported, not applied; A's own clock stays near its wall clock.
     assert reports().get("clock_ahead") == 1
-    assert changes.queue_status()["pending"] == 1
+    assert queue_status()["pending"] == 1
     assert customers.get_customer(cid)["name"] == "Start"
     customers.update_customer(cid, {"email": "real@example.com"})
     customers.update_customer(cid, {"name": "From A, now"})
@@ -166,7 +167,7 @@ def test_a_fast_clock_edit_waits_and_never_drags_other_clocks(chain: Chain, monk
     for shop in ("a", "b", "c"):
         chain.use(shop)
         chain.sync()
-        assert changes.queue_status()["pending"] == 0
+        assert queue_status()["pending"] == 0
         names.add(customers.get_customer(cid)["name"])
     assert names == {"From B, a month ahead"}
 
@@ -238,7 +239,7 @@ def test_many_changes_waiting_for_one_customer_all_follow_it_in(chain: Chain):
         for payment in reversed(payments):
             assert worker.apply_one(payment, origin) == "pending"
     assert worker.apply_one(created, origin) == "applied"
-    assert changes.queue_status()["pending"] == 0
+    assert queue_status()["pending"] == 0
     assert customers.get_customer(cid)["ledger_balance"] == 600
 
 
@@ -260,7 +261,7 @@ def test_a_waiting_change_that_cannot_apply_does_not_take_its_prerequisite_down(
     assert worker.apply_one(created, origin) == "applied"  # the customer comes in anyway
     # One of the two claims on that entry id is kept, the other quarantined and reported.
     assert customers.get_customer(cid)["ledger_balance"] in (100, 200)
-    assert reports().get("quarantined") == 1 and changes.queue_status()["pending"] == 0
+    assert reports().get("quarantined") == 1 and queue_status()["pending"] == 0
 
 
 def test_a_reversal_of_a_long_description_is_still_a_valid_change(chain: Chain):
@@ -391,3 +392,27 @@ def test_one_bad_change_in_a_page_is_quarantined_and_the_rest_of_the_page_kept(c
     # The same page again: every change is known (the forged one is quarantined again).
     assert worker.apply_page(page, 8, sale["id"], changes.origin_id()) == (0, 3)
     assert customers.get_customer(cid)["ledger_balance"] == 301
+
+
+def test_a_write_becomes_one_change_only_when_it_completes(chain: Chain):
+    """changes.recording() logs one change when its block ends; a block that fails, or
+    records nothing, leaves neither rows nor a change."""
+    chain.use("a")
+    cid = customers.create_customer({"name": "Logged"})["id"]
+    count = "SELECT (SELECT COUNT(*) FROM change_log) AS changes, " \
+            "(SELECT COUNT(*) FROM ledger_entry) AS entries"  # fmt: skip
+    before = db.fetch_one(count)
+    with pytest.raises(Conflict):  # fails after its entry was written
+        with changes.recording("ledger.credit") as change:
+            entry = ledger.append_entry(change, cid, "credit", 100, "x")
+            change.entity_id = entry["id"]
+            raise Conflict("the till changed its mind")
+    with pytest.raises(RuntimeError):  # nothing recorded: never an empty change
+        with changes.recording("ledger.credit", cid):
+            pass
+    assert db.fetch_one(count) == before
+    assert customers.get_customer(cid)["ledger_balance"] == 0
+    sale = sales.record_sale(cid, 500, "account")
+    (logged,) = _log("sale.recorded")
+    assert logged["entity_id"] == sale["id"]
+    assert set(json.loads(logged["body"])) == {"sale", "loyalty_event", "ledger_entry"}
