@@ -12,14 +12,16 @@ from node.db import checkpoint, execute, fetch_all, fetch_one
 from node.errors import Conflict, NotFound
 from node.ids import now_iso, uuid7
 
-PROFILE_FIELDS: dict[str, v.Parser] = {
+PROFILE_FIELDS: dict[str, v.Field] = {
     "name": v.text(min_len=1, max_len=200),
     "email": v.nullable(v.email),
     "phone": v.nullable(v.phone),
     "address": v.nullable(v.text(max_len=500)),
     "notes": v.nullable(v.text(max_len=2000)),
     "tags": v.tags,
-    "credit_limit": v.nullable(v.integer(minimum=0)),
+    "credit_limit": v.nullable(v.integer(minimum=0)).describe(
+        "minor units; null: the shop's default_credit_limit"
+    ),
 }
 
 SORTS = {

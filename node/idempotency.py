@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -30,9 +31,16 @@ def fingerprint(method: str, path: str, body: bytes) -> str:
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
 
 
+# Printable ASCII, not only spaces: a key is a token the client made up (a UUID, say), and
+# HTTP carries other characters only as bytes each side may decode differently.
+KEY = re.compile(r"[ -~]*[!-~][ -~]*")
+
+
 def check_key(key: str) -> str:
-    if not key or len(key) > MAX_KEY_LENGTH or not key.isprintable():
-        raise invalid("Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} printable characters")
+    if len(key) > MAX_KEY_LENGTH or not KEY.fullmatch(key):
+        raise invalid(
+            "Idempotency-Key", f"must be 1 to {MAX_KEY_LENGTH} printable ASCII characters"
+        )
     return key
 
 

@@ -34,17 +34,29 @@ def earn_rate(value: Any) -> str:
 
 
 def currency(value: Any) -> str:
-    if not isinstance(value, str) or value.upper() not in CURRENCY_EXPONENTS:
+    # ASCII first: 'uſd'.upper() is 'USD' too.
+    if not isinstance(value, str) or not value.isascii() or value.upper() not in CURRENCY_EXPONENTS:
         raise ValueError("must be an ISO 4217 currency code such as USD, INR or JPY")
     return value.upper()
 
 
-FIELDS: dict[str, v.Parser] = {
-    "earn_rate": earn_rate,
-    "point_value": v.integer(minimum=0, maximum=1_000_000),
-    "default_credit_limit": v.nullable(v.integer(minimum=0)),
-    "currency": currency,
-}
+# Any case: [Uu][Ss][Dd] for USD.
+_CURRENCY = "|".join("".join(f"[{c}{c.lower()}]" for c in code) for code in CURRENCY_EXPONENTS)
+
+FIELDS: dict[str, v.Field] = {
+    # A number's decimals are not checked by the schema: JSON Schema's multipleOf 0.0001 is
+    # computed in binary floating point by most validators (0.0003 would fail).
+    "earn_rate": v.Field(earn_rate, {
+        "type": "number", "minimum": 0, "maximum": int(MAX_EARN_RATE),
+        "description": "points per major currency unit spent (floor), at most 4 decimals"}),
+    "point_value": v.integer(minimum=0, maximum=1_000_000).describe("minor units per point"),
+    "default_credit_limit": v.nullable(v.integer(minimum=0)).describe(
+        "minor units; null: no limit"
+    ),
+    "currency": v.Field(currency, {
+        "type": "string", "pattern": f"^(?:{_CURRENCY})$",
+        "description": "ISO 4217 code, any case on input: " + ", ".join(CURRENCY_EXPONENTS)}),
+}  # fmt: skip
 
 
 def seed_settings(initial: dict[str, Any]) -> None:

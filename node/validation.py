@@ -1,14 +1,19 @@
-"""Checking request bodies field by field, collecting every error at once.
+"""Request values declared once: each field knows how it is read and what the document says.
 
-A schema maps each allowed field to a parser: a function that returns the clean value or
-raises ValueError with a message for the user. Unknown fields are errors too, so a typo
-like `emial` never silently drops data.
+A `Field` pairs a parser (returns the clean value or raises ValueError with a message for
+the user) with the JSON Schema of what it accepts; both are built from the same arguments
+(`text(max_len=500)` is the trimming parser and the pattern that says "at most 500
+characters once trimmed"). A `Body` is a request body made of fields: it validates a JSON
+object, collecting every error at once, and is the OpenAPI component of that body. Unknown
+fields are errors too, so a typo like `emial` never silently drops data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from node.errors import Invalid, invalid
@@ -16,6 +21,7 @@ from node.ids import parse_uuid
 from node.money import MAX_AMOUNT
 
 Parser = Callable[[Any], Any]
+Schema = dict[str, Any]
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]{2,}")
 _PHONE_CHARS = re.compile(r"[0-9+()\-.\s/]+")
@@ -23,9 +29,69 @@ _PHONE_CHARS = re.compile(r"[0-9+()\-.\s/]+")
 # braces, a urn:uuid: prefix, no hyphens and underscores between digits.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
+# Text is trimmed before it is checked, so the documents' patterns let surrounding
+# whitespace through: Python's str.isspace (what str.strip and a regex's \s take), spelled
+# out so that the class means the same in ECMA-262 and Python regexes.
+WS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+@dataclass(frozen=True)
+class Field:
+    """One request value: how it is read (`parse`) and what the document says of it."""
+
+    parse: Parser
+    schema: Schema
+
+    def __call__(self, value: Any) -> Any:
+        return self.parse(value)
+
+    def describe(self, text: str) -> Field:
+        """The same field, its description extended with `text` (who may set it, ...)."""
+        known = self.schema.get("description")
+        return dataclasses.replace(
+            self, schema={**self.schema, "description": f"{known}; {text}" if known else text}
+        )
+
+
+@dataclass(frozen=True)
+class Body:
+    """A JSON request body: its fields, which are required, and its OpenAPI component name.
+
+    `nonempty`: at least one field (a partial update). `optional`: no body, or null, is the
+    same as `{}`."""
+
+    name: str
+    fields: dict[str, Field]
+    required: tuple[str, ...] = ()
+    nonempty: bool = False
+    optional: bool = False
+    description: str = ""
+
+    def parse(self, body: Any) -> dict[str, Any]:
+        """The clean fields of `body`; Invalid listing every problem."""
+        if body is None and self.optional:
+            body = {}
+        return parse_body(body, self.fields, self.required, self.nonempty)
+
+    def schema(self) -> Schema:
+        """The body's object as a JSON Schema (its OpenAPI component); that an optional body
+        may also be null or absent is the operation's to say (node.api.openapi.body)."""
+        schema: Schema = {
+            "type": "object",
+            "properties": {name: field.schema for name, field in self.fields.items()},
+            "additionalProperties": False,
+        }
+        if self.required:
+            schema["required"] = list(self.required)
+        if self.nonempty:
+            schema["minProperties"] = 1
+        if self.description:
+            schema["description"] = self.description
+        return schema
+
 
 def parse_body(
-    body: Any, schema: dict[str, Parser], required: Iterable[str] = (), nonempty: bool = False
+    body: Any, schema: dict[str, Field], required: Iterable[str] = (), nonempty: bool = False
 ) -> dict[str, Any]:
     """Validate a JSON object against `schema`; raise Invalid listing every problem."""
     if not isinstance(body, dict):
@@ -52,13 +118,15 @@ def parse_body(
     return clean
 
 
-def nullable(parser: Parser) -> Parser:
-    """Accept null (stored as None) besides what `parser` accepts."""
+def nullable(field: Field) -> Field:
+    """Accept null (stored as None) besides what `field` accepts."""
 
     def parse(value: Any) -> Any:
-        return None if value is None else parser(value)
+        return None if value is None else field.parse(value)
 
-    return parse
+    kind = field.schema["type"]
+    kinds = [*kind, "null"] if isinstance(kind, list) else [kind, "null"]
+    return Field(parse, {**field.schema, "type": kinds})
 
 
 def is_text(value: str) -> bool:
@@ -74,8 +142,19 @@ def is_text(value: str) -> bool:
 NOT_TEXT = "is not valid Unicode text (it holds a lone surrogate)"
 
 
-def text(min_len: int = 0, max_len: int = 1000) -> Parser:
-    """A string, trimmed; empty becomes None unless min_len > 0."""
+def trimmed_pattern(max_len: int, required: bool = False, nul: bool = False) -> str:
+    """A pattern for a string that is at most `max_len` (>= 2) characters once trimmed;
+    empty (or only whitespace) passes unless `required`. NUL characters only where `nul`."""
+    edge = f"[^{WS}]" if nul else f"[^{WS}\\x00]"
+    inner = r"[\s\S]" if nul else r"[^\x00]"
+    core = f"{edge}(?:{inner}{{0,{max_len - 2}}}{edge})?"
+    return f"^[{WS}]*{core if required else f'(?:{core})?'}[{WS}]*$"
+
+
+def text(min_len: int = 0, max_len: int = 1000) -> Field:
+    """A string, trimmed; empty becomes None unless min_len (0 or 1) is 1."""
+    if min_len not in (0, 1):
+        raise ValueError("text() documents a minimum of 0 or 1 characters only")
 
     def parse(value: Any) -> str | None:
         if not isinstance(value, str):
@@ -86,15 +165,35 @@ def text(min_len: int = 0, max_len: int = 1000) -> Parser:
         if "\x00" in value:
             raise ValueError("must not contain NUL characters")
         if len(value) < min_len:
-            raise ValueError("must not be empty" if min_len == 1 else f"at least {min_len} chars")
+            raise ValueError("must not be empty")
         if len(value) > max_len:
             raise ValueError(f"must be at most {max_len} characters")
         return value or None
 
-    return parse
+    empty = "" if min_len else "; empty or only whitespace means null"
+    return Field(parse, {
+        "type": "string",
+        "pattern": trimmed_pattern(max_len, required=min_len == 1),
+        "description": f"trimmed; at most {max_len} characters{empty}",
+    })  # fmt: skip
 
 
-def email(value: Any) -> str | None:
+def matching(regex: re.Pattern[str], max_len: int, message: str, description: str) -> Field:
+    """A non-empty string, trimmed, that `regex` (of at most `max_len` characters) matches
+    whole; `message` when it does not."""
+    base = text(min_len=1, max_len=max_len)
+
+    def parse(value: Any) -> str:
+        value = base.parse(value)
+        if not regex.fullmatch(value):
+            raise ValueError(message)
+        return value
+
+    pattern = f"^[{WS}]*(?:{regex.pattern})[{WS}]*$"
+    return Field(parse, {"type": "string", "pattern": pattern, "description": description})
+
+
+def _email(value: Any) -> str | None:
     value = text(max_len=254)(value)
     if value is None:
         return None
@@ -104,7 +203,19 @@ def email(value: Any) -> str | None:
     return f"{local}@{domain.lower()}"
 
 
-def phone(value: Any) -> str | None:
+_EMAIL_CHAR = f"[^@{WS}\\x00]"
+email = Field(_email, {
+    "type": "string",
+    "pattern": f"^[{WS}]*(?:{_EMAIL_CHAR}+@{_EMAIL_CHAR}+\\.[^@.{WS}\\x00]{{2,}})?[{WS}]*$",
+    # Two patterns, as a lookahead would be: JSON Schema has no "and" inside one pattern
+    # that every generator handles.
+    "allOf": [{"pattern": trimmed_pattern(254)}],
+    "description": "an address like jane@example.com, at most 254 characters once trimmed "
+    "(the domain is lower-cased); empty or only whitespace means null",
+})  # fmt: skip
+
+
+def _phone(value: Any) -> str | None:
     """Keep a leading + and the digits: '+1 (234) 567-890' -> '+1234567890'."""
     value = text(max_len=40)(value)
     if value is None:
@@ -117,7 +228,19 @@ def phone(value: Any) -> str | None:
     return ("+" if value.startswith("+") else "") + digits
 
 
-def tags(value: Any) -> list[str]:
+_PHONE_SEPARATORS = f"[()\\-./{WS}]"
+phone = Field(_phone, {
+    "type": "string",
+    "pattern": f"^[{WS}]*(?:\\+?{_PHONE_SEPARATORS}*(?:[0-9]{_PHONE_SEPARATORS}*){{4,20}})?"
+               f"[{WS}]*$",
+    "allOf": [{"pattern": trimmed_pattern(40)}],
+    "description": "digits with spaces and ( ) - . / between them, a + only first; 4 to 20 "
+    "digits, at most 40 characters once trimmed; stored as + and digits ('+1 (234) "
+    "567-890' -> '+1234567890'); empty or only whitespace means null",
+})  # fmt: skip
+
+
+def _tags(value: Any) -> list[str]:
     if not isinstance(value, list):
         raise ValueError("must be a list of strings")
     if len(value) > 20:
@@ -136,7 +259,16 @@ def tags(value: Any) -> list[str]:
     return clean
 
 
-def integer(minimum: int = 0, maximum: int = MAX_AMOUNT) -> Parser:
+tags = Field(_tags, {
+    "type": "array",
+    "maxItems": 20,
+    "items": {"type": "string", "pattern": trimmed_pattern(50, required=True, nul=True),
+              "description": "trimmed; 1 to 50 characters"},
+    "description": "replaces the customer's tags; duplicates are dropped",
+})  # fmt: skip
+
+
+def integer(minimum: int = 0, maximum: int = MAX_AMOUNT) -> Field:
     """A JSON integer (not a float, string or boolean) within bounds."""
 
     def parse(value: Any) -> int:
@@ -148,25 +280,30 @@ def integer(minimum: int = 0, maximum: int = MAX_AMOUNT) -> Parser:
             raise ValueError(f"must be at most {maximum}")
         return value
 
-    return parse
+    # JSON Schema's integer takes 10000.0 too; the node does not (money is never a float),
+    # as the document's description says once for all.
+    return Field(parse, {"type": "integer", "minimum": minimum, "maximum": maximum})
 
 
-amount = integer(minimum=1)
+amount = integer(minimum=1).describe("minor units (cents)")
 
 
-def boolean(value: Any) -> bool:
+def _boolean(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError("must be true or false")
     return value
 
 
-def choice(*options: str) -> Parser:
+boolean = Field(_boolean, {"type": "boolean"})
+
+
+def choice(*options: str) -> Field:
     def parse(value: Any) -> str:
         if value not in options:
             raise ValueError("must be one of: " + ", ".join(options))
         return value
 
-    return parse
+    return Field(parse, {"type": "string", "enum": list(options)})
 
 
 def canonical_uuid(value: Any) -> str | None:
@@ -176,8 +313,12 @@ def canonical_uuid(value: Any) -> str | None:
     return parse_uuid(value)
 
 
-def uuid(value: Any) -> str:
+def _uuid(value: Any) -> str:
     parsed = canonical_uuid(value)
     if parsed is None:
         raise ValueError("must be a UUID")
     return parsed
+
+
+UUID_SCHEMA: Schema = {"type": "string", "format": "uuid", "pattern": f"^{_UUID.pattern}$"}
+uuid = Field(_uuid, UUID_SCHEMA)

@@ -6,30 +6,70 @@ from aiohttp import web
 
 from node import customers
 from node.api.auth import require_owner
-from node.api.params import json_response, list_response, paging, path_id, query_choice, read_json
-from node.errors import invalid
-from node.validation import parse_body
+from node.api.params import (
+    PAGE,
+    Query,
+    json_response,
+    list_response,
+    one_of,
+    path_id,
+    per_page,
+    read_json,
+    read_query,
+)
+from node.validation import Body
 
 routes = web.RouteTableDef()
 
 MAX_SEARCH = 200
 
+FIELDS = {
+    **customers.PROFILE_FIELDS,
+    "credit_limit": customers.PROFILE_FIELDS["credit_limit"].describe("owner only"),
+}
+CUSTOMER_INPUT = Body("CustomerInput", FIELDS, required=("name",))
+# PATCH, and PUT (the same): any of the fields, at least one.
+CUSTOMER_UPDATE = Body(
+    "CustomerUpdate", FIELDS, nonempty=True,
+    description="a partial update: any of the fields, at least one; tags are replaced",
+)  # fmt: skip
+
+
+def _search(raw: str) -> str:
+    if any(ord(ch) < 32 for ch in raw):
+        raise ValueError("must not contain control characters")
+    return raw[:MAX_SEARCH]
+
+
+def _order(raw: str) -> str:
+    # ASCII first: 'aſc'.upper() is 'ASC' too.
+    order = raw.upper() if raw.isascii() else raw
+    if order not in ("ASC", "DESC"):
+        raise ValueError("must be ASC or DESC")
+    return order
+
+
+LIST_QUERY = (
+    PAGE,
+    per_page(20),
+    Query("search", _search, {"type": "string", "pattern": "^[^\\x00-\\x1f]*$"}, "",
+          f"name, email or phone substring (phone ignores formatting); only the first "
+          f"{MAX_SEARCH} characters count; no control characters"),
+    one_of("sort", customers.SORTS, "created_at", "sort field"),
+    Query("order", _order,
+          {"type": "string", "pattern": "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$"}, None,
+          "ASC or DESC, any case; empty or absent: ASC for name, else DESC"),
+)  # fmt: skip
+
 
 @routes.get("/api/v1/customers")
 async def list_customers(request: web.Request) -> web.Response:
     """Customers, searched, sorted and paged."""
-    page, limit = paging(request)
-    search = request.query.get("search", "")
-    if any(ord(ch) < 32 for ch in search):
-        raise invalid("search", "must not contain control characters")
-    search = search[:MAX_SEARCH]
-    sort = query_choice(request, "sort", list(customers.SORTS), "created_at")
-    raw_order = request.query.get("order", "")
-    # ASCII first: 'aſc'.upper() is 'ASC' too.
-    order = raw_order.upper() if raw_order.isascii() else raw_order
-    if order not in ("", "ASC", "DESC"):
-        raise invalid("order", "must be ASC or DESC")
-    rows, total = customers.list_customers(page, limit, search, sort, order or None)
+    query = read_query(request, LIST_QUERY)
+    page, limit = query["page"], query["limit"]
+    rows, total = customers.list_customers(
+        page, limit, query["search"], query["sort"], query["order"]
+    )
     return list_response(request, rows, total, page, limit)
 
 
@@ -42,7 +82,7 @@ async def get_customer(request: web.Request) -> web.Response:
 @routes.post("/api/v1/customers")
 async def create_customer(request: web.Request) -> web.Response:
     """Create a customer; only `name` is required."""
-    fields = parse_body(await read_json(request), customers.PROFILE_FIELDS, required=["name"])
+    fields = CUSTOMER_INPUT.parse(await read_json(request))
     if "credit_limit" in fields:
         require_owner(request, "set credit limits")
     return json_response(customers.create_customer(fields), status=201)
@@ -53,7 +93,7 @@ async def create_customer(request: web.Request) -> web.Response:
 async def update_customer(request: web.Request) -> web.Response:
     """Partial update; PUT is accepted as the same. Tags are replaced."""
     customer_id = path_id(request)
-    fields = parse_body(await read_json(request), customers.PROFILE_FIELDS, nonempty=True)
+    fields = CUSTOMER_UPDATE.parse(await read_json(request))
     if "credit_limit" in fields:
         require_owner(request, "set credit limits")
     return json_response(customers.update_customer(customer_id, fields))

@@ -9,26 +9,41 @@ from aiohttp import web
 from node import ledger
 from node import validation as v
 from node.api.auth import credit_limit_override, require_owner
-from node.api.params import idempotent, list_response, paging, path_id
+from node.api.params import (
+    PAGE,
+    PERIOD,
+    idempotent,
+    list_response,
+    path_id,
+    per_page,
+    read_query,
+)
 from node.periods import period
 
 routes = web.RouteTableDef()
 
-ENTRY_FIELDS: dict[str, v.Parser] = {
-    "type": v.choice("credit", "debit"),
+ENTRY_INPUT = v.Body("LedgerEntryInput", {
+    "type": v.choice("credit", "debit").describe("credit: a payment received; debit: a "
+                                                 "manual debit (owner only)"),
     "amount": v.amount,
-    "description": v.nullable(v.text(max_len=500)),
-    "reference_id": v.nullable(v.uuid),
-    "override_credit_limit": v.boolean,
-}
+    "description": v.nullable(v.text(max_len=ledger.DESCRIPTION_MAX)).describe(
+        "null or empty: 'Payment received' or 'Manual debit'"),
+    "reference_id": v.nullable(v.uuid).describe("what the entry refers to, e.g. an invoice"),
+    "override_credit_limit": v.boolean.describe("owner only: a debit past the credit limit"),
+}, required=("type", "amount"))  # fmt: skip
+# Nothing to say: no body, null or {}.
+REVERSE_INPUT = v.Body("ReverseInput", {}, optional=True,
+                       description="nothing: no body, null or {}")  # fmt: skip
+LEDGER_QUERY = (*PERIOD, PAGE, per_page(50))
 
 
 @routes.get("/api/v1/customers/{id}/ledger")
 async def list_ledger(request: web.Request) -> web.Response:
     """Ledger entries newest first, each with the balance after it."""
     customer_id = path_id(request)
-    lower, upper = period(request.query.get("from"), request.query.get("to"))
-    page, limit = paging(request, default_limit=50)
+    query = read_query(request, LEDGER_QUERY)
+    lower, upper = period(query["from"], query["to"])
+    page, limit = query["page"], query["limit"]
     rows, total = ledger.list_entries(customer_id, lower, upper, page, limit)
     return list_response(request, rows, total, page, limit)
 
@@ -39,7 +54,7 @@ async def post_ledger_entry(request: web.Request) -> web.Response:
     customer_id = path_id(request)
 
     def write(body: Any) -> tuple[int, Any]:
-        fields = v.parse_body(body, ENTRY_FIELDS, required=["type", "amount"])
+        fields = ENTRY_INPUT.parse(body)
         if fields["type"] == "debit":
             require_owner(request, "post manual debits")
         entry = ledger.record_entry(
@@ -62,7 +77,7 @@ async def reverse_ledger_entry(request: web.Request) -> web.Response:
     customer_id, entry_id = path_id(request), path_id(request, "entry_id")
 
     def write(body: Any) -> tuple[int, Any]:
-        v.parse_body({} if body is None else body, {})
+        REVERSE_INPUT.parse(body)
         return 201, ledger.reverse_entry(customer_id, entry_id)
 
-    return await idempotent(request, write, allow_empty=True)
+    return await idempotent(request, write, allow_empty=REVERSE_INPUT.optional)

@@ -12,7 +12,11 @@ from node.api.params import idempotent, path_id
 
 routes = web.RouteTableDef()
 
-REDEEM_FIELDS: dict[str, v.Parser] = {"points": v.integer(minimum=1), "sale_id": v.nullable(v.uuid)}
+REDEEM_INPUT = v.Body("RedeemInput", {
+    "points": v.integer(minimum=1),
+    "sale_id": v.nullable(v.uuid).describe("the sale the discount applies to (its debt shrinks "
+                                           "when it was on account); null: none"),
+}, required=("points",))  # fmt: skip
 
 
 @routes.post("/api/v1/customers/{id}/loyalty/redeem")
@@ -21,7 +25,7 @@ async def redeem(request: web.Request) -> web.Response:
     customer_id = path_id(request)
 
     def write(body: Any) -> tuple[int, Any]:
-        fields = v.parse_body(body, REDEEM_FIELDS, required=["points"])
+        fields = REDEEM_INPUT.parse(body)
         return 200, loyalty.redeem_points(customer_id, fields["points"], fields.get("sale_id"))
 
     return await idempotent(request, write)

@@ -1,7 +1,10 @@
 """The OpenAPI 3.1 document of /api/v1, served at /api/v1/openapi.json.
 
-A contract test checks that every registered route is described here and that real
-responses validate against the schemas, so this file cannot drift from the code.
+Request bodies and parameters are not written here: each is the declaration the route
+validates with (node.validation.Body, node.api.params.Query), turned into its schema. The
+responses are described here; a contract test checks that every registered route is
+described, that real responses validate against the schemas and that every documented
+input constraint is enforced, so this file cannot drift from the code.
 """
 
 from __future__ import annotations
@@ -10,7 +13,12 @@ from typing import Any
 
 from aiohttp import web
 
-from node.money import CURRENCY_EXPONENTS, MAX_AMOUNT
+from node import idempotency, settings
+from node.api import customers, ledger, loyalty, reports, sales
+from node.api import settings as settings_api
+from node.api.params import Query
+from node.money import CURRENCY_EXPONENTS
+from node.validation import UUID_SCHEMA, Body
 
 routes = web.RouteTableDef()
 
@@ -19,40 +27,6 @@ NSTR = {"type": ["string", "null"]}
 INT = {"type": "integer"}
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
-AMOUNT = {"type": "integer", "minimum": 1, "maximum": MAX_AMOUNT, "description": "minor units"}
-COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_AMOUNT}
-
-# Text fields are trimmed before they are checked (node.validation.text), so a pattern, not
-# minLength/maxLength, says what is accepted: surrounding whitespace (Python's str.isspace,
-# spelled out so the class means the same in ECMA-262 and Python regexes) is free, the
-# trimmed text has a length limit and no NUL characters.
-WS = r"\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
-
-
-def trimmed(max_len: int, required: bool = False, nul: bool = False) -> dict[str, Any]:
-    """A string that is at most `max_len` characters once trimmed; empty (or only
-    whitespace) is stored as null unless `required`. NUL characters only where `nul`."""
-    edge = f"[^{WS}]" if nul else f"[^{WS}\\x00]"
-    inner = r"[\s\S]" if nul else r"[^\x00]"
-    core = f"{edge}(?:{inner}{{0,{max_len - 2}}}{edge})?"
-    pattern = f"^[{WS}]*{core if required else f'(?:{core})?'}[{WS}]*$"
-    extra = "" if required else "; empty or only whitespace means null"
-    return {"type": "string", "pattern": pattern,
-            "description": f"trimmed; at most {max_len} characters{extra}"}  # fmt: skip
-
-
-def nullable(schema: dict[str, Any]) -> dict[str, Any]:
-    return {**schema, "type": [schema["type"], "null"]}
-
-
-# node.validation.email: trimmed, then local@domain.tld with no whitespace; empty is null.
-EMAIL_CHAR = f"[^@{WS}\\x00]"
-EMAIL = {
-    "type": ["string", "null"],
-    "pattern": f"^[{WS}]*(?:{EMAIL_CHAR}+@{EMAIL_CHAR}+\\.[^@.{WS}\\x00]{{2,}})?[{WS}]*$",
-    "description": "an address like jane@example.com (at most 254 characters once trimmed; "
-    "the domain is lower-cased); empty or only whitespace means null",
-}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -84,23 +58,9 @@ CUSTOMER_PROPS = {
     "updated_at": TIME,
 }
 PURCHASE = obj({"id": UUID, "receipt_number": STR, "total": INT, "created_at": TIME})
-CUSTOMER_FIELDS = {
-    "name": trimmed(200, required=True),
-    "email": EMAIL,
-    "phone": {**NSTR, "description": "digits with spaces, + ( ) - . / (a + only first), "
-              "4 to 20 digits, at most 40 characters; stored as + and digits"},
-    "address": nullable(trimmed(500)),
-    "notes": nullable(trimmed(2000)),
-    "tags": {"type": "array", "maxItems": 20, "description": "duplicates are dropped",
-             "items": trimmed(50, required=True, nul=True)},
-    "credit_limit": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_AMOUNT},
-}
-CUSTOMER_INPUT = obj(CUSTOMER_FIELDS, required=["name"])
-# PATCH (and PUT, the same): any of the fields, at least one.
-CUSTOMER_UPDATE = {**obj(CUSTOMER_FIELDS, required=[]), "minProperties": 1}
 ENTRY = obj({
     "id": UUID,
-    "type": {"enum": ["credit", "debit"]},
+    "type": {"type": "string", "enum": ["credit", "debit"]},
     "amount": INT,
     "balance_after": INT,
     "description": STR,
@@ -123,7 +83,7 @@ SALE = obj({
     "total": INT,
     "discount_amount": INT,
     "amount_paid": {**INT, "description": "total - discount_amount - refunded_amount"},
-    "payment_method": {"enum": ["cash", "card", "account"]},
+    "payment_method": {"type": "string", "enum": list(sales.PAYMENT_METHODS)},
     "points_earned": INT,
     "points_redeemed": INT,
     "refunded_amount": INT,
@@ -132,14 +92,6 @@ SALE = obj({
     "refunds": {"type": "array", "items": obj(REFUND_PROPS)},
     "created_at": TIME,
 })  # fmt: skip
-SETTINGS_FIELDS = {
-    "earn_rate": {"type": "number", "minimum": 0, "maximum": 1000,
-                  "description": "points per major unit, at most 4 decimals"},
-    "point_value": {"type": "integer", "minimum": 0, "maximum": 1_000_000,
-                    "description": "minor units per point"},
-    "default_credit_limit": {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_AMOUNT},
-    "currency": {"type": "string", "description": "ISO 4217 code; any case on input"},
-}  # fmt: skip
 BUCKETS = obj({k: INT for k in ("0-30", "31-60", "61-90", "90+")})
 PROBLEM = obj({
     "type": STR,
@@ -149,43 +101,34 @@ PROBLEM = obj({
     "errors": {"type": "array", "items": obj({"field": STR, "message": STR})},
 }, required=["type", "title", "status", "detail"], closed=False)  # fmt: skip
 
+# Every request body, each the declaration its route validates with.
+INPUTS: tuple[Body, ...] = (
+    customers.CUSTOMER_INPUT,
+    customers.CUSTOMER_UPDATE,
+    ledger.ENTRY_INPUT,
+    ledger.REVERSE_INPUT,
+    loyalty.REDEEM_INPUT,
+    sales.SALE_INPUT,
+    sales.REFUND_INPUT,
+    settings_api.SETTINGS_INPUT,
+)
+
 SCHEMAS: dict[str, Any] = {
     "Customer": obj(CUSTOMER_PROPS),
     "CustomerDetail": obj({**CUSTOMER_PROPS,
                            "recent_purchases": {"type": "array", "items": PURCHASE}}),
-    "CustomerInput": CUSTOMER_INPUT,
-    "CustomerUpdate": CUSTOMER_UPDATE,
     "LedgerEntry": ENTRY,
-    "LedgerEntryInput": obj({
-        "type": {"enum": ["credit", "debit"]},
-        "amount": AMOUNT,
-        "description": nullable(trimmed(500)),
-        "reference_id": {"type": ["string", "null"], "format": "uuid"},
-        "override_credit_limit": {"type": "boolean", "description": "owner only"},
-    }, required=["type", "amount"]),
-    "RedeemInput": obj({"points": {**COUNT, "minimum": 1},
-                        "sale_id": {"type": ["string", "null"], "format": "uuid"}},
-                       required=["points"]),
     "Redemption": obj({"redeemed": INT, "discount_amount": INT, "remaining_points": INT}),
     "Sale": SALE,
-    "SaleInput": obj({
-        "customer_id": UUID,
-        "total": AMOUNT,
-        "payment_method": {"enum": ["cash", "card", "account"]},
-        "redeem_points": COUNT,
-        "receipt_number": {**nullable(trimmed(50, required=True)),
-                           "description": "trimmed, 1 to 50 characters; null or absent: "
-                                          "REC-YYYYMMDD-NNN"},
-        "override_credit_limit": {"type": "boolean", "description": "owner only"},
-    }, required=["customer_id", "total", "payment_method"]),
-    # null, like no body at all, refunds in full.
-    "RefundInput": {**obj({"amount": AMOUNT}, required=[]), "type": ["object", "null"]},
     "Refund": obj({**REFUND_PROPS, "sale_id": UUID, "sale": ref("Sale")}),
-    "Settings": obj({**SETTINGS_FIELDS, "currency_decimals": {
-        "type": "integer", "minimum": 0, "maximum": max(CURRENCY_EXPONENTS.values()),
-        "description": "read-only: the decimals of the currency's minor unit (USD 2, JPY 0, "
-                       "KWD 3), which every amount counts in"}}),
-    "SettingsInput": {**obj(SETTINGS_FIELDS, required=[]), "minProperties": 1},
+    # What PATCH takes, all of it, and the currency's decimals.
+    "Settings": obj({
+        **{name: field.schema for name, field in settings.FIELDS.items()},
+        "currency_decimals": {
+            "type": "integer", "minimum": 0, "maximum": max(CURRENCY_EXPONENTS.values()),
+            "description": "read-only: the decimals of the currency's minor unit (USD 2, JPY "
+                           "0, KWD 3), which every amount counts in"},
+    }),
     "Receivables": obj({
         "currency": STR,
         "total_owed": INT,
@@ -232,36 +175,31 @@ SCHEMAS: dict[str, Any] = {
     "ComponentHealth": obj({"healthy": {"type": "boolean"},
                             "lag_seconds": {"type": ["number", "null"]}}),
     "Problem": PROBLEM,
+    **{body.name: body.schema() for body in INPUTS},
 }  # fmt: skip
 
 
-def param(name: str, where: str, schema: dict, description: str, required: bool = False) -> dict:
-    return {"name": name, "in": where, "required": required, "schema": schema,
+def path_param(name: str, description: str) -> dict[str, Any]:
+    """A UUID in the path (node.api.params.path_id)."""
+    return {"name": name, "in": "path", "required": True, "schema": UUID_SCHEMA,
             "description": description}  # fmt: skip
 
 
-def query_int(lo: int, hi: int, default: int) -> dict[str, Any]:
-    """A whole number in ASCII digits (node.api.params.query_int); empty means the default."""
-    return {"anyOf": [{"type": "integer", "minimum": lo, "maximum": hi}, {"const": ""}],
-            "default": default}  # fmt: skip
+def query(declared: tuple[Query, ...]) -> list[dict[str, Any]]:
+    return [param.document() for param in declared]
 
 
-ID = param("id", "path", UUID, "customer id", required=True)
-PAGE = param("page", "query", query_int(1, 1_000_000, 1), "page number")
-
-
-def limit(default: int) -> dict:
-    return param("limit", "query", query_int(1, 100, default), "items per page (at most 100)")
-
-
-PERIOD = [
-    param("from", "query", STR, "inclusive start: a date (2025-05-18) or RFC 3339 time; "
-          "empty: none"),
-    param("to", "query", STR, "inclusive end: a date (whole day) or RFC 3339 time; empty: none"),
-]
-IDEMPOTENCY = param("Idempotency-Key", "header",
-                    {"type": "string", "minLength": 1, "maxLength": 255},
-                    "a retry with the same key and body returns the first response")  # fmt: skip
+ID = path_param("id", "customer id")
+ENTRY_ID = path_param("entry_id", "ledger entry id")
+SALE_ID = path_param("id", "sale id")
+IDEMPOTENCY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "maxLength": idempotency.MAX_KEY_LENGTH,
+               "pattern": f"^{idempotency.KEY.pattern}$"},
+    "description": "printable ASCII, not only spaces (a UUID will do); a retry with the same "
+                   "key and body returns the first response and changes nothing; the same key "
+                   "with another body is 422",
+}  # fmt: skip
 
 LIST_HEADERS = {
     "X-Total-Count": {"schema": INT, "description": "matching items in all pages"},
@@ -292,17 +230,24 @@ ERRORS["429"] = {
 }
 
 
-def body(name: str, required: bool = True) -> dict:
-    return {"required": required, "content": {"application/json": {"schema": ref(name)}}}
+def body(declared: Body) -> dict[str, Any]:
+    """The request body of an operation: the component of the Body its route parses (or
+    null, or nothing, where the body is optional)."""
+    schema = ref(declared.name)
+    if declared.optional:
+        schema = {"anyOf": [schema, {"type": "null"}]}
+    return {"required": not declared.optional,
+            "content": {"application/json": {"schema": schema}}}  # fmt: skip
 
 
-def op(summary: str, responses: dict, params: list | None = None, request: dict | None = None,
-       security: bool = True) -> dict:  # fmt: skip
-    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+def op(operation_id: str, tag: str, summary: str, responses: dict, params: list | None = None,
+       request: Body | None = None, security: bool = True) -> dict:  # fmt: skip
+    operation: dict[str, Any] = {
+        "operationId": operation_id, "tags": [tag], "summary": summary, "responses": responses}
     if params:
         operation["parameters"] = params
     if request:
-        operation["requestBody"] = request
+        operation["requestBody"] = body(request)
     if not security:
         operation["security"] = []
     return operation
@@ -312,81 +257,91 @@ def listing(name: str) -> dict:
     return {"type": "array", "items": ref(name)}
 
 
-SEARCH = [
-    param("search", "query", {"type": "string", "pattern": "^[^\\x00-\\x1f]*$"},
-          "name, email or phone substring (phone ignores formatting); only the first 200 "
-          "characters count; no control characters"),
-    param("sort", "query", {"enum": ["", "name", "created_at", "total_spent", "loyalty_points"],
-                            "default": "created_at"}, "sort field; empty: the default"),
-    param("order", "query", {"type": "string", "pattern": "^([Aa][Ss][Cc]|[Dd][Ee][Ss][Cc])?$"},
-          "ASC or DESC, any case; empty or absent: ASC for name, else DESC"),
-]  # fmt: skip
-ENTRY_ID = param("entry_id", "path", UUID, "ledger entry id", required=True)
-SALE_ID = param("id", "path", UUID, "sale id", required=True)
+TAGS = [
+    {"name": "customers", "description": "profiles, search, delete or anonymize"},
+    {"name": "ledger", "description": "the khata: payments in, debits, reversals"},
+    {"name": "loyalty", "description": "redeeming points"},
+    {"name": "sales", "description": "purchases and refunds"},
+    {"name": "settings", "description": "earn rate, point value, credit limit, currency"},
+    {"name": "reports", "description": "receivables and loyalty points"},
+    {"name": "sync", "description": "the node's sync with central"},
+    {"name": "health", "description": "liveness, without a token"},
+    {"name": "openapi", "description": "this document, without a token"},
+]
 
 PATHS = {
-    "/healthz": {"get": op("Liveness, sync and bot state", ok(ref("Health")), security=False)},
-    "/api/v1/openapi.json": {"get": op("This document", ok({"type": "object"}), security=False)},
+    "/healthz": {"get": op("getHealth", "health", "Liveness, sync and bot state",
+                           ok(ref("Health")), security=False)},
+    "/api/v1/openapi.json": {"get": op("getOpenApiDocument", "openapi", "This document",
+                                       ok({"type": "object"}), security=False)},
     "/api/v1/customers": {
-        "get": op("List customers", ok(listing("Customer"), headers=LIST_HEADERS),
-                  [PAGE, limit(20), *SEARCH]),
-        "post": op("Create a customer", ok(ref("Customer"), 201, "Created"),
-                   request=body("CustomerInput")),
+        "get": op("listCustomers", "customers", "List and search customers",
+                  ok(listing("Customer"), headers=LIST_HEADERS), query(customers.LIST_QUERY)),
+        "post": op("createCustomer", "customers", "Create a customer",
+                   ok(ref("Customer"), 201, "Created"), request=customers.CUSTOMER_INPUT),
     },
     "/api/v1/customers/{id}": {
-        "get": op("Get a customer with recent purchases and ledger balance",
+        "get": op("getCustomer", "customers",
+                  "Get a customer with recent purchases and ledger balance",
                   ok(ref("CustomerDetail")), [ID]),
-        "patch": op("Update a customer (partial; tags replaced)", ok(ref("CustomerDetail")), [ID],
-                    body("CustomerUpdate")),
-        "put": op("Same as PATCH", ok(ref("CustomerDetail")), [ID], body("CustomerUpdate")),
-        "delete": op("Delete (or anonymize when it has history); owner only",
+        "patch": op("updateCustomer", "customers", "Update a customer (partial; tags replaced)",
+                    ok(ref("CustomerDetail")), [ID], customers.CUSTOMER_UPDATE),
+        "put": op("updateCustomerWithPut", "customers", "Same as PATCH (a partial update)",
+                  ok(ref("CustomerDetail")), [ID], customers.CUSTOMER_UPDATE),
+        "delete": op("deleteCustomer", "customers",
+                     "Delete (or anonymize when it has history); owner only",
                      ok(ref("Message")), [ID]),
     },
     "/api/v1/customers/{id}/ledger": {
-        "get": op("Ledger entries, newest first, with running balance",
+        "get": op("listLedgerEntries", "ledger",
+                  "Ledger entries, newest first, with running balance",
                   ok(listing("LedgerEntry"), headers=LIST_HEADERS),
-                  [ID, *PERIOD, PAGE, limit(50)]),
-        "post": op("Record a payment (credit) or a manual debit (owner only)",
-                   ok(ref("LedgerEntry"), 201, "Created"), [ID, IDEMPOTENCY],
-                   body("LedgerEntryInput")),
+                  [ID, *query(ledger.LEDGER_QUERY)]),
+        "post": op("recordPaymentOrDebit", "ledger",
+                   "Record a payment received (credit) or a manual debit (owner only)",
+                   ok(ref("LedgerEntry"), 201, "Created"), [ID, IDEMPOTENCY], ledger.ENTRY_INPUT),
     },
     "/api/v1/customers/{id}/ledger/{entry_id}/reverse": {
-        "post": op("Reverse an entry once (owner only)", ok(ref("LedgerEntry"), 201, "Created"),
-                   [ID, ENTRY_ID, IDEMPOTENCY]),
+        "post": op("reverseLedgerEntry", "ledger", "Reverse an entry once (owner only)",
+                   ok(ref("LedgerEntry"), 201, "Created"), [ID, ENTRY_ID, IDEMPOTENCY],
+                   ledger.REVERSE_INPUT),
     },
     "/api/v1/customers/{id}/loyalty/redeem": {
-        "post": op("Redeem points", ok(ref("Redemption")), [ID, IDEMPOTENCY],
-                   body("RedeemInput")),
+        "post": op("redeemPoints", "loyalty", "Redeem points for a discount",
+                   ok(ref("Redemption")), [ID, IDEMPOTENCY], loyalty.REDEEM_INPUT),
     },
     "/api/v1/customers/{id}/sales": {
-        "get": op("A customer's sales, newest first",
-                  ok(listing("Sale"), headers=LIST_HEADERS), [ID, PAGE, limit(20)]),
+        "get": op("listCustomerSales", "sales", "A customer's sales, newest first",
+                  ok(listing("Sale"), headers=LIST_HEADERS), [ID, *query(sales.SALES_QUERY)]),
     },
     "/api/v1/sales": {
-        "post": op("Record a sale", ok(ref("Sale"), 201, "Created"), [IDEMPOTENCY],
-                   body("SaleInput")),
+        "post": op("recordSale", "sales", "Record a sale (cash, card or on account)",
+                   ok(ref("Sale"), 201, "Created"), [IDEMPOTENCY], sales.SALE_INPUT),
     },
-    "/api/v1/sales/{id}": {"get": op("Get a sale with its refunds", ok(ref("Sale")), [SALE_ID])},
+    "/api/v1/sales/{id}": {
+        "get": op("getSale", "sales", "Get a sale with its refunds", ok(ref("Sale")), [SALE_ID]),
+    },
     "/api/v1/sales/{id}/refund": {
-        "post": op("Refund a sale: no body = full, {amount} = partial",
-                   ok(ref("Refund"), 201, "Created"), [SALE_ID, IDEMPOTENCY],
-                   body("RefundInput", required=False)),
+        "post": op("refundSale", "sales", "Refund a sale: no body = full, {amount} = partial",
+                   ok(ref("Refund"), 201, "Created"), [SALE_ID, IDEMPOTENCY], sales.REFUND_INPUT),
     },
     "/api/v1/settings": {
-        "get": op("Vendor settings", ok(ref("Settings"))),
-        "patch": op("Change vendor settings (owner only)", ok(ref("Settings")),
-                    request=body("SettingsInput")),
+        "get": op("getSettings", "settings", "Vendor settings", ok(ref("Settings"))),
+        "patch": op("updateSettings", "settings", "Change vendor settings (owner only)",
+                    ok(ref("Settings")), request=settings_api.SETTINGS_INPUT),
     },
     "/api/v1/reports/receivables": {
-        "get": op("Who owes what, with ageing buckets", ok(ref("Receivables")),
-                  [param("limit", "query", query_int(1, 1000, 100), "customers listed")]),
-    },
-    "/api/v1/sync/status": {
-        "get": op("Sync: last success, queue depth, oldest unsent, pull lag, conflicts",
-                  ok(ref("SyncStatus"))),
+        "get": op("getReceivablesReport", "reports", "Who owes what, with ageing buckets",
+                  ok(ref("Receivables")), query(reports.RECEIVABLES_QUERY)),
     },
     "/api/v1/reports/loyalty": {
-        "get": op("Points outstanding and moved in a period", ok(ref("LoyaltyReport")), PERIOD),
+        "get": op("getLoyaltyReport", "reports", "Points outstanding and moved in a period",
+                  ok(ref("LoyaltyReport")), query(reports.LOYALTY_QUERY)),
+    },
+    "/api/v1/sync/status": {
+        "get": op("getSyncStatus", "sync",
+                  "Sync: last success, queue depth, oldest unsent, pull lag, conflicts",
+                  ok(ref("SyncStatus"))),
     },
 }  # fmt: skip
 
@@ -396,10 +351,12 @@ DOCUMENT = {
         "title": "shopnode customers API",
         "version": "1",
         "description": "Customers, loyalty points and the customer ledger (khata) of one "
-        "shop. Money is integer minor units; times are RFC 3339 UTC. Errors are RFC 9457 "
-        "application/problem+json.",
+        "shop. Money is integer minor units, written as JSON integers (10000, not 10000.0); "
+        "times are RFC 3339 UTC; text is valid Unicode (no lone surrogates). Errors are RFC "
+        "9457 application/problem+json; a refused request names every field that is wrong.",
     },
     "servers": [{"url": "/"}],
+    "tags": TAGS,
     "components": {
         "schemas": SCHEMAS,
         "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},

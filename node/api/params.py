@@ -1,21 +1,23 @@
-"""Reading requests (JSON bodies, ids, paging) and writing list and idempotent responses."""
+"""Reading requests (JSON bodies, ids, declared query parameters) and writing list and
+idempotent responses."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from node import idempotency
+from node import idempotency, periods
 from node.api.keys import TOKEN
 from node.api.problems import Malformed, TooSlow
 from node.errors import Invalid, invalid
-from node.validation import NOT_TEXT, canonical_uuid, is_text
+from node.validation import NOT_TEXT, Schema, canonical_uuid, is_text
 
 MAX_LIMIT = 100
 # A whole body (at most 1 MiB) must arrive within this; a client dribbling bytes is cut off.
@@ -83,32 +85,89 @@ def path_id(request: web.Request, name: str = "id") -> str:
     return value
 
 
-def query_int(request: web.Request, name: str, default: int, lo: int, hi: int | None) -> int:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    # ASCII digits only: int() would also take ' 5', '+5', '1_0' and other scripts' digits.
-    if not re.fullmatch(r"-?[0-9]{1,18}", raw):
-        raise invalid(name, "must be a whole number")
-    value = int(raw)
-    if value < lo or (hi is not None and value > hi):
-        raise invalid(name, f"must be between {lo} and {hi}" if hi else f"must be at least {lo}")
-    return value
+@dataclass(frozen=True)
+class Query:
+    """A query parameter: how its text is read and what the document says of it. Absent or
+    empty means `default`; `schema` says what the text may be, empty included."""
+
+    name: str
+    parse: Callable[[str], Any]
+    schema: Schema
+    default: Any
+    description: str
+
+    def read(self, request: web.Request) -> Any:
+        """The parameter's value in `request`; Invalid naming it when it cannot be read."""
+        raw = request.query.get(self.name)
+        if raw is None or raw == "":
+            return self.default
+        try:
+            return self.parse(raw)
+        except ValueError as exc:
+            raise invalid(self.name, str(exc)) from None
+
+    def document(self) -> dict[str, Any]:
+        """The parameter as an OpenAPI Parameter Object."""
+        return {"name": self.name, "in": "query", "required": False, "schema": self.schema,
+                "description": self.description}  # fmt: skip
 
 
-def query_choice(request: web.Request, name: str, options: list[str], default: Any) -> Any:
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw not in options:
-        raise invalid(name, "must be one of: " + ", ".join(options))
-    return raw
+def read_query(request: web.Request, params: Iterable[Query]) -> dict[str, Any]:
+    """Every parameter of `params` by name; Invalid listing every one that cannot be read."""
+    values: dict[str, Any] = {}
+    errors: list[tuple[str, str]] = []
+    for param in params:
+        try:
+            values[param.name] = param.read(request)
+        except Invalid as error:
+            errors.extend(error.errors)
+    if errors:
+        raise Invalid(errors)
+    return values
 
 
-def paging(request: web.Request, default_limit: int = 20) -> tuple[int, int]:
-    page = query_int(request, "page", 1, 1, 1_000_000)
-    limit = query_int(request, "limit", default_limit, 1, MAX_LIMIT)
-    return page, limit
+def whole_number(name: str, lo: int, hi: int, default: int, description: str) -> Query:
+    """A whole number from `lo` to `hi`, in ASCII digits."""
+
+    def parse(raw: str) -> int:
+        # ASCII digits only: int() would also take ' 5', '+5', '1_0' and other scripts' digits.
+        if not re.fullmatch(r"-?[0-9]{1,18}", raw):
+            raise ValueError("must be a whole number")
+        value = int(raw)
+        if not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}")
+        return value
+
+    schema = {"anyOf": [{"type": "integer", "minimum": lo, "maximum": hi}, {"const": ""}],
+              "default": default}  # fmt: skip
+    return Query(name, parse, schema, default, f"{description}; empty: {default}")
+
+
+def one_of(name: str, options: Iterable[str], default: str, description: str) -> Query:
+    """One of `options`, as written."""
+    choices = list(options)
+
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError("must be one of: " + ", ".join(choices))
+        return raw
+
+    schema = {"type": "string", "enum": ["", *choices], "default": default}
+    return Query(name, parse, schema, default, f"{description}; empty: {default}")
+
+
+PAGE = whole_number("page", 1, 1_000_000, 1, "page number")
+# Checked together by node.periods.period (which also refuses `from` after `to`).
+PERIOD = (
+    Query("from", str, {"type": "string", "pattern": periods.PATTERN}, None,
+          f"inclusive start: {periods.FORMS}; empty: none"),
+    Query("to", str, {"type": "string", "pattern": periods.PATTERN}, None,
+          f"inclusive end: {periods.FORMS} (a date: the whole day); empty: none"),
+)  # fmt: skip
+
+
+def per_page(default: int) -> Query:
+    return whole_number("limit", 1, MAX_LIMIT, default, f"items per page (at most {MAX_LIMIT})")
 
 
 def list_response(request: web.Request, rows: list, total: int, page: int, limit: int):

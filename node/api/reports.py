@@ -5,20 +5,25 @@ from __future__ import annotations
 from aiohttp import web
 
 from node import reports
-from node.api.params import json_response, query_int
+from node.api.params import PERIOD, json_response, read_query, whole_number
 from node.periods import period
 
 routes = web.RouteTableDef()
+
+RECEIVABLES_QUERY = (whole_number("limit", 1, 1000, 100, "customers listed, most owed first"),)
+LOYALTY_QUERY = PERIOD
 
 
 @routes.get("/api/v1/reports/receivables")
 async def receivables(request: web.Request) -> web.Response:
     """Who owes what, with ageing buckets."""
-    return json_response(reports.receivables(query_int(request, "limit", 100, 1, 1000)))
+    query = read_query(request, RECEIVABLES_QUERY)
+    return json_response(reports.receivables(query["limit"]))
 
 
 @routes.get("/api/v1/reports/loyalty")
 async def loyalty_report(request: web.Request) -> web.Response:
     """Points outstanding and their value; points earned and redeemed in a period."""
-    lower, upper = period(request.query.get("from"), request.query.get("to"))
+    query = read_query(request, LOYALTY_QUERY)
+    lower, upper = period(query["from"], query["to"])
     return json_response(reports.loyalty_report(lower, upper))

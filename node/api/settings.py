@@ -11,6 +11,9 @@ from node.api.params import json_response, read_json
 
 routes = web.RouteTableDef()
 
+SETTINGS_INPUT = v.Body("SettingsInput", settings.FIELDS, nonempty=True,
+                        description="any of the settings, at least one")  # fmt: skip
+
 
 @routes.get("/api/v1/settings")
 async def get_settings(request: web.Request) -> web.Response:
@@ -22,5 +25,5 @@ async def get_settings(request: web.Request) -> web.Response:
 async def patch_settings(request: web.Request) -> web.Response:
     """Change vendor settings (owners only); applies from now on."""
     require_owner(request, "change settings")
-    fields = v.parse_body(await read_json(request), settings.FIELDS, nonempty=True)
+    fields = SETTINGS_INPUT.parse(await read_json(request))
     return json_response(settings.update_settings(fields))
