@@ -43,9 +43,9 @@ from aiohttp import web  # noqa: E402
 from node import customers, tokens  # noqa: E402
 from node import validation as v  # noqa: E402
 from node.api.app import create_app  # noqa: E402
+from node.clock import iso, uuid7  # noqa: E402
 from node.config import load_config  # noqa: E402
 from node.db import open_database  # noqa: E402
-from node.ids import iso, uuid7  # noqa: E402
 
 # --------------------------------------------------------------------------- data
 

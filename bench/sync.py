@@ -128,7 +128,7 @@ CHECK_ALL, CHECK_EVERY = 2000, 50
 
 
 class IdMaker:
-    """UUIDv7 text at a given millisecond, monotonic like node.ids.uuid7 but much cheaper."""
+    """UUIDv7 text at a given millisecond, monotonic like node.clock.uuid7 but much cheaper."""
 
     def __init__(self, rng: random.Random) -> None:
         self.rng = rng
@@ -155,7 +155,7 @@ def _iso_second(second: int) -> str:
 
 
 def iso_ms(ms: int) -> str:
-    """node.ids.iso of a millisecond timestamp: RFC 3339 UTC, milliseconds, Z."""
+    """node.clock.iso of a millisecond timestamp: RFC 3339 UTC, milliseconds, Z."""
     return f"{_iso_second(ms // 1000)}{ms % 1000:03d}Z"
 
 

@@ -30,8 +30,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from node import derive, hlc
+from node.clock import now_iso, uuid7
 from node.db import database, execute, fetch_all, fetch_one, get_meta
-from node.ids import now_iso, uuid7
 
 # The columns of each fact a change carries; the stored rows may hold more (derived).
 FACT_COLUMNS = {

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from node import customers, files
+from node.clock import now_iso
 from node.db import database, execute, fetch_one
 from node.errors import DomainError, Invalid
-from node.ids import now_iso
 from node.spreadsheet import safe_row, unsafe_cell
 from node.validation import is_text, parse_body
 

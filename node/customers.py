@@ -8,9 +8,9 @@ from typing import Any
 
 from node import changes, derive
 from node import validation as v
+from node.clock import now_iso, uuid7
 from node.db import checkpoint, execute, fetch_all, fetch_one
 from node.errors import Conflict, NotFound
-from node.ids import now_iso, uuid7
 
 PROFILE_FIELDS: dict[str, v.Field] = {
     "name": v.text(min_len=1, max_len=200),

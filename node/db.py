@@ -7,7 +7,7 @@ from pathlib import Path
 import peewee
 
 from node import files
-from node.ids import uuid7
+from node.clock import uuid7
 from node.migrations import migrate
 
 # The models bind to this proxy; open_database() points it at the shop's file.

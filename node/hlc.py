@@ -11,8 +11,8 @@ wall clock gets there (sync/merge.py).
 from __future__ import annotations
 
 import re
-import time
 
+from node import clock
 from node.db import get_meta, set_meta
 
 # A remote clock more than this far ahead of our wall clock is held back and reported.
@@ -38,15 +38,11 @@ def decode(stamp: str) -> tuple[int, int, str]:
 
 def ahead_ms(stamp: str) -> int:
     """How far a stamp is ahead of our wall clock (negative: behind)."""
-    return decode(stamp)[0] - _wall_ms()
+    return decode(stamp)[0] - clock.wall_ms()
 
 
 def too_far_ahead(stamp: str) -> bool:
     return ahead_ms(stamp) > MAX_DRIFT_MS
-
-
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _last() -> tuple[int, int]:
@@ -62,7 +58,7 @@ def tick(origin: str, after: str | None = None) -> str:
     than `after` too: an edit must win over the values it replaces, even ones stamped by a
     clock running ahead (that clock is held back from ours, not from the values)."""
     last_wall, last_counter = _last()
-    wall = _wall_ms()
+    wall = clock.wall_ms()
     if after is not None:
         after_wall, after_counter, _ = decode(after)
         if after_wall <= wall + MAX_DRIFT_MS:
@@ -80,7 +76,7 @@ def tick(origin: str, after: str | None = None) -> str:
 def observe(remote: str, origin: str) -> bool:
     """Fold a remote timestamp into our clock; False if it was too far ahead to trust."""
     remote_wall, remote_counter, _ = decode(remote)
-    if remote_wall > _wall_ms() + MAX_DRIFT_MS:
+    if remote_wall > clock.wall_ms() + MAX_DRIFT_MS:
         return False
     last_wall, last_counter = _last()
     if (remote_wall, remote_counter) > (last_wall, last_counter):

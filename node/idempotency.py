@@ -14,9 +14,9 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
+from node.clock import iso, now, now_iso
 from node.db import database, execute, fetch_one
 from node.errors import Unprocessable, invalid
-from node.ids import iso, now, now_iso
 
 KEEP_FOR = timedelta(hours=48)  # promised: at least 24 hours
 MAX_KEY_LENGTH = 255

@@ -12,10 +12,10 @@ import uuid
 from typing import Any
 
 from node import changes
+from node.clock import now_iso, uuid7
 from node.customers import find_customer
 from node.db import fetch_all, fetch_one
 from node.errors import Conflict, NotFound
-from node.ids import now_iso, uuid7
 from node.periods import period_filter
 from node.settings import get_settings
 

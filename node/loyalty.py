@@ -9,10 +9,10 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 from node import changes
+from node.clock import now_iso, uuid7
 from node.customers import find_customer
 from node.db import fetch_one
 from node.errors import Conflict, NotFound, Unprocessable
-from node.ids import now_iso, uuid7
 from node.ledger import append_entry
 from node.money import exponent
 from node.settings import get_settings

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, date, datetime, timedelta
 
+from node.clock import iso
 from node.errors import Invalid
-from node.ids import iso
 
 # A date, or an RFC 3339 time (T or t, Z or z or an offset). Nothing else that
 # datetime.fromisoformat would take (week dates, no seconds, a space for T): the document

@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from node.clock import now
 from node.db import fetch_all, fetch_one
-from node.ids import now
 from node.periods import period_filter
 from node.settings import get_settings
 

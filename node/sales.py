@@ -6,10 +6,10 @@ import re
 from typing import Any
 
 from node import changes
+from node.clock import now, now_iso, uuid7
 from node.customers import find_customer
 from node.db import fetch_all, fetch_one
 from node.errors import Conflict, NotFound, Unprocessable, invalid
-from node.ids import now, now_iso, uuid7
 from node.ledger import append_entry, check_credit_limit
 from node.loyalty import add_event, check_points, points_for
 from node.settings import get_settings

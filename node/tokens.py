@@ -5,9 +5,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from node.clock import now_iso, uuid7
 from node.db import database, execute, fetch_all, fetch_one
 from node.errors import Conflict, NotFound
-from node.ids import now_iso, uuid7
 
 ROLES = ("owner", "staff")
 TOKEN_PREFIX = "sn_"

@@ -29,9 +29,9 @@ import peewee
 
 from node import changes, derive, hlc
 from node.changes import TOMBSTONE_KINDS
+from node.clock import now_iso
 from node.customers import ANONYMIZED_NAME, scrub_customer, set_profile
 from node.db import database, execute, fetch_all, fetch_one
-from node.ids import now_iso
 from node.ledger import credit_limit_for
 from sync.protocol import FACTS
 

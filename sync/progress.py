@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from node.changes import origin_id
+from node.clock import seconds_since
 from node.db import fetch_all, fetch_one, get_meta
-from node.ids import seconds_since
 
 ACKED = "sync_push_acked"
 CURSOR = "sync_pull_cursor"

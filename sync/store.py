@@ -27,8 +27,8 @@ from playhouse.db_url import connect, parse
 from playhouse.shortcuts import ReconnectMixin
 
 from node.changes import TOMBSTONE_KINDS, same_change, scrubbed_text
+from node.clock import now_iso, uuid7
 from node.files import private_file
-from node.ids import now_iso, uuid7
 from node.migrations import upgrade_body
 from sync.protocol import CHANGE_FIELDS
 

@@ -29,8 +29,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from node import changes
 from node.api.keys import HEALTH
+from node.clock import now_iso, uuid7
 from node.db import checkpoint, database, fetch_all, fetch_one, get_meta, set_meta
-from node.ids import now_iso, uuid7
 from sync import merge
 from sync.progress import ACKED, CURSOR, CURSOR_ID, PULL_EPOCH, PUSH_EPOCH, queue_status
 from sync.protocol import (

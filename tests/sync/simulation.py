@@ -42,20 +42,18 @@ import traceback
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import peewee
 
 import node.hlc as hlc_module
-import node.ids as ids_module
 import node.verify as verify_module
 import sync.merge as merge_module
 import sync.store as store_module
 import sync.worker as worker_module
 from node import changes, customers, ledger, loyalty, sales
+from node.clock import Clock, current_clock, now_iso, use_clock, uuid7
 from node.db import database, fetch_all, fetch_one, get_meta, open_database
 from node.errors import Conflict, Invalid, NotFound, Unprocessable
 from node.migrations import migrate
@@ -111,22 +109,22 @@ def _sim() -> Simulation:
     return _active
 
 
-class _SimDatetime(datetime):
-    """`datetime` as node.ids sees it: now() is the active node's virtual clock."""
+class SimClock(Clock):
+    """One simulated process's clock: the virtual time (with the acting node's skew), ids
+    from the seed; its UUIDv7 order is its own, as a process's is."""
 
-    @classmethod
-    def now(cls, tz: Any = None) -> datetime:  # type: ignore[override]
-        ns = _sim().clock_ns()
-        moment = datetime.fromtimestamp(ns // SECOND, UTC).replace(microsecond=ns // 1000 % 10**6)
-        return moment.astimezone(tz) if tz is not None else moment.replace(tzinfo=None)
+    def time_ns(self) -> int:
+        return _sim().clock_ns()
 
+    def random_bytes(self, n: int) -> bytes:
+        return _sim().id_rng.randbytes(n)
 
-def _wall_ms() -> int:
-    sim = _sim()
-    if sim.crash_in_write:
-        sim.crash_in_write = False
-        raise SimCrash("crash inside a local write, after its rows, before its change")
-    return sim.clock_ns() // MS
+    def wall_ms(self) -> int:
+        sim = _sim()
+        if sim.crash_in_write:
+            sim.crash_in_write = False
+            raise SimCrash("crash inside a local write, after its rows, before its change")
+        return super().wall_ms()
 
 
 def _crashable_apply_change(change: dict[str, Any], my_origin: str) -> str:
@@ -161,10 +159,6 @@ _original: dict[str, Any] = {}
 def patched() -> Iterator[None]:
     """Route node clocks, id randomness and the sync hooks through the active simulation."""
     replacements = [
-        (ids_module, "time", SimpleNamespace(time_ns=lambda: _sim().clock_ns())),
-        (ids_module, "os", SimpleNamespace(urandom=lambda n: _sim().id_rng.randbytes(n))),
-        (ids_module, "datetime", _SimDatetime),
-        (hlc_module, "_wall_ms", _wall_ms),
         (merge_module, "apply_change", _crashable_apply_change),
         (worker_module, "apply_page", _checked_apply_page),
         (worker_module, "MAX_BATCH_CHANGES", SIM_PUSH_BATCH),
@@ -172,7 +166,7 @@ def patched() -> Iterator[None]:
         (store_module, "AUTO_EPOCH_SECONDS", 0),
     ]
     saved = [(module, name, getattr(module, name)) for module, name, _ in replacements]
-    saved_ids = (ids_module._last_ms, ids_module._counter)
+    saved_clock = current_clock()
     _original["apply_change"] = merge_module.apply_change
     _original["apply_page"] = worker_module.apply_page
     for module, name, value in replacements:
@@ -182,7 +176,7 @@ def patched() -> Iterator[None]:
     finally:
         for module, name, value in saved:
             setattr(module, name, value)
-        ids_module._last_ms, ids_module._counter = saved_ids
+        use_clock(saved_clock)
 
 
 # -- one node and its link to central --------------------------------------------------------
@@ -195,7 +189,7 @@ class SimNode:
     skew_ns: int
     db: peewee.SqliteDatabase | None = None
     store_id: str = ""
-    ids_state: tuple[int, int] = (0, 0)  # node.ids' monotonic state: one per process
+    clock: SimClock = field(default_factory=SimClock)  # one per process
     push_blocked_until: int = -1
     pull_blocked_until: int = -1
     pull_answers: list[tuple[int, str]] = field(default_factory=list)  # (after, JSON)
@@ -306,7 +300,7 @@ class Simulation:
         self.step = 0
         self.now_ns = BASE_NS + self.rng.randrange(365 * DAY // MS) * MS
         self.current: SimNode | None = None
-        self.central_ids_state = (0, 0)
+        self.central_clock = SimClock()
         self.crash_in_write = False
         self.crash_after_applies: int | None = None
         self.in_flight: list[tuple[SimNode, dict[str, Any]]] = []
@@ -353,43 +347,32 @@ class Simulation:
         else:
             self.now_ns += self.rng.randint(1, 3) * DAY
 
-    def _leave(self) -> None:
-        state = (ids_module._last_ms, ids_module._counter)
-        if self.current is None:
-            self.central_ids_state = state
-        else:
-            self.current.ids_state = state
-
     def use(self, node: SimNode) -> None:
         """Act as this node from now on: its database, its clock, its id generator."""
-        if self.current is not node:
-            self._leave()
-            self.current = node
-            ids_module._last_ms, ids_module._counter = node.ids_state
+        self.current = node
+        use_clock(node.clock)
         if node.db is not None:
             database.initialize(node.db)
 
     @contextlib.contextmanager
     def as_central(self) -> Iterator[None]:
         node = self.current
-        self._leave()
         self.current = None
-        ids_module._last_ms, ids_module._counter = self.central_ids_state
+        use_clock(self.central_clock)
         try:
             yield
         finally:
-            self.central_ids_state = (ids_module._last_ms, ids_module._counter)
             self.current = node
             if node is not None:
-                ids_module._last_ms, ids_module._counter = node.ids_state
+                use_clock(node.clock)
 
     def restart(self, node: SimNode) -> None:
         """The node's process comes back after a crash: new connection, fresh memory."""
         assert node.db is not None
         node.db.close()
         node.db.connect()
-        node.ids_state = (0, 0)
-        ids_module._last_ms, ids_module._counter = node.ids_state
+        node.clock = SimClock()
+        use_clock(node.clock)
         node.pull_answers = []
 
     def pick_fault(self, kinds: tuple[str, ...]) -> str | None:
@@ -424,7 +407,7 @@ class Simulation:
                               f"clock skew {skew / SECOND:+.0f} s")  # fmt: skip
         with self.as_central():
             self.mallory = self.central.add_store("mallory")["store_id"]
-            self.mallory_origin = ids_module.uuid7()
+            self.mallory_origin = uuid7()
 
     def close(self) -> None:
         for node in self.nodes:
@@ -797,12 +780,12 @@ class Simulation:
             return "(accepted!)"
         if how in ("orphan", "forged_payment"):
             how = "forged_payment" if how == "forged_payment" and live else "orphan"
-            target = rng.choice(live) if how == "forged_payment" else ids_module.uuid7()
-            stamp = ids_module.now_iso()
-            entry = {"id": ids_module.uuid7(), "customer_id": target, "type": "credit",
+            target = rng.choice(live) if how == "forged_payment" else uuid7()
+            stamp = now_iso()
+            entry = {"id": uuid7(), "customer_id": target, "type": "credit",
                      "amount": rng.randint(1, 5000), "description": "forged", "reference_id": None,
                      "reverses_id": None, "created_at": stamp}  # fmt: skip
-            change = {"id": ids_module.uuid7(), "origin": self.mallory_origin,
+            change = {"id": uuid7(), "origin": self.mallory_origin,
                       "origin_seq": self.mallory_seq, "kind": "ledger.credit",
                       "hlc": hlc_module.encode(self.clock_ns() // MS, 0, self.mallory_origin),
                       "entity_id": entry["id"], "body": changes.encode_body(

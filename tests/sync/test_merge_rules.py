@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from node import changes, customers, db, hlc, ledger, sales, settings
+from node.clock import Clock, use_clock
 from node.errors import Conflict
 from sync import worker
 from sync.progress import queue_status
@@ -136,17 +139,35 @@ def test_history_that_arrives_before_its_customer_waits_for_it(chain: Chain):
     assert view["recent_purchases"][0]["id"] == sale["id"]
 
 
-def test_a_fast_clock_edit_waits_and_never_drags_other_clocks(chain: Chain, monkeypatch):
+class Ahead(Clock):
+    """This machine's clock, `by_ns` fast."""
+
+    def __init__(self, by_ns: int) -> None:
+        super().__init__()
+        self.by_ns = by_ns
+
+    def time_ns(self) -> int:
+        return time.time_ns() + self.by_ns
+
+
+@contextlib.contextmanager
+def clock_ahead(by_ns: int) -> Iterator[None]:
+    previous = use_clock(Ahead(by_ns))
+    try:
+        yield
+    finally:
+        use_clock(previous)
+
+
+def test_a_fast_clock_edit_waits_and_never_drags_other_clocks(chain: Chain):
     chain.use("a")
     cid = customers.create_customer({"name": "Start"})["id"]
     chain.sync()
     chain.use("b")
     chain.sync()
-    real_ns = time.time_ns
     month = 30 * 86400 * 10**9
-    monkeypatch.setattr("node.hlc.time.time_ns", lambda: real_ns() + month)
-    customers.update_customer(cid, {"name": "From B, a month ahead"})
-    monkeypatch.undo()
+    with clock_ahead(month):
+        customers.update_customer(cid, {"name": "From B, a month ahead"})
     chain.sync()
     chain.use("a")
     chain.sync()
@@ -162,13 +183,13 @@ def test_a_fast_clock_edit_waits_and_never_drags_other_clocks(chain: Chain, monk
     chain.sync()
     assert customers.get_customer(cid)["name"] == "From A, now"
     # A month later every node applies B's edit: the same winner everywhere.
-    monkeypatch.setattr("node.hlc.time.time_ns", lambda: real_ns() + month + 10**9)
     names = set()
-    for shop in ("a", "b", "c"):
-        chain.use(shop)
-        chain.sync()
-        assert queue_status()["pending"] == 0
-        names.add(customers.get_customer(cid)["name"])
+    with clock_ahead(month + 10**9):
+        for shop in ("a", "b", "c"):
+            chain.use(shop)
+            chain.sync()
+            assert queue_status()["pending"] == 0
+            names.add(customers.get_customer(cid)["name"])
     assert names == {"From B, a month ahead"}
 
 

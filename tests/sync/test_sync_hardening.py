@@ -24,7 +24,7 @@ import pytest
 
 from node import hlc
 from node.changes import encode_body
-from node.ids import now_iso, uuid7
+from node.clock import now_iso, uuid7
 from sync.protocol import PULL_PATH
 from sync.store import CentralStore
 from tests.conftest import call
