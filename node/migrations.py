@@ -3,6 +3,11 @@
 Each migration is a list of SQL statements (and Python steps for data); `PRAGMA
 user_version` records how many have run. A release only ever appends migrations, so an
 existing shop database upgrades in place on the next start. Never edit a migration that has shipped.
+
+The schema itself is declared by the models (node/models.py): a new database is created
+from them at the current version, and tests/node/test_migrations.py checks that a database
+upgraded from every earlier version ends with the same schema. A schema change is a new
+migration here plus the same change in the models.
 """
 
 from __future__ import annotations
@@ -302,13 +307,24 @@ def migrate(
     target: int = SCHEMA_VERSION,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Run the migrations the database has not seen yet, each in its own transaction."""
+    """Run the migrations the database has not seen yet, each in its own transaction; an
+    empty database is created from the models (up to `target`: the migrations)."""
     current = schema_version(db)
     if current > SCHEMA_VERSION:
         raise SchemaTooNew(
             f"database schema version {current} is newer than this shopnode "
             f"({SCHEMA_VERSION}); upgrade shopnode"
         )
+    if current == 0 and target == SCHEMA_VERSION:
+        # node.models binds to node.db, which imports this module: imported when needed.
+        from node.models import create_schema
+
+        with db.atomic():
+            create_schema(db)
+            db.execute_sql(f"PRAGMA user_version = {target}")
+        if progress:
+            progress(target)
+        return schema_version(db)
     for version in range(current + 1, target + 1):
         with db.atomic():
             for statement in MIGRATIONS[version - 1]:
