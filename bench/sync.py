@@ -83,7 +83,7 @@ from sync.protocol import (  # noqa: E402
     check_change,
     gzip_json,
 )
-from sync.store import POSTGRES_SCHEMA, SQLITE_SCHEMA, CentralStore  # noqa: E402
+from sync.store import CentralStore, schema  # noqa: E402
 from tests import processes  # noqa: E402
 
 PG_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=5"
@@ -496,13 +496,13 @@ async def central_status(url: str, token: str) -> dict[str, Any]:
 
 def change_table_ddl(postgres: bool) -> list[str]:
     """The central `change` table's DDL (columns, keys, indexes), renamed raw_change."""
-    schema = POSTGRES_SCHEMA if postgres else SQLITE_SCHEMA
-    table = [s for s in schema if "TABLE IF NOT EXISTS change " in s]
-    index = [s for s in schema if "ON change(" in s]
+    statements = schema(postgres)
+    table = [s for s in statements if "TABLE change " in s]
+    index = [s for s in statements if "ON change(" in s]
     if len(table) != 1 or not index:
         raise BenchError("could not find the change table's DDL in sync/store.py")
-    return [table[0].replace("EXISTS change ", "EXISTS raw_change ")] + [
-        s.replace("ON change(", "ON raw_change(").replace("EXISTS change_", "EXISTS raw_change_")
+    return [table[0].replace("TABLE change ", "TABLE raw_change ")] + [
+        s.replace("ON change(", "ON raw_change(").replace("INDEX change_", "INDEX raw_change_")
         for s in index
     ]
 
@@ -580,8 +580,8 @@ class Postgres:
         self.schemas.remove(schema)
 
     def close(self) -> None:
-        for schema in list(self.schemas):
-            self.drop(schema)
+        for name in list(self.schemas):
+            self.drop(name)
         self.conn.close()
 
 

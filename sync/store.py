@@ -15,6 +15,7 @@ every change and quarantined body for them is kept without personal data, foreve
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import secrets
@@ -29,7 +30,7 @@ from playhouse.shortcuts import ReconnectMixin
 from node.changes import TOMBSTONE_KINDS, same_change, scrubbed_text
 from node.clock import now_iso, uuid7
 from node.files import private_file
-from node.migrations import upgrade_body
+from node.migrations import SchemaTooNew, upgrade_body
 from sync.protocol import CHANGE_FIELDS
 
 log = logging.getLogger("shopnode.central")
@@ -37,25 +38,39 @@ log = logging.getLogger("shopnode.central")
 PUSH_LOCK = 7_031_001  # pg_advisory_xact_lock key
 AUTO_EPOCH_SECONDS = 600
 
-SQLITE_SCHEMA = [
-    """CREATE TABLE IF NOT EXISTS store (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
-        token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL)""",
-    """CREATE TABLE IF NOT EXISTS origin (id TEXT PRIMARY KEY,
-        store_id TEXT NOT NULL REFERENCES store(id), high_seq BIGINT NOT NULL DEFAULT 0)""",
-    """CREATE TABLE IF NOT EXISTS change (gseq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE, origin TEXT NOT NULL, origin_seq BIGINT NOT NULL,
-        hlc TEXT NOT NULL, kind TEXT NOT NULL, entity_id TEXT NOT NULL, body TEXT NOT NULL,
-        recorded_at TEXT NOT NULL, received_at TEXT NOT NULL,
-        scrubbed INTEGER NOT NULL DEFAULT 0, UNIQUE (origin, origin_seq))""",
-    "CREATE INDEX IF NOT EXISTS change_entity ON change(entity_id)",
-    """CREATE TABLE IF NOT EXISTS quarantine (id INTEGER PRIMARY KEY AUTOINCREMENT,
-        change_id TEXT, store_id TEXT, origin TEXT, origin_seq BIGINT, body TEXT,
-        reason TEXT NOT NULL, received_at TEXT NOT NULL)""",
-    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    """CREATE TABLE IF NOT EXISTS tombstone (customer_id TEXT PRIMARY KEY,
-        change_id TEXT NOT NULL, recorded_at TEXT NOT NULL)""",
+# The central schema, version by version, for both engines ({serial}: the engine's
+# auto-increment key). A database records the version it is at in meta.schema (the first
+# release had no meta table: version 1); a newer version than this code knows is refused.
+MIGRATIONS: list[list[str]] = [
+    [  # 1: the first release
+        """CREATE TABLE store (id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+            token_hash TEXT NOT NULL UNIQUE, created_at TEXT NOT NULL)""",
+        """CREATE TABLE origin (id TEXT PRIMARY KEY,
+            store_id TEXT NOT NULL REFERENCES store(id), high_seq BIGINT NOT NULL DEFAULT 0)""",
+        """CREATE TABLE change (gseq {serial},
+            id TEXT NOT NULL UNIQUE, origin TEXT NOT NULL, origin_seq BIGINT NOT NULL,
+            hlc TEXT NOT NULL, kind TEXT NOT NULL, entity_id TEXT NOT NULL, body TEXT NOT NULL,
+            recorded_at TEXT NOT NULL, received_at TEXT NOT NULL,
+            scrubbed INTEGER NOT NULL DEFAULT 0, UNIQUE (origin, origin_seq))""",
+        "CREATE INDEX change_entity ON change(entity_id)",
+        """CREATE TABLE quarantine (id {serial},
+            change_id TEXT, store_id TEXT, origin TEXT, origin_seq BIGINT, body TEXT,
+            reason TEXT NOT NULL, received_at TEXT NOT NULL)""",
+    ],
+    [  # 2: change bodies carry facts (node/changes.py); epochs; tombstones
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE tombstone (customer_id TEXT PRIMARY KEY,
+            change_id TEXT NOT NULL, recorded_at TEXT NOT NULL)""",
+    ],
 ]
-SCHEMA_VERSION = "2"  # 2: change bodies carry facts (node/changes.py)
+SCHEMA_VERSION = len(MIGRATIONS)
+INSERTED = (*CHANGE_FIELDS, "received_at", "scrubbed")  # a change row but its gseq
+SERIAL = {False: "INTEGER PRIMARY KEY AUTOINCREMENT", True: "BIGSERIAL PRIMARY KEY"}
+
+
+def schema(postgres: bool) -> list[str]:
+    """Every statement of the current schema, for one engine."""
+    return [step.format(serial=SERIAL[postgres]) for steps in MIGRATIONS for step in steps]
 
 
 class ReconnectingPostgres(ReconnectMixin, peewee.PostgresqlDatabase):
@@ -75,12 +90,6 @@ class ReconnectingPostgres(ReconnectMixin, peewee.PostgresqlDatabase):
 
 class DatabaseUnavailable(Exception):
     """The central database cannot be reached."""
-POSTGRES_SCHEMA = [
-    statement.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
-    for statement in SQLITE_SCHEMA
-]
-
-
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -90,7 +99,9 @@ class Forbidden(Exception):
 
 
 class CentralStore:
-    """All central database work; every method is synchronous and thread-safe."""
+    """All central database work; every method is synchronous and thread-safe. Queries are
+    built by peewee for the engine in use; the two per-change hot paths (a push's insert,
+    a pull's page) are written out, with the engine's placeholder (bench/sync.py ingest)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -103,46 +114,97 @@ class CentralStore:
             path = url.split("sqlite:///", 1)[1]
             if path and path != ":memory:":
                 private_file(Path(path))  # 0600 in a 0700 directory: it holds customer data
+            # The write lock up front: pushes queue for it instead of failing midway.
             self.db = connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 10000,
-                                            "synchronous": "full", "secure_delete": 1})  # fmt: skip
-            self.db._lock_type = "IMMEDIATE"  # write lock up front: pushes queue, not fail
+                                            "synchronous": "full", "secure_delete": 1},
+                              lock_type="IMMEDIATE")  # fmt: skip
+        table = functools.partial(peewee.Table, _database=self.db)
+        self.store = table("store", ("id", "name", "token_hash", "created_at"))
+        self.origin = table("origin", ("id", "store_id", "high_seq"))
+        self.change = table("change", ("gseq", *INSERTED))
+        self.quarantine = table("quarantine", ("id", "change_id", "store_id", "origin",
+                                               "origin_seq", "body", "reason", "received_at"))
+        self.meta = table("meta", ("key", "value"))
+        self.tombstone = table("tombstone", ("customer_id", "change_id", "recorded_at"))
+        mark = self.db.param
+        self._row_marks = f"({', '.join(mark for _ in INSERTED)})"
+        self._page = (
+            f"SELECT gseq, {', '.join(CHANGE_FIELDS)} FROM change WHERE gseq > {mark} "
+            f"AND gseq <= {mark} AND origin <> {mark} ORDER BY gseq LIMIT {mark}"
+        )
         with self.db.atomic():
-            if self.postgres:
-                self._sql("SELECT pg_advisory_xact_lock(?)", (PUSH_LOCK,))
-            for statement in POSTGRES_SCHEMA if self.postgres else SQLITE_SCHEMA:
-                self.db.execute_sql(statement)
+            self._lock()
+            self._migrate()
             if self._meta("epoch") is None:
                 self._set_meta("epoch", uuid7())
-            if self._meta("schema") != SCHEMA_VERSION:
-                self._upgrade()
 
     def close(self) -> None:
         self.db.close()
 
+    def _lock(self) -> None:
+        """One writer at a time across central processes (SQLite: the IMMEDIATE lock)."""
+        if self.postgres:
+            self.db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (PUSH_LOCK,))
+
+    def _has_table(self, name: str) -> bool:
+        if self.postgres:  # as the search_path finds it (peewee's table_exists reads public)
+            return self.db.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+        return self.db.table_exists(name)
+
+    def _version(self) -> int:
+        if not self._has_table("change"):
+            return 0
+        if not self._has_table("meta"):
+            return 1  # the first release
+        return int(self._meta("schema") or 1)
+
+    def _migrate(self) -> None:
+        """Bring the schema up to this code's version, one version at a time."""
+        version = self._version()
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"the central database is at schema version {version}, newer than this "
+                f"shopnode's {SCHEMA_VERSION}: run the shopnode that wrote it, or a newer one"
+            )
+        for number in range(version + 1, SCHEMA_VERSION + 1):
+            for step in MIGRATIONS[number - 1]:
+                self.db.execute_sql(step.format(serial=SERIAL[self.postgres]))
+            if number == 2:
+                self._facts_from_first_release()  # nothing to do on a new database
+        if version < SCHEMA_VERSION:  # one transaction: all of it, or none
+            self._set_meta("schema", str(SCHEMA_VERSION))
+
     def _meta(self, key: str) -> str | None:
-        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
-        return rows[0]["value"] if rows else None
+        meta = self.meta
+        return meta.select(meta.value).where(meta.key == key).scalar()
 
     def _set_meta(self, key: str, value: str) -> None:
-        self._sql("INSERT INTO meta(key, value) VALUES (?, ?) ON CONFLICT(key) "
-                  "DO UPDATE SET value = excluded.value", (key, value))  # fmt: skip
+        meta = self.meta
+        meta.insert(key=key, value=value).on_conflict(
+            conflict_target=[meta.key], update={meta.value: peewee.EXCLUDED.value}
+        ).execute()
 
-    def _upgrade(self) -> None:
+    def _facts_from_first_release(self) -> None:
         """Bodies of the first release become facts, exactly as the nodes convert theirs."""
-        for row in self._rows("SELECT id, kind, body, recorded_at FROM change"):
+        change, quarantine = self.change, self.quarantine
+        for row in change.select(change.id, change.kind, change.body, change.recorded_at).dicts():
             new = upgrade_body(row["kind"], row["body"], row["id"], row["recorded_at"])
             if new != row["body"]:
-                self._sql("UPDATE change SET body = ? WHERE id = ?", (new, row["id"]))
-        for row in self._rows("SELECT id, change_id, body FROM quarantine"):
+                change.update(body=new).where(change.id == row["id"]).execute()
+        for row in quarantine.select(quarantine.id, quarantine.change_id,
+                                     quarantine.body).dicts():  # fmt: skip
             try:
                 new = upgrade_body("", row["body"], row["change_id"] or "", "")
             except (ValueError, TypeError, AttributeError, KeyError):
                 new = "{}"  # unreadable: keep the record, not the content
-            self._sql("UPDATE quarantine SET body = ? WHERE id = ?", (new, row["id"]))
-        for row in self._rows("SELECT id, entity_id, recorded_at FROM change WHERE kind IN "
-                              "('customer.deleted', 'customer.anonymized') ORDER BY gseq"):
+            quarantine.update(body=new).where(quarantine.id == row["id"]).execute()
+        for row in (
+            change.select(change.id, change.entity_id)
+            .where(change.kind.in_(TOMBSTONE_KINDS))
+            .order_by(change.gseq)
+            .dicts()
+        ):
             self._tombstone(row["entity_id"], row["id"])
-        self._set_meta("schema", SCHEMA_VERSION)
 
     @property
     def epoch(self) -> str:
@@ -158,33 +220,29 @@ class CentralStore:
     def ping(self) -> None:
         """Raise DatabaseUnavailable unless the database answers."""
         try:
-            self._rows("SELECT 1 AS one")
+            self.db.execute_sql("SELECT 1")
         except peewee.DatabaseError as exc:
             raise DatabaseUnavailable(str(exc).strip().splitlines()[0]) from exc
 
-    # -- small helpers: one SQL text for both engines ('?' placeholders) --------------
-    def _sql(self, sql: str, params: tuple | list = ()) -> Any:
-        return self.db.execute_sql(sql.replace("?", self.db.param), tuple(params))
-
-    def _rows(self, sql: str, params: tuple | list = ()) -> list[dict[str, Any]]:
-        cursor = self._sql(sql, params)
-        names = [d[0] for d in cursor.description]
-        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    def _high(self) -> int:
+        change = self.change
+        return change.select(peewee.fn.COALESCE(peewee.fn.MAX(change.gseq), 0)).scalar()
 
     # -- stores --------------------------------------------------------------------------
     def add_store(self, name: str) -> dict[str, str]:
         token = "st_" + secrets.token_urlsafe(32)
         store_id = uuid7()
+        store = self.store
         with self.db.atomic():
-            if self._rows("SELECT id FROM store WHERE name = ?", (name,)):
+            if store.select(store.id).where(store.name == name).exists():
                 raise ValueError(f"a store named {name!r} already exists")
-            self._sql("INSERT INTO store(id, name, token_hash, created_at) VALUES (?, ?, ?, ?)",
-                      (store_id, name, _hash(token), now_iso()))  # fmt: skip
+            store.insert(id=store_id, name=name, token_hash=_hash(token),
+                         created_at=now_iso()).execute()  # fmt: skip
         return {"store_id": store_id, "token": token}
 
     def store_for_token(self, token: str) -> str | None:
-        rows = self._rows("SELECT id FROM store WHERE token_hash = ?", (_hash(token),))
-        return rows[0]["id"] if rows else None
+        store = self.store
+        return store.select(store.id).where(store.token_hash == _hash(token)).scalar()
 
     # -- push ----------------------------------------------------------------------------
     def push(self, store_id: str, origin: str, batch: list[dict[str, Any]],
@@ -201,8 +259,7 @@ class CentralStore:
         conflicts: list[str] = []
         reused: list[str] = []
         with self.db.atomic():
-            if self.postgres:
-                self._sql("SELECT pg_advisory_xact_lock(?)", (PUSH_LOCK,))
+            self._lock()
             high = self._claim_origin(store_id, origin)
             current = self.epoch
             if epoch == current and acked is not None and acked > high:
@@ -233,7 +290,7 @@ class CentralStore:
                 fresh = self._scrub_if_tombstoned(fresh)
                 self._insert(fresh)
                 high += len(fresh)
-                self._sql("UPDATE origin SET high_seq = ? WHERE id = ?", (high, origin))
+                self.origin.update(high_seq=high).where(self.origin.id == origin).execute()
                 for change in fresh:
                     if change["kind"] in TOMBSTONE_KINDS:
                         self._tombstone(change["entity_id"], change["id"])
@@ -243,43 +300,45 @@ class CentralStore:
         return {**answer, "moved": moved} if moved else answer
 
     def _claim_origin(self, store_id: str, origin: str) -> int:
-        rows = self._rows("SELECT store_id, high_seq FROM origin WHERE id = ?", (origin,))
-        if not rows:
-            self._sql("INSERT INTO origin(id, store_id, high_seq) VALUES (?, ?, 0)",
-                      (origin, store_id))  # fmt: skip
+        table = self.origin
+        row = table.select(table.store_id, table.high_seq).where(table.id == origin).first()
+        if row is None:
+            table.insert(id=origin, store_id=store_id, high_seq=0).execute()
             return 0
-        if rows[0]["store_id"] != store_id:
+        if row["store_id"] != store_id:
             raise Forbidden(f"origin {origin} belongs to another store")
-        return rows[0]["high_seq"]
+        return row["high_seq"]
 
     def _held_bodies(self, ids: list[str]) -> dict[str, tuple[str, bool, str, int, str]]:
         """Changes held among `ids`: body, scrubbed, origin, sequence, the origin's store."""
         if not ids:
             return {}
-        marks = ", ".join("?" for _ in ids)
-        rows = self._rows(
-            f"SELECT c.id, c.body, c.scrubbed, c.origin, c.origin_seq, o.store_id FROM change c "
-            f"LEFT JOIN origin o ON o.id = c.origin WHERE c.id IN ({marks})", ids)  # fmt: skip
-        return {r["id"]: (r["body"], bool(r["scrubbed"]), r["origin"], r["origin_seq"],
-                          r["store_id"]) for r in rows}  # fmt: skip
+        change, origin = self.change, self.origin
+        rows = (
+            change.select(change.id, change.body, change.scrubbed, change.origin,
+                          change.origin_seq, origin.store_id)  # fmt: skip
+            .join(origin, peewee.JOIN.LEFT_OUTER, on=origin.id == change.origin)
+            .where(change.id.in_(ids))
+            .tuples()
+        )
+        return {id_: (body, bool(scrubbed), held_origin, seq, store)
+                for id_, body, scrubbed, held_origin, seq, store in rows}  # fmt: skip
 
     def _insert(self, fresh: list[dict[str, Any]]) -> None:
         received = now_iso()
-        columns = (*CHANGE_FIELDS, "received_at", "scrubbed")
-        row_marks = "(" + ", ".join("?" for _ in columns) + ")"
         for start in range(0, len(fresh), 500):
             chunk = fresh[start : start + 500]
             params = [v for c in chunk for v in (
                 *(c[f] for f in CHANGE_FIELDS), received, int(c.get("scrubbed", False)))]
-            self._sql(
-                f"INSERT INTO change({', '.join(columns)}) VALUES "
-                + ", ".join(row_marks for _ in chunk),
+            self.db.execute_sql(
+                f"INSERT INTO change({', '.join(INSERTED)}) VALUES "
+                + ", ".join(self._row_marks for _ in chunk),
                 params,
             )
 
     def _tombstoned(self, customer_id: str) -> bool:
-        return bool(self._rows("SELECT 1 AS x FROM tombstone WHERE customer_id = ?",
-                               (customer_id,)))  # fmt: skip
+        stone = self.tombstone
+        return stone.select(stone.customer_id).where(stone.customer_id == customer_id).exists()
 
     def _scrub_if_tombstoned(self, fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Creations and edits that arrive after their customer's tombstone are stored
@@ -288,9 +347,10 @@ class CentralStore:
                    if c["kind"] in ("customer.created", "customer.updated")}  # fmt: skip
         if not profile:
             return fresh
-        marks = ", ".join("?" for _ in profile)
-        stones = {r["customer_id"] for r in self._rows(
-            f"SELECT customer_id FROM tombstone WHERE customer_id IN ({marks})", sorted(profile))}
+        stone = self.tombstone
+        stones = set(stone.select(stone.customer_id)
+                     .where(stone.customer_id.in_(sorted(profile))).tuples())  # fmt: skip
+        stones = {customer_id for (customer_id,) in stones}
         return [{**c, "body": scrubbed_text(c["kind"], c["body"]), "scrubbed": True}
                 if c["entity_id"] in stones and c["entity_id"] in profile
                 and c["kind"] in ("customer.created", "customer.updated") else c
@@ -300,29 +360,32 @@ class CentralStore:
         body = change["body"]
         if self._tombstoned(change["entity_id"]):
             body = self._scrub_quarantined(body)
-        self._sql(
-            "INSERT INTO quarantine(change_id, store_id, origin, origin_seq, body, reason, "
-            "received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (change["id"], store_id, change["origin"], change["origin_seq"], body,
-             reason, now_iso()),
-        )  # fmt: skip
+        self.quarantine.insert(
+            change_id=change["id"], store_id=store_id, origin=change["origin"],
+            origin_seq=change["origin_seq"], body=body, reason=reason, received_at=now_iso(),
+        ).execute()  # fmt: skip
 
     def _add_tombstone(self, customer_id: str, change_id: str) -> None:
-        self._sql("INSERT INTO tombstone(customer_id, change_id, recorded_at) VALUES (?, ?, ?) "
-                  "ON CONFLICT(customer_id) DO NOTHING", (customer_id, change_id, now_iso()))
+        stone = self.tombstone
+        stone.insert(customer_id=customer_id, change_id=change_id,
+                     recorded_at=now_iso()).on_conflict_ignore().execute()  # fmt: skip
 
     def _tombstone(self, customer_id: str, change_id: str) -> None:
         """A deletion or anonymization: blank the customer in every stored copy, for good."""
         self._add_tombstone(customer_id, change_id)
-        for row in self._rows("SELECT id, kind, body FROM change WHERE entity_id = ? AND kind "
-                              "IN ('customer.created', 'customer.updated')", (customer_id,)):
-            self._sql("UPDATE change SET body = ?, scrubbed = 1 WHERE id = ?",
-                      (scrubbed_text(row["kind"], row["body"]), row["id"]))  # fmt: skip
+        change, quarantine = self.change, self.quarantine
+        profile = change.kind.in_(("customer.created", "customer.updated"))
+        for id_, kind, body in change.select(change.id, change.kind, change.body).where(
+            (change.entity_id == customer_id) & profile
+        ).tuples():
+            change.update(body=scrubbed_text(kind, body), scrubbed=1).where(
+                change.id == id_).execute()  # fmt: skip
         # Quarantined copies (same id, other body) of any change about the customer.
-        for row in self._rows("SELECT id, body FROM quarantine WHERE body LIKE ?",
-                              (f"%{customer_id}%",)):  # fmt: skip
-            self._sql("UPDATE quarantine SET body = ? WHERE id = ?",
-                      (self._scrub_quarantined(row["body"]), row["id"]))  # fmt: skip
+        for id_, body in quarantine.select(quarantine.id, quarantine.body).where(
+            quarantine.body.contains(customer_id)
+        ).tuples():
+            quarantine.update(body=self._scrub_quarantined(body)).where(
+                quarantine.id == id_).execute()  # fmt: skip
 
     @staticmethod
     def _scrub_quarantined(body: str) -> str:
@@ -338,7 +401,7 @@ class CentralStore:
     def _checkpoint(self) -> None:
         """Truncate the WAL after a scrub, so the old bytes do not linger there (SQLite)."""
         if not self.postgres:
-            self._sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            self.db.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
 
     # -- pull ----------------------------------------------------------------------------
     def pull(self, after: int, limit: int, origin: str, after_id: str = "",
@@ -351,7 +414,7 @@ class CentralStore:
         answered `reset`: the reader starts again from 0, and ids dedupe what it re-reads.
         """
         # Read the high mark first: every change at or below it is committed (see top).
-        high = self._rows("SELECT COALESCE(MAX(gseq), 0) AS high FROM change")[0]["high"]
+        high = self._high()
         current = self.epoch
         restored = bool(after) and (not epoch or epoch == current) and (
             after > high or bool(after_id) and self._id_at(after) != after_id
@@ -363,12 +426,8 @@ class CentralStore:
         if after and (restored or epoch and epoch != current):
             return {"changes": [], "next": 0, "next_id": "", "more": True, "high": high,
                     "reset": True, "epoch": current}  # fmt: skip
-        columns = ", ".join(CHANGE_FIELDS)
-        rows = self._rows(
-            f"SELECT gseq, {columns} FROM change WHERE gseq > ? AND gseq <= ? AND origin <> ? "
-            "ORDER BY gseq LIMIT ?",
-            (after, high, origin, limit + 1),
-        )
+        cursor = self.db.execute_sql(self._page, (after, high, origin, limit + 1))
+        rows = [dict(zip(("gseq", *CHANGE_FIELDS), row, strict=True)) for row in cursor]
         more = len(rows) > limit
         rows = rows[:limit]
         page = [{**{f: r[f] for f in CHANGE_FIELDS}, "cursor": r["gseq"]} for r in rows]
@@ -383,8 +442,7 @@ class CentralStore:
     def _restored(self, why: str) -> str:
         """A new epoch, taken once under the push lock (two readers may notice at once)."""
         with self.db.atomic():
-            if self.postgres:
-                self._sql("SELECT pg_advisory_xact_lock(?)", (PUSH_LOCK,))
+            self._lock()
             return self._noticed_restore(why)
 
     def _noticed_restore(self, why: str) -> str:
@@ -402,15 +460,14 @@ class CentralStore:
         return self.new_epoch(why)
 
     def _id_at(self, gseq: int) -> str | None:
-        rows = self._rows("SELECT id FROM change WHERE gseq = ?", (gseq,))
-        return rows[0]["id"] if rows else None
+        return self.change.select(self.change.id).where(self.change.gseq == gseq).scalar()
 
     def status(self) -> dict[str, Any]:
         return {
             "epoch": self.epoch,
-            "tombstones": self._rows("SELECT COUNT(*) AS n FROM tombstone")[0]["n"],
-            "changes": self._rows("SELECT COUNT(*) AS n FROM change")[0]["n"],
-            "high": self._rows("SELECT COALESCE(MAX(gseq), 0) AS n FROM change")[0]["n"],
-            "stores": self._rows("SELECT COUNT(*) AS n FROM store")[0]["n"],
-            "quarantined": self._rows("SELECT COUNT(*) AS n FROM quarantine")[0]["n"],
+            "tombstones": self.tombstone.select().count(),
+            "changes": self.change.select().count(),
+            "high": self._high(),
+            "stores": self.store.select().count(),
+            "quarantined": self.quarantine.select().count(),
         }

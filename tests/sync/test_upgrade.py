@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import peewee
+import pytest
+from playhouse.db_url import connect
 
 from node import db, settings, verify
 from node.migrations import SCHEMA_VERSION, migrate
 from sync import worker
 from sync.protocol import check_change
-from sync.store import SQLITE_SCHEMA, CentralStore
+from sync.store import MIGRATIONS, SERIAL, CentralStore, SchemaTooNew
+from sync.store import SCHEMA_VERSION as CENTRAL_VERSION
 
 DATA = Path(__file__).parent / "data"
 FACTS = ("customer", "sale", "refund", "sale_discount", "ledger_entry", "loyalty_event")
@@ -43,8 +46,8 @@ def old_shop(path: Path) -> None:
 
 def old_central(path: Path) -> None:
     conn = sqlite3.connect(path)
-    for statement in SQLITE_SCHEMA[:5]:  # the first release's tables
-        conn.execute(statement)
+    for statement in MIGRATIONS[0]:  # the first release's tables
+        conn.execute(statement.format(serial=SERIAL[False]))
     for statement in rows("v1_central.sql"):
         conn.execute(statement)
     conn.commit()
@@ -96,8 +99,10 @@ def test_first_release_shop_and_central_upgrade_in_place_and_agree(tmp_path: Pat
 
     central = CentralStore(f"sqlite:///{central_db}")
     try:
-        held = central._rows("SELECT id, origin, origin_seq, hlc, kind, entity_id, body, "
-                             "recorded_at FROM change ORDER BY gseq")  # fmt: skip
+        change = central.change
+        held = list(change.select(change.id, change.origin, change.origin_seq, change.hlc,
+                                  change.kind, change.entity_id, change.body,
+                                  change.recorded_at).order_by(change.gseq))  # fmt: skip
         for change in held:
             check_change(change)  # every upgraded change is a valid fact of its kind
             if change["id"] in shop_log:
@@ -125,3 +130,22 @@ def test_first_release_shop_and_central_upgrade_in_place_and_agree(tmp_path: Pat
     finally:
         db.database.close()
         central.close()
+
+
+def test_central_records_its_schema_version_and_refuses_a_newer_one(central_database: str):
+    """A central database says which version of the schema it is at; one written by a newer
+    shopnode is refused with a plain message, and left as it was."""
+    central = CentralStore(central_database)
+    try:
+        assert central._meta("schema") == str(CENTRAL_VERSION)
+        store = central.add_store("kept")["store_id"]
+        central._set_meta("schema", str(CENTRAL_VERSION + 1))
+    finally:
+        central.close()
+    with pytest.raises(SchemaTooNew, match=f"schema version {CENTRAL_VERSION + 1}, newer than"):
+        CentralStore(central_database)
+    reopened = connect(central_database)
+    try:
+        assert reopened.execute_sql("SELECT id FROM store").fetchall() == [(store,)]
+    finally:
+        reopened.close()
