@@ -10,10 +10,10 @@ from node.errors import Invalid
 
 # A date, or an RFC 3339 time (T or t, Z or z or an offset). Nothing else that
 # datetime.fromisoformat would take (week dates, no seconds, a space for T): the document
-# promises these two forms.
-_DATE = "[0-9]{4}-[0-9]{2}-[0-9]{2}"
-_TIME = "[Tt][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\\.[0-9]+)?"
-_ZONE = "[Zz]|[+-][0-9]{2}:[0-9]{2}"
+# promises these two forms. Only the calendar (2025-02-30, year 0) is left to fromisoformat.
+_DATE = "[0-9]{4}-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12][0-9]|3[01])"
+_TIME = "[Tt](?:[01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](?:\\.[0-9]+)?"
+_ZONE = "[Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]"
 # The zone is optional here only to say what is missing.
 _MOMENT = re.compile(f"{_DATE}(?:{_TIME}(?P<zone>{_ZONE})?)?")
 # What the document says: empty (no bound), a date, or a time with its zone.
