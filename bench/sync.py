@@ -190,7 +190,7 @@ class StoreData:
 
 
 def customer_row(rng: random.Random, customer_id: str, stamp: str, n: int) -> dict[str, Any]:
-    """A customer fact: the columns node/changes.py FACT_COLUMNS["customer"] lists (a node
+    """A customer fact: the columns node/models.py FACT_COLUMNS["customer"] lists (a node
     derives phone_digits and updated_at itself)."""
     first, last = rng.choice(FIRST), rng.choice(LAST)
     return {

@@ -16,7 +16,8 @@ change is logged when the block ends, in the write's transaction. The body is wh
     loyalty.redeemed      {"loyalty_event": [row]}
     ledger.credit|debit|reversal   {"ledger_entry": [row]}
 
-Every node derives balances, points and sale counters from the facts it holds with its own
+Which columns of a row are facts is marked on the models (node/models.py FACT_COLUMNS);
+every node derives balances, points and sale counters from the facts it holds with its own
 code (node/derive.py), so no change can move a total by itself. sync/protocol.py validates
 each kind's shape on both sides of the wire. Each change gets a UUIDv7, this node's origin
 id, the next gap-free per-origin sequence number and a hybrid-logical-clock timestamp.
@@ -32,27 +33,8 @@ from typing import Any
 from node import derive, hlc
 from node.clock import now_iso, uuid7
 from node.db import database, execute, fetch_all, fetch_one, get_meta
+from node.models import SCRUBBED
 
-# The columns of each fact a change carries; the stored rows may hold more (derived).
-FACT_COLUMNS = {
-    "customer": ("id", "name", "email", "phone", "address", "notes", "tags", "credit_limit",
-                 "created_at"),
-    "sale": ("id", "origin", "customer_id", "receipt_number", "total", "discount_amount",
-             "payment_method", "points_earned", "points_redeemed", "created_at"),
-    "refund": ("id", "sale_id", "amount", "points_reversed", "points_shortfall",
-               "points_restored", "created_at"),
-    "sale_discount": ("id", "sale_id", "discount_amount", "points_redeemed",
-                      "points_not_earned", "created_at"),
-    "ledger_entry": ("id", "customer_id", "type", "amount", "description", "reference_id",
-                     "reverses_id", "created_at"),
-    "loyalty_event": ("id", "customer_id", "kind", "points", "sale_id", "description",
-                      "created_at"),
-}  # fmt: skip
-PROFILE_COLUMNS = ("name", "email", "phone", "address", "notes", "tags", "credit_limit")
-# What anonymization blanks, and what it leaves in those fields.
-PERSONAL_FIELDS = ("name", "email", "phone", "address", "notes", "tags")
-ANONYMIZED_NAME = "Deleted customer"
-SCRUBBED = {"name": ANONYMIZED_NAME, "tags": "[]"}
 TOMBSTONE_KINDS = ("customer.deleted", "customer.anonymized")
 
 
@@ -182,10 +164,10 @@ def scrub_body(kind: str, body: dict[str, Any]) -> dict[str, Any]:
     body = json.loads(json.dumps(body))
     if kind == "customer.created":
         for row in body.get("customer", []):
-            row.update({f: SCRUBBED.get(f) for f in PERSONAL_FIELDS if f in row})
+            row.update({f: value for f, value in SCRUBBED.items() if f in row})
     elif kind == "customer.updated" and isinstance(body.get("fields"), dict):
         fields = body["fields"]
-        fields.update({f: SCRUBBED.get(f) for f in PERSONAL_FIELDS if f in fields})
+        fields.update({f: value for f, value in SCRUBBED.items() if f in fields})
     return body
 
 

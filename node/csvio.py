@@ -19,10 +19,12 @@ from node import customers, files
 from node.clock import now_iso
 from node.db import database, execute, fetch_one
 from node.errors import DomainError, Invalid
+from node.models import PROFILE_COLUMNS
 from node.spreadsheet import safe_row, unsafe_cell
 from node.validation import is_text, parse_body
 
-IMPORT_COLUMNS = ("name", "email", "phone", "address", "notes", "tags", "credit_limit")
+# A row is a customer's profile; the order makes each row's fingerprint (do not change it).
+IMPORT_COLUMNS = PROFILE_COLUMNS
 CUSTOMER_EXPORT = ("id", "name", "email", "phone", "address", "notes", "tags", "loyalty_points",
                    "total_spent", "total_orders", "ledger_balance", "credit_limit", "created_at")
 LEDGER_EXPORT = ("customer_id", "customer_name", "entry_id", "type", "amount", "balance_after",

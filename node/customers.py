@@ -6,11 +6,14 @@ import json
 import re
 from typing import Any
 
+from peewee import fn
+
 from node import changes, derive
 from node import validation as v
 from node.clock import now_iso, uuid7
 from node.db import checkpoint, execute, fetch_all, fetch_one
 from node.errors import Conflict, NotFound
+from node.models import SCRUBBED_ROW, Customer
 
 PROFILE_FIELDS: dict[str, v.Field] = {
     "name": v.text(min_len=1, max_len=200),
@@ -39,7 +42,6 @@ COLUMNS = (
     "c.total_orders, c.notes, c.tags, c.credit_limit, c.ledger_balance, c.created_at, "
     "c.updated_at"
 )
-ANONYMIZED_NAME = changes.ANONYMIZED_NAME
 RECENT_PURCHASES = 10
 
 
@@ -145,13 +147,11 @@ def scrub_customer(customer_id: str) -> str:
         execute("DELETE FROM customer WHERE id = ?", (customer_id,))
         return "deleted"
     stamp = now_iso()
-    execute(
-        "UPDATE customer SET name = ?, email = NULL, phone = NULL, phone_digits = NULL, "
-        "address = NULL, notes = NULL, tags = '[]', credit_limit = NULL, "
-        "anonymized_at = COALESCE(anonymized_at, ?), "
-        "updated_at = ? WHERE id = ?",
-        (ANONYMIZED_NAME, stamp, stamp, customer_id),
-    )
+    # No credit either: nobody can post to the account of an anonymized customer.
+    Customer.update(
+        **SCRUBBED_ROW, credit_limit=None, updated_at=stamp,
+        anonymized_at=fn.COALESCE(Customer.anonymized_at, stamp),
+    ).where(Customer.id == customer_id).execute()  # fmt: skip
     return "anonymized"
 
 

@@ -399,10 +399,9 @@ def _columns(model: type[peewee.Model], mark: str) -> tuple[str, ...]:
 FACT_COLUMNS = {model._meta.table_name: _columns(model, "fact") for model in FACT_MODELS}
 # What customer.updated may set, and what a CSV import row holds.
 PROFILE_COLUMNS = _columns(Customer, "profile")
-# What anonymization blanks in the customer row, and what it leaves there.
+# The personal columns of the customer row, and what anonymization leaves in them.
 SCRUBBED_ROW = {
     f.column_name: f.scrubbed for f in Customer._meta.sorted_fields if getattr(f, "personal", False)
 }
 # The personal fields a change body may carry, blanked the same way (node/changes.py).
-PERSONAL_FIELDS = tuple(c for c in SCRUBBED_ROW if c in FACT_COLUMNS["customer"])
-SCRUBBED = {c: SCRUBBED_ROW[c] for c in PERSONAL_FIELDS}
+SCRUBBED = {c: value for c, value in SCRUBBED_ROW.items() if c in FACT_COLUMNS["customer"]}

@@ -8,8 +8,8 @@ import secrets
 from node.clock import now_iso, uuid7
 from node.db import database, execute, fetch_all, fetch_one
 from node.errors import Conflict, NotFound
+from node.models import ROLES
 
-ROLES = ("owner", "staff")
 TOKEN_PREFIX = "sn_"
 
 

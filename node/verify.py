@@ -14,6 +14,7 @@ from typing import Any
 
 from node import changes, derive
 from node.db import fetch_all, fetch_one
+from node.models import SCRUBBED_ROW
 
 
 def differences() -> list[str]:
@@ -52,7 +53,7 @@ def _totals(table: str, alias: str, exprs: dict[str, str], label: str) -> list[s
 
 def _tombstones() -> list[str]:
     found = []
-    personal = ", ".join(changes.PERSONAL_FIELDS)
+    personal = ", ".join(f"c.{column}" for column in SCRUBBED_ROW)
     for row in fetch_all(
         f"SELECT t.customer_id, c.id AS held, c.anonymized_at, {personal} "
         "FROM tombstone t LEFT JOIN customer c ON c.id = t.customer_id ORDER BY t.customer_id"
@@ -62,7 +63,7 @@ def _tombstones() -> list[str]:
             continue
         if row["anonymized_at"] is None:
             found.append(f"customer {customer_id}: deleted or anonymized, but live again")
-        left = [f for f in changes.PERSONAL_FIELDS if row[f] != changes.SCRUBBED.get(f)]
+        left = [column for column, value in SCRUBBED_ROW.items() if row[column] != value]
         if left:
             found.append(f"customer {customer_id}: deleted or anonymized, but keeps "
                          f"{', '.join(left)}")  # fmt: skip

@@ -30,9 +30,10 @@ import peewee
 from node import changes, derive, hlc
 from node.changes import TOMBSTONE_KINDS
 from node.clock import now_iso
-from node.customers import ANONYMIZED_NAME, scrub_customer, set_profile
+from node.customers import scrub_customer, set_profile
 from node.db import database, execute, fetch_all, fetch_one
 from node.ledger import credit_limit_for
+from node.models import SCRUBBED_ROW
 from sync.protocol import FACTS
 
 CLOCK = "clock"  # what an edit stamped too far ahead waits for
@@ -339,12 +340,11 @@ def _ensure_customer(customer_id: str, fact_created_at: str) -> None:
         return
     stone = fetch_one("SELECT created_at FROM tombstone WHERE customer_id = ?", (customer_id,))
     stamp = now_iso()
-    execute(
-        "INSERT INTO customer(id, name, tags, created_at, updated_at, anonymized_at) "
-        "VALUES (?, ?, '[]', ?, ?, ?)",
-        (customer_id, ANONYMIZED_NAME, (stone and stone["created_at"]) or fact_created_at,
-         stamp, stamp),
-    )  # fmt: skip
+    row = {"id": customer_id, **SCRUBBED_ROW,
+           "created_at": (stone and stone["created_at"]) or fact_created_at,
+           "updated_at": stamp, "anonymized_at": stamp}  # fmt: skip
+    execute(f"INSERT INTO customer({', '.join(row)}) VALUES ({_marks(list(row))})",
+            tuple(row.values()))  # fmt: skip
 
 
 def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:

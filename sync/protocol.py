@@ -17,8 +17,9 @@ pull  GET  /sync/v1/pull?after=CURSOR&after_id=ID&epoch=E&limit=N&origin=ORIGIN
 
 CHANGE = {"id", "origin", "origin_seq", "hlc", "kind", "entity_id", "body", "recorded_at"},
 with `body` the origin's exact JSON text, so "same change" is a byte comparison. A body
-carries one fact of its kind (node/changes.py lists them); `check_change` checks every
-field of it, on both sides. Bodies may be gzip-compressed (Content-Encoding: gzip).
+carries one fact of its kind (node/changes.py lists them, node/models.py marks their
+columns); `check_change` checks every field of it, on both sides. Bodies may be
+gzip-compressed (Content-Encoding: gzip).
 """
 
 from __future__ import annotations
@@ -30,7 +31,13 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from node.changes import FACT_COLUMNS, PROFILE_COLUMNS
+from node.models import (
+    ENTRY_TYPES,
+    FACT_COLUMNS,
+    PAYMENT_METHODS,
+    POINTS_KINDS,
+    PROFILE_COLUMNS,
+)
 from node.money import MAX_AMOUNT
 
 PUSH_PATH = "/sync/v1/push"
@@ -162,7 +169,7 @@ ROWS: dict[str, dict[str, Check]] = {
     "sale": {
         "id": uuid_text, "origin": uuid_text, "customer_id": uuid_text,
         "receipt_number": text(1, 50), "total": integer(1), "discount_amount": integer(0),
-        "payment_method": one_of("cash", "card", "account"), "points_earned": integer(0),
+        "payment_method": one_of(*PAYMENT_METHODS), "points_earned": integer(0),
         "points_redeemed": integer(0), "created_at": instant,
     },
     "refund": {
@@ -175,18 +182,22 @@ ROWS: dict[str, dict[str, Check]] = {
         "points_redeemed": integer(0), "points_not_earned": integer(0), "created_at": instant,
     },
     "ledger_entry": {
-        "id": uuid_text, "customer_id": uuid_text, "type": one_of("credit", "debit"),
+        "id": uuid_text, "customer_id": uuid_text, "type": one_of(*ENTRY_TYPES),
         "amount": integer(1), "description": text(0, 500),
         "reference_id": nullable(text(1, 100)), "reverses_id": nullable(uuid_text),
         "created_at": instant,
     },
     "loyalty_event": {
         "id": uuid_text, "customer_id": uuid_text,
-        "kind": one_of("earn", "redeem", "refund", "adjust"), "points": nonzero,
+        "kind": one_of(*POINTS_KINDS), "points": nonzero,
         "sale_id": nullable(uuid_text), "description": text(0, 500), "created_at": instant,
     },
 }  # fmt: skip
-assert all(tuple(ROWS[t]) == FACT_COLUMNS[t] for t in ROWS), "ROWS and FACT_COLUMNS differ"
+# Each row checks exactly the columns the models mark as facts (in the protocol's own order:
+# a bad row reports its first bad field in this order).
+assert ROWS.keys() == FACT_COLUMNS.keys(), "ROWS and the fact tables differ"
+assert all(ROWS[t].keys() == set(FACT_COLUMNS[t]) for t in ROWS), "ROWS and FACT_COLUMNS differ"
+assert tuple(PROFILE) == PROFILE_COLUMNS, "PROFILE and PROFILE_COLUMNS differ"
 
 # Each kind: how many rows of which facts (min, max), and what the entity id names.
 FACTS: dict[str, dict[str, tuple[int, int]]] = {

@@ -243,3 +243,13 @@ def test_every_earlier_version_upgrades_in_place_keeping_its_rows(tmp_path, vers
         assert verify.differences() == []
     finally:
         db.database.close()
+
+
+def test_the_column_marks_give_what_shops_already_hold():
+    """Stored change bodies and import fingerprints depend on these (sync/protocol.py
+    checks the fact columns against its own field checks)."""
+    assert models.PROFILE_COLUMNS == ("name", "email", "phone", "address", "notes", "tags",
+                                      "credit_limit")  # fmt: skip
+    assert models.SCRUBBED == {"name": "Deleted customer", "email": None, "phone": None,
+                               "address": None, "notes": None, "tags": "[]"}  # fmt: skip
+    assert models.SCRUBBED_ROW == {**models.SCRUBBED, "phone_digits": None}

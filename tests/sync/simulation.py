@@ -52,7 +52,7 @@ import node.verify as verify_module
 import sync.merge as merge_module
 import sync.store as store_module
 import sync.worker as worker_module
-from node import changes, customers, ledger, loyalty, sales
+from node import changes, customers, ledger, loyalty, models, sales
 from node.clock import Clock, current_clock, now_iso, use_clock, uuid7
 from node.db import database, fetch_all, fetch_one, get_meta, open_database
 from node.errors import Conflict, Invalid, NotFound, Unprocessable
@@ -1090,7 +1090,7 @@ class Simulation:
             else:
                 leftover = {f: row[f] for f in ("email", "phone", "phone_digits", "address",
                                                 "notes") if row[f] is not None}  # fmt: skip
-                if row["name"] != customers.ANONYMIZED_NAME or row["tags"] != "[]" or leftover:
+                if row["name"] != models.ANONYMIZED_NAME or row["tags"] != "[]" or leftover:
                     problems.append(f"{node.name}: anonymized {key} keeps personal data: "
                                     f"{row['name']!r} {row['tags']} {leftover}")  # fmt: skip
                 view[f"{key} profile"] = "anonymized"
