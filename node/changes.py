@@ -40,7 +40,8 @@ TOMBSTONE_KINDS = ("customer.deleted", "customer.anonymized")
 
 def store_fact(table: str, fact: dict[str, Any]) -> None:
     """INSERT one fact with the local columns it implies (no change recorded: merge uses
-    this too, so a fact is stored the same way wherever it was made)."""
+    this too, so a fact is stored the same way wherever it was made). Hand-written SQL, like
+    the change log's: catch-up stores every fact through it (bench/sync.py, node/db.py)."""
     row = dict(fact)
     if table == "customer":
         row["phone_digits"] = derive.phone_digits(row.get("phone"))

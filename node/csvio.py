@@ -17,9 +17,9 @@ from typing import Any
 
 from node import customers, files
 from node.clock import now_iso
-from node.db import database, execute, fetch_one
+from node.db import database
 from node.errors import DomainError, Invalid
-from node.models import PROFILE_COLUMNS
+from node.models import PROFILE_COLUMNS, ImportMark
 from node.spreadsheet import safe_row, unsafe_cell
 from node.validation import is_text, parse_body
 
@@ -87,15 +87,15 @@ def import_customers(path: Path, progress: Progress | None = None) -> dict[str, 
             mark = hashlib.sha256(
                 f"{content}\x1e{seen[content]}".encode("utf-8", "surrogateescape")
             ).hexdigest()
-            if fetch_one("SELECT 1 FROM import_mark WHERE fingerprint = ?", (mark,)):
+            if ImportMark.select().where(ImportMark.fingerprint == mark).exists():
                 skipped += 1
             else:
                 try:
                     fields = parse_body(_row_fields(row), customers.PROFILE_FIELDS, ["name"])
                     with database.atomic():
                         created = customers.create_customer(fields)
-                        execute("INSERT INTO import_mark(fingerprint, customer_id, imported_at) "
-                                "VALUES (?, ?, ?)", (mark, created["id"], now_iso()))  # fmt: skip
+                        ImportMark.insert(fingerprint=mark, customer_id=created["id"],
+                                          imported_at=now_iso()).execute()  # fmt: skip
                     imported += 1
                 except DomainError as error:
                     rejected.append({"row": number, "reason": error.detail})

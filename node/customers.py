@@ -13,7 +13,14 @@ from node import validation as v
 from node.clock import now_iso, uuid7
 from node.db import checkpoint, execute, fetch_all, fetch_one
 from node.errors import Conflict, NotFound
-from node.models import SCRUBBED_ROW, Customer
+from node.models import (
+    SCRUBBED_ROW,
+    Customer,
+    CustomerFieldClock,
+    LedgerEntry,
+    LoyaltyEvent,
+    Sale,
+)
 
 PROFILE_FIELDS: dict[str, v.Field] = {
     "name": v.text(min_len=1, max_len=200),
@@ -72,6 +79,7 @@ def create_customer(fields: dict[str, Any]) -> dict[str, Any]:
 
 def find_customer(customer_id: str) -> dict[str, Any]:
     """The live (not deleted) customer row, or NotFound."""
+    # Every money write reads it: hand-written SQL (bench/money.py, node/db.py).
     row = fetch_one(
         f"SELECT {COLUMNS} FROM customer c WHERE c.id = ? AND c.anonymized_at IS NULL",
         (customer_id,),
@@ -113,10 +121,8 @@ def set_profile(customer_id: str, stored: dict[str, Any]) -> None:
 
 
 def has_history(customer_id: str) -> bool:
-    return any(
-        fetch_one(f"SELECT 1 FROM {table} WHERE customer_id = ? LIMIT 1", (customer_id,))
-        for table in ("sale", "ledger_entry", "loyalty_event")
-    )
+    return any(model.select().where(model.customer == customer_id).exists()
+               for model in (Sale, LedgerEntry, LoyaltyEvent))  # fmt: skip
 
 
 def delete_customer(customer_id: str) -> str:
@@ -143,8 +149,8 @@ def delete_customer(customer_id: str) -> str:
 def scrub_customer(customer_id: str) -> str:
     """Delete the row if nothing refers to it, else blank every personal field."""
     if not has_history(customer_id):
-        execute("DELETE FROM customer_field_clock WHERE customer_id = ?", (customer_id,))
-        execute("DELETE FROM customer WHERE id = ?", (customer_id,))
+        CustomerFieldClock.delete().where(CustomerFieldClock.customer_id == customer_id).execute()
+        Customer.delete().where(Customer.id == customer_id).execute()
         return "deleted"
     stamp = now_iso()
     # No credit either: nobody can post to the account of an anonymized customer.
@@ -189,6 +195,7 @@ def list_customers(
     order: str | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """One page of live customers and the total count, in a stable order (ties by id)."""
+    # Hand-written SQL: bench/search.py times these two statements and prints their plans.
     where, params = "c.anonymized_at IS NULL", []
     if search and search.strip():
         condition, params = _search_filter(search)

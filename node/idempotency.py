@@ -48,6 +48,7 @@ def run_once(
     scope: str, key: str, request_hash: str, write: Callable[[], tuple[int, Any]]
 ) -> tuple[int, Any, bool]:
     """Run `write` once per (client, key): (status, body, replayed)."""
+    # Every money request: hand-written SQL (bench/money.py, node/db.py).
     with database.atomic():
         seen = fetch_one(
             "SELECT request_hash, status, body FROM idempotency_key WHERE scope = ? AND key = ?",

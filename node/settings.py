@@ -11,8 +11,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from node import validation as v
-from node.db import database, execute, fetch_all
+from node.db import database, fetch_all
 from node.errors import Conflict
+from node.models import LedgerEntry, LoyaltyEvent, Sale, Setting
 from node.money import CURRENCY_EXPONENTS, exponent
 
 MAX_EARN_RATE = Decimal(1000)
@@ -64,12 +65,11 @@ def seed_settings(initial: dict[str, Any]) -> None:
     with database.atomic():
         for key, value in initial.items():
             clean = FIELDS[key](value) if value is not None else None
-            execute(
-                "INSERT OR IGNORE INTO setting(key, value) VALUES (?, ?)", (key, json.dumps(clean))
-            )
+            Setting.insert(key=key, value=json.dumps(clean)).on_conflict_ignore().execute()
 
 
 def get_settings() -> dict[str, Any]:
+    # Every sale and credit check reads this: hand-written SQL (bench/money.py, node/db.py).
     stored = {r["key"]: json.loads(r["value"]) for r in fetch_all("SELECT key, value FROM setting")}
     result = {"earn_rate": 1, "point_value": 10, "default_credit_limit": None, "currency": "USD"}
     result.update({k: stored[k] for k in result if k in stored})
@@ -81,10 +81,7 @@ def get_settings() -> dict[str, Any]:
 
 
 def _money_recorded() -> bool:
-    return any(
-        fetch_all(f"SELECT 1 FROM {table} LIMIT 1")
-        for table in ("sale", "ledger_entry", "loyalty_event")
-    )
+    return any(model.select().exists() for model in (Sale, LedgerEntry, LoyaltyEvent))
 
 
 def update_settings(fields: dict[str, Any]) -> dict[str, Any]:
@@ -98,9 +95,7 @@ def update_settings(fields: dict[str, Any]) -> dict[str, Any]:
                 f"{new} has {exponent(new)}, so switching would change every balance"
             )
         for key, value in fields.items():
-            execute(
-                "INSERT INTO setting(key, value) VALUES (?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                (key, json.dumps(value)),
-            )
+            Setting.insert(key=key, value=json.dumps(value)).on_conflict(
+                conflict_target=[Setting.key], preserve=[Setting.value]
+            ).execute()
     return get_settings()

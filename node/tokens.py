@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+import peewee
+
 from node.clock import now_iso, uuid7
-from node.db import database, execute, fetch_all, fetch_one
+from node.db import database, fetch_one
 from node.errors import Conflict, NotFound
-from node.models import ROLES
+from node.models import ROLES, ApiToken
 
 TOKEN_PREFIX = "sn_"
 
@@ -24,32 +26,32 @@ def create_token(name: str, role: str = "owner") -> str:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with database.atomic():
-        if fetch_one("SELECT 1 FROM api_token WHERE name = ? AND revoked_at IS NULL", (name,)):
+        if ApiToken.select().where(_active_named(name)).exists():
             raise Conflict(f"an active token named {name!r} already exists; revoke it first")
-        execute(
-            "INSERT INTO api_token(id, name, role, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-            (uuid7(), name, role, _hash(secret), now_iso()),
-        )
+        ApiToken.insert(id=uuid7(), name=name, role=role, token_hash=_hash(secret),
+                        created_at=now_iso()).execute()  # fmt: skip
     return secret
 
 
+def _active_named(name: str) -> peewee.Expression:
+    # At most one (the api_token_active_name index): a name is reused once revoked.
+    return (ApiToken.name == name) & ApiToken.revoked_at.is_null()
+
+
 def list_tokens() -> list[dict]:
-    return fetch_all(
-        "SELECT name, role, created_at, revoked_at FROM api_token ORDER BY created_at, id"
-    )
+    columns = (ApiToken.name, ApiToken.role, ApiToken.created_at, ApiToken.revoked_at)
+    return list(ApiToken.select(*columns).order_by(ApiToken.created_at, ApiToken.id).dicts())
 
 
 def revoke_token(name: str) -> None:
-    changed = execute(
-        "UPDATE api_token SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL",
-        (now_iso(), name),
-    )
+    changed = ApiToken.update(revoked_at=now_iso()).where(_active_named(name)).execute()
     if not changed:
         raise NotFound(f"no active token named {name!r}")
 
 
 def authenticate(secret: str) -> dict | None:
     """The active token's name and role for a presented secret, else None."""
+    # Every request runs this: hand-written SQL (bench/money.py, node/db.py).
     return fetch_one(
         "SELECT id, name, role FROM api_token WHERE token_hash = ? AND revoked_at IS NULL",
         (_hash(secret),),
@@ -57,4 +59,4 @@ def authenticate(secret: str) -> dict | None:
 
 
 def has_tokens() -> bool:
-    return fetch_one("SELECT 1 FROM api_token LIMIT 1") is not None
+    return ApiToken.select().exists()

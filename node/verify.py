@@ -13,8 +13,8 @@ import json
 from typing import Any
 
 from node import changes, derive
-from node.db import fetch_all, fetch_one
-from node.models import SCRUBBED_ROW
+from node.db import fetch_all
+from node.models import SCRUBBED_ROW, Customer, LedgerEntry, Sale, SyncPending, Tombstone
 
 
 def differences() -> list[str]:
@@ -26,12 +26,9 @@ def differences() -> list[str]:
 
 
 def summary() -> dict[str, int]:
-    counts = fetch_one(
-        "SELECT (SELECT COUNT(*) FROM customer) AS customers, (SELECT COUNT(*) FROM sale) AS "
-        "sales, (SELECT COUNT(*) FROM ledger_entry) AS entries, (SELECT COUNT(*) FROM "
-        "tombstone) AS tombstones, (SELECT COUNT(*) FROM sync_pending) AS pending"
-    )
-    return dict(counts)
+    counted = {"customers": Customer, "sales": Sale, "entries": LedgerEntry,
+               "tombstones": Tombstone, "pending": SyncPending}  # fmt: skip
+    return {name: model.select().count() for name, model in counted.items()}
 
 
 def _totals(table: str, alias: str, exprs: dict[str, str], label: str) -> list[str]:

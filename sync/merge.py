@@ -15,6 +15,8 @@
   the earlier one and reports the other.
 A change already held (same id) is skipped; the same id with another body is reported,
 never applied over the original. Overdrafts revealed by a merge are kept and reported.
+
+The SQL here is hand-written: bench/sync.py's catch-up runs it for every change (node/db.py).
 """
 
 from __future__ import annotations
