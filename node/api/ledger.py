@@ -18,12 +18,13 @@ from node.api.params import (
     per_page,
     read_query,
 )
+from node.models import ENTRY_TYPES
 from node.periods import period
 
 routes = web.RouteTableDef()
 
 ENTRY_INPUT = v.Body("LedgerEntryInput", {
-    "type": v.choice("credit", "debit").describe("credit: a payment received; debit: a "
+    "type": v.choice(*ENTRY_TYPES).describe("credit: a payment received; debit: a "
                                                  "manual debit (owner only)"),
     "amount": v.amount,
     "description": v.nullable(v.text(max_len=ledger.DESCRIPTION_MAX)).describe(

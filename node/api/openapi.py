@@ -17,6 +17,7 @@ from node import idempotency, settings
 from node.api import customers, ledger, loyalty, reports, sales
 from node.api import settings as settings_api
 from node.api.params import Query
+from node.models import ENTRY_TYPES, PAYMENT_METHODS
 from node.money import CURRENCY_EXPONENTS
 from node.validation import UUID_SCHEMA, Body
 
@@ -60,7 +61,7 @@ CUSTOMER_PROPS = {
 PURCHASE = obj({"id": UUID, "receipt_number": STR, "total": INT, "created_at": TIME})
 ENTRY = obj({
     "id": UUID,
-    "type": {"type": "string", "enum": ["credit", "debit"]},
+    "type": {"type": "string", "enum": list(ENTRY_TYPES)},
     "amount": INT,
     "balance_after": INT,
     "description": STR,
@@ -83,7 +84,7 @@ SALE = obj({
     "total": INT,
     "discount_amount": INT,
     "amount_paid": {**INT, "description": "total - discount_amount - refunded_amount"},
-    "payment_method": {"type": "string", "enum": list(sales.PAYMENT_METHODS)},
+    "payment_method": {"type": "string", "enum": list(PAYMENT_METHODS)},
     "points_earned": INT,
     "points_redeemed": INT,
     "refunded_amount": INT,

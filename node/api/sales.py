@@ -18,10 +18,10 @@ from node.api.params import (
     per_page,
     read_query,
 )
+from node.models import PAYMENT_METHODS
 
 routes = web.RouteTableDef()
 
-PAYMENT_METHODS = ("cash", "card", "account")
 SALE_INPUT = v.Body("SaleInput", {
     "customer_id": v.uuid,
     "total": v.amount.describe("before any points discount"),
