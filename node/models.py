@@ -1,10 +1,10 @@
 """The shop database's schema, declared once: one peewee model per table.
 
 A new database is created from these models (node/migrations.py); an older one is upgraded
-by the migrations, and tests/node/test_migrations.py checks that both end with the same tables,
-columns, defaults, CHECKs, keys, indexes, search table and triggers. A change to the schema
-is a new migration plus the same change here. Columns are declared in the order they are
-stored (a column a migration added comes last, where ALTER TABLE put it).
+by the migrations, and tests/node/test_migrations.py checks that both end with the same
+tables, columns, defaults, CHECKs, keys, indexes, search table and triggers. A change to the
+schema is a new migration plus the same change here. Columns are declared in the order they
+are stored (a column a migration added comes last, where ALTER TABLE put it).
 
 Columns say what sync does with them (`column()`): a `fact` is carried in change bodies
 (every node stores it as it was made), a `profile` field is also edited by
@@ -58,7 +58,7 @@ def column(
     return field
 
 
-def key() -> TextField:
+def text_key() -> TextField:
     # As the migrations declared keys: TEXT PRIMARY KEY, which SQLite does not make NOT NULL.
     return TextField(primary_key=True, null=True)
 
@@ -90,7 +90,7 @@ class BaseModel(peewee.Model):
 class NodeMeta(BaseModel):
     """This node's own values: its origin id, sync progress, its clock."""
 
-    key = TextField(primary_key=True, null=True)
+    key = text_key()
     value = TextField()
 
     class Meta:
@@ -98,7 +98,7 @@ class NodeMeta(BaseModel):
 
 
 class ApiToken(BaseModel):
-    id = key()
+    id = text_key()
     name = TextField()
     role = TextField(constraints=[one_of("role", ROLES)])
     token_hash = TextField(constraints=[SQL("UNIQUE")])
@@ -111,7 +111,7 @@ index(ApiToken, "api_token_active_name", ApiToken.name, unique=True,
 
 
 class Customer(BaseModel):
-    id = column(key(), fact=True)
+    id = column(text_key(), fact=True)
     name = column(TextField(), profile=True, personal=True, scrubbed=ANONYMIZED_NAME)
     email = column(TextField(null=True), profile=True, personal=True)
     phone = column(TextField(null=True), profile=True, personal=True)
@@ -179,14 +179,14 @@ SEARCH_TRIGGERS = _search_triggers()
 
 
 class Setting(BaseModel):
-    key = TextField(primary_key=True, null=True)
+    key = text_key()
     value = TextField()
 
 
 # No CHECKs on running totals: a merge may reveal an overdraft (two shops refunding one
 # sale while offline); history is kept and reported, never rejected.
 class Sale(BaseModel):
-    id = column(key(), fact=True)
+    id = column(text_key(), fact=True)
     origin = column(TextField(constraints=[default("")]), fact=True)
     customer = column(refers_to(Customer, "customer_id"), fact=True)
     receipt_number = column(TextField(), fact=True)
@@ -213,7 +213,7 @@ index(Sale, "sale_customer", Sale.customer, Sale.created_at, Sale.id)
 
 
 class Refund(BaseModel):
-    id = column(key(), fact=True)
+    id = column(text_key(), fact=True)
     sale = column(refers_to(Sale, "sale_id"), fact=True)
     amount = column(IntegerField(constraints=[Check("amount >= 0")]), fact=True)
     points_reversed = column(IntegerField(constraints=[default(0)]), fact=True)
@@ -226,7 +226,7 @@ index(Refund, "refund_sale", Refund.sale)
 
 
 class LedgerEntry(BaseModel):
-    id = column(key(), fact=True)
+    id = column(text_key(), fact=True)
     customer = column(refers_to(Customer, "customer_id"), fact=True)
     type = column(TextField(constraints=[one_of("type", ENTRY_TYPES)]), fact=True)
     amount = column(IntegerField(constraints=[Check("amount > 0")]), fact=True)
@@ -243,7 +243,7 @@ index(LedgerEntry, "ledger_reverses", LedgerEntry.reverses)
 
 
 class LoyaltyEvent(BaseModel):
-    id = column(key(), fact=True)
+    id = column(text_key(), fact=True)
     customer = column(refers_to(Customer, "customer_id"), fact=True)
     kind = column(TextField(constraints=[one_of("kind", POINTS_KINDS)]), fact=True)
     points = column(IntegerField(), fact=True)
@@ -278,7 +278,7 @@ index(IdempotencyKey, "idempotency_created", IdempotencyKey.created_at)
 class ChangeLog(BaseModel):
     """Every synced write, in the same transaction as the write (node/changes.py)."""
 
-    id = key()
+    id = text_key()
     origin = TextField()
     origin_seq = IntegerField()
     hlc = TextField()
@@ -316,7 +316,7 @@ class SyncReport(BaseModel):
 class ImportMark(BaseModel):
     """One row per imported CSV row, so re-running an import imports nothing twice."""
 
-    fingerprint = TextField(primary_key=True, null=True)
+    fingerprint = text_key()
     customer_id = TextField()
     imported_at = TextField()
 
@@ -324,7 +324,7 @@ class ImportMark(BaseModel):
 class SaleDiscount(BaseModel):
     """Points redeemed on a sale after it was recorded: a fact of its own."""
 
-    id = column(key(), fact=True)
+    id = column(text_key(), fact=True)
     sale = column(refers_to(Sale, "sale_id"), fact=True)
     discount_amount = column(IntegerField(constraints=[Check("discount_amount >= 0")]),
                              fact=True)  # fmt: skip
@@ -342,7 +342,7 @@ class Tombstone(BaseModel):
     """A customer deleted or anonymized anywhere, for good: every later or late change for
     them is checked against it (no personal data ever comes back)."""
 
-    customer_id = TextField(primary_key=True, null=True)
+    customer_id = text_key()
     kind = TextField()
     created_at = TextField(null=True)
     change_id = TextField()
@@ -353,7 +353,7 @@ class SyncPending(BaseModel):
     """Remote changes whose prerequisite (a customer, a sale, an entry, our clock reaching
     their stamp) has not arrived: applied when it does, never skipped."""
 
-    change_id = TextField(primary_key=True, null=True)
+    change_id = text_key()
     entity_id = TextField()
     waits_for = TextField()
     change = TextField()
