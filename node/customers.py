@@ -14,6 +14,7 @@ from node.clock import now_iso, uuid7
 from node.db import checkpoint, execute, fetch_all, fetch_one
 from node.errors import Conflict, NotFound
 from node.models import (
+    PROFILE_COLUMNS,
     SCRUBBED_ROW,
     Customer,
     CustomerFieldClock,
@@ -33,6 +34,8 @@ PROFILE_FIELDS: dict[str, v.Field] = {
         "minor units; null: the shop's default_credit_limit"
     ),
 }
+# The API takes the profile the models declare (and a CSV row and customer.updated carry).
+assert tuple(PROFILE_FIELDS) == PROFILE_COLUMNS, "PROFILE_FIELDS and PROFILE_COLUMNS differ"
 
 SORTS = {
     "name": "c.name COLLATE NOCASE",
