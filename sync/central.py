@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import shutil
 import sqlite3
@@ -18,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import orjson
 import peewee
 from aiohttp import web
 
@@ -94,7 +94,7 @@ async def push(request: web.Request) -> web.Response:
     except Exception as exc:  # a body marked gzip that is not, a cut-off upload
         return problem(400, f"unreadable push body: {exc}")
     try:
-        payload = json.loads(raw)
+        payload = orjson.loads(raw)
         if not isinstance(payload, dict) or set(payload) - {"origin", "changes", "acked",
                                                              "epoch"}:  # fmt: skip
             raise ProtocolError("a push is {origin, changes, acked?, epoch?}")

@@ -27,6 +27,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
+import orjson
 import peewee
 
 from node import changes, derive, hlc
@@ -70,7 +71,7 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
     if taken is not None:
         report("conflict", f"origin sequence reused by another change {taken}", change["id"])
         return "conflict"
-    body = json.loads(change["body"])
+    body = orjson.loads(change["body"])
     outcome = _hold_or_apply(change, body, my_origin)
     if outcome == "applied":
         _release(_made_by(change, body), my_origin)
@@ -161,7 +162,7 @@ def apply_isolated(change: dict[str, Any], my_origin: str, release: bool = True)
         with database.atomic():
             if release:
                 return apply_change(change, my_origin)
-            return _hold_or_apply(change, json.loads(change["body"]), my_origin)
+            return _hold_or_apply(change, orjson.loads(change["body"]), my_origin)
     except UNAPPLICABLE as exc:
         _forget_page_reads()  # what the rolled-back savepoint saw may be gone
         report("quarantined", f"{change['kind']} could not be applied: "
@@ -225,7 +226,7 @@ def _hold(change: dict[str, Any], waits_for: str) -> None:
         ahead = hlc.ahead_ms(change["hlc"]) / 1000
         report("clock_ahead", f"an edit stamped {ahead:.0f} s ahead of this node's clock "
                "waits until the clock gets there", change["id"])  # fmt: skip
-    customer_id = _customer_of(change, json.loads(change["body"])) or change["entity_id"]
+    customer_id = _customer_of(change, orjson.loads(change["body"])) or change["entity_id"]
     if customer_id and changes.tombstoned(customer_id):
         change = {**change, "body": changes.scrubbed_text(change["kind"], change["body"])}
     execute(
@@ -263,7 +264,7 @@ def _release(made: set[str], my_origin: str) -> None:
             execute("DELETE FROM sync_pending WHERE change_id = ?", (row["change_id"],))
             change = json.loads(row["change"])
             if apply_isolated(change, my_origin, release=False) == "applied":
-                todo |= _made_by(change, json.loads(change["body"]))
+                todo |= _made_by(change, orjson.loads(change["body"]))
 
 
 def retry_clock_waits(my_origin: str) -> int:

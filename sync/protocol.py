@@ -31,6 +31,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from node.models import (
     ENTRY_TYPES,
     FACT_COLUMNS,
@@ -214,11 +216,12 @@ PROFILE_KINDS = ("customer.updated", "customer.deleted", "customer.anonymized")
 KINDS = (*FACTS, *PROFILE_KINDS)
 
 
-def _check_row(table: str, row: Any, where: str) -> dict[str, Any]:
+def _check_row(table: str, row: Any, index: int) -> dict[str, Any]:
     shape = ROWS[table]
-    if not isinstance(row, dict):
-        raise ProtocolError("must be an object", where)
-    if row.keys() != shape.keys():
+    if row.__class__ is not dict or row.keys() != shape.keys():
+        where = f"body.{table}[{index}]"
+        if not isinstance(row, dict):
+            raise ProtocolError("must be an object", where)
         missing = [field for field in shape if field not in row]
         if missing:
             raise ProtocolError("is required", f"{where}.{missing[0]}")
@@ -229,7 +232,7 @@ def _check_row(table: str, row: Any, where: str) -> dict[str, Any]:
         try:
             check(row[field])
         except ValueError as exc:
-            raise ProtocolError(str(exc), f"{where}.{field}") from None
+            raise ProtocolError(str(exc), f"body.{table}[{index}].{field}") from None
     return row
 
 
@@ -242,14 +245,14 @@ def check_body(kind: str, entity_id: str, body: Any) -> dict[str, Any]:
     counts = FACTS.get(kind)
     if counts is None:
         raise ProtocolError(f"unknown kind; one of {', '.join(KINDS)}", "kind")
-    if set(body) - set(counts):
+    if not body.keys() <= counts.keys():
         raise ProtocolError(f"a {kind} carries only {', '.join(counts)}", "body")
     for table, (low, high) in counts.items():
         rows = body.get(table, [])
         if not isinstance(rows, list) or not low <= len(rows) <= high:
             raise ProtocolError(f"must be a list of {low} to {high} rows", f"body.{table}")
         for index, row in enumerate(rows):
-            _check_row(table, row, f"body.{table}[{index}]")
+            _check_row(table, row, index)
     _check_links(kind, entity_id, body)
     return body
 
@@ -281,27 +284,34 @@ def _check_profile_change(kind: str, entity_id: str, body: dict[str, Any]) -> di
 
 def _check_links(kind: str, entity_id: str, body: dict[str, Any]) -> None:
     """Rows of one change belong together: one customer, the change's own sale or entry."""
-    rows = [row for table in FACTS[kind] for row in body.get(table, [])]
-    main = next(iter(FACTS[kind]))
+    main = _MAIN[kind]
     if kind != "loyalty.redeemed" and body[main][0]["id"] != entity_id:
         raise ProtocolError("must be the change's entity_id", f"body.{main}[0].id")
-    customers = {row["customer_id"] for row in rows if "customer_id" in row}
-    if kind == "loyalty.redeemed":
-        customers.add(entity_id)
-    if len(customers) > 1:
-        raise ProtocolError("every row of one change is for one customer", "body")
-    sales = {row["sale_id"] for row in rows if row.get("sale_id")}
-    if kind == "sale.recorded" and sales - {entity_id}:
-        raise ProtocolError("points events of a sale name that sale", "body.loyalty_event")
-    if len(sales) > 1:
-        raise ProtocolError("every row of one change is about one sale", "body")
-    for row in body.get("ledger_entry", []):
+    customer = entity_id if kind == "loyalty.redeemed" else None
+    sale = None
+    for table in FACTS[kind]:
+        for row in body.get(table, ()):
+            row_customer, row_sale = row.get("customer_id"), row.get("sale_id")
+            if row_customer is not None:
+                customer = customer or row_customer
+                if row_customer != customer:
+                    raise ProtocolError("every row of one change is for one customer", "body")
+            if row_sale:
+                if kind == "sale.recorded" and row_sale != entity_id:
+                    raise ProtocolError("points events of a sale name that sale",
+                                        "body.loyalty_event")  # fmt: skip
+                sale = sale or row_sale
+                if row_sale != sale:
+                    raise ProtocolError("every row of one change is about one sale", "body")
+    for row in body.get("ledger_entry", ()):
         if (row["reverses_id"] is not None) != (kind == "ledger.reversal"):
             raise ProtocolError("only a ledger.reversal reverses an entry",
                                 "body.ledger_entry[0].reverses_id")  # fmt: skip
 
 
+_MAIN = {kind: next(iter(tables)) for kind, tables in FACTS.items()}  # what the entity id names
 _CHANGE_FIELD_SET = set(CHANGE_FIELDS)
+_PULLED_FIELD_SET = {*CHANGE_FIELDS, "cursor"}
 _CHANGE_CHECKS: dict[str, Check] = {
     "id": uuid_text, "origin": uuid_text, "origin_seq": integer(1), "hlc": hlc_stamp,
     "kind": one_of(*KINDS), "entity_id": uuid_text, "body": text(2, MAX_BODY_BYTES),
@@ -311,7 +321,8 @@ _CHANGE_CHECKS: dict[str, Check] = {
 
 def check_change(change: Any) -> dict[str, Any]:
     """A change with exactly the expected fields, types and fact shape, or ProtocolError."""
-    if not isinstance(change, dict) or set(change) - {"cursor"} != _CHANGE_FIELD_SET:
+    if not isinstance(change, dict) or (change.keys() != _CHANGE_FIELD_SET
+                                        and change.keys() != _PULLED_FIELD_SET):  # fmt: skip
         raise ProtocolError(f"a change needs exactly the fields {', '.join(CHANGE_FIELDS)}")
     for field, check in _CHANGE_CHECKS.items():
         try:
@@ -319,11 +330,11 @@ def check_change(change: Any) -> dict[str, Any]:
         except ValueError as exc:
             raise ProtocolError(str(exc), field) from None
     try:
-        body = json.loads(change["body"])
+        body = orjson.loads(change["body"])
     except (ValueError, RecursionError):
         raise ProtocolError("must be JSON text", "body") from None
     check_body(change["kind"], change["entity_id"], body)
-    return {field: change[field] for field in CHANGE_FIELDS}
+    return change if len(change) == len(CHANGE_FIELDS) else {f: change[f] for f in CHANGE_FIELDS}
 
 
 def gzip_json(payload: Any) -> bytes:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import aiohttp
+import orjson
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
@@ -116,7 +117,7 @@ class HttpTransport:
 
 async def _answer(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
     """Central's JSON answer, or CentralUnreachable saying why it refused."""
-    body = await response.json(content_type=None)
+    body = await response.json(content_type=None, loads=orjson.loads)
     if response.status != 200:
         error = CentralRefused if 400 <= response.status < 500 else CentralUnreachable
         raise error(f"{what} refused ({response.status}): {body.get('detail')}")
