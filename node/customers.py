@@ -92,6 +92,18 @@ def find_customer(customer_id: str) -> dict[str, Any]:
     return row
 
 
+def customer_row(
+    table: str, columns: str, row_id: str, customer_id: str, what: str
+) -> dict[str, Any]:
+    """A row of `table` that belongs to this customer, or NotFound naming `what`."""
+    row = fetch_one(
+        f"SELECT {columns} FROM {table} WHERE id = ? AND customer_id = ?", (row_id, customer_id)
+    )
+    if row is None:
+        raise NotFound(f"no {what} {row_id} for this customer")
+    return row
+
+
 def get_customer(customer_id: str, with_history: bool = True) -> dict[str, Any]:
     customer = render(find_customer(customer_id))
     if with_history:

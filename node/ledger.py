@@ -13,7 +13,7 @@ from typing import Any
 
 from node import changes
 from node.clock import now_iso, uuid7
-from node.customers import find_customer
+from node.customers import customer_row, find_customer
 from node.db import fetch_all, fetch_one
 from node.errors import Conflict, NotFound
 from node.periods import period_filter
@@ -94,13 +94,8 @@ def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
     """Undo an entry with an opposite entry pointing at it; each entry reverses once."""
     with changes.recording("ledger.reversal") as change:
         find_customer(customer_id)
-        original = fetch_one(
-            "SELECT id, type, amount, description, reference_id, reverses_id FROM ledger_entry "
-            "WHERE id = ? AND customer_id = ?",
-            (entry_id, customer_id),
-        )
-        if original is None:
-            raise NotFound(f"no ledger entry {entry_id} for this customer")
+        original = customer_row("ledger_entry", "id, type, amount, description, reference_id, "
+                                "reverses_id", entry_id, customer_id, "ledger entry")  # fmt: skip
         if original["reference_id"] and fetch_one(
             "SELECT 1 FROM sale WHERE id = ?", (original["reference_id"],)
         ):

@@ -10,9 +10,9 @@ from typing import Any
 
 from node import changes
 from node.clock import now_iso, uuid7
-from node.customers import find_customer
+from node.customers import customer_row, find_customer
 from node.db import fetch_one
-from node.errors import Conflict, NotFound, Unprocessable
+from node.errors import Conflict, Unprocessable
 from node.ledger import append_entry
 from node.money import exponent
 from node.settings import get_settings
@@ -82,13 +82,8 @@ def apply_discount_to_sale(
     The sale then earns what it would have earned had the points been redeemed at the till:
     the points earned on the discounted part are taken back (never below zero).
     """
-    sale = fetch_one(
-        "SELECT id, receipt_number, total, discount_amount, refunded_amount, payment_method, "
-        "points_earned FROM sale WHERE id = ? AND customer_id = ?",
-        (sale_id, customer_id),
-    )
-    if sale is None:
-        raise NotFound(f"no sale {sale_id} for this customer")
+    sale = customer_row("sale", "id, receipt_number, total, discount_amount, refunded_amount, "
+                        "payment_method, points_earned", sale_id, customer_id, "sale")  # fmt: skip
     payable = sale["total"] - sale["discount_amount"] - sale["refunded_amount"]
     if discount > payable:
         raise Unprocessable(
