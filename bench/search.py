@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:  # run from a clean checkout without installing th
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
-from node import customers, tokens  # noqa: E402
+from node import customers, derive, tokens  # noqa: E402
 from node import validation as v  # noqa: E402
 from node.api.app import create_app  # noqa: E402
 from node.clock import iso, uuid7  # noqa: E402
@@ -157,7 +157,7 @@ def customer_rows(n: int, rng: random.Random) -> list[tuple]:
         spent = sum(rng.randint(200, 8000) for _ in range(min(orders, 50)))
         created = iso(datetime.fromtimestamp(stamp, UTC))
         rows.append((
-            uuid7(), name, email, phone, customers._phone_digits(phone), address,
+            uuid7(), name, email, phone, derive.phone_digits(phone), address,
             "prefers delivery" if rng.random() < 0.02 else None, json.dumps(tags),
             spent // 100, spent, orders,
             -rng.randint(0, 50_000) if "khata" in tags else 0,
