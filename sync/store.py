@@ -161,8 +161,11 @@ class CentralStore:
             yield
 
     def _has_table(self, name: str) -> bool:
-        if self.postgres:  # as the search_path finds it (peewee's table_exists reads public)
-            return self.db.execute_sql("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()[0]
+        if self.postgres:  # where CREATE TABLE puts it (peewee's table_exists reads public)
+            return self.db.execute_sql(
+                "SELECT EXISTS (SELECT 1 FROM information_schema.tables "
+                "WHERE table_schema = current_schema() AND table_name = %s)", (name,)
+            ).fetchone()[0]
         return self.db.table_exists(name)
 
     def _version(self) -> int:

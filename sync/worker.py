@@ -370,10 +370,16 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
     def fetch(cursor: int, cursor_id: str, epoch: str) -> asyncio.Future[dict[str, Any]]:
         return asyncio.ensure_future(transport.pull(cursor, PULL_PAGE, origin, cursor_id, epoch))
 
-    next_page = fetch(cursor, cursor_id, epoch)
+    next_page, prefetched = fetch(cursor, cursor_id, epoch), False
     try:
         while True:
-            page = await next_page
+            try:
+                page = await next_page
+            except TimeoutError:
+                if not prefetched:
+                    raise
+                # Its clock ran while apply_page held the event loop: ask again, now.
+                page = await transport.pull(cursor, PULL_PAGE, origin, cursor_id, epoch)
             if state is not None:
                 state.central_high = page["high"]
             if page.get("reset"):
@@ -381,13 +387,13 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
                 result.notes.append("central was restored from a backup: "
                                     "re-reading from the start")  # fmt: skip
                 cursor, cursor_id, epoch = 0, "", page.get("epoch") or ""
-                next_page = fetch(cursor, cursor_id, epoch)
+                next_page, prefetched = fetch(cursor, cursor_id, epoch), False
                 continue
             epoch = page.get("epoch") or ""
             if page["more"]:
                 # Central prepares the next page while this one is applied: the request goes
                 # out before apply_page holds the event loop (bench/sync.py catch-up).
-                next_page = fetch(page["next"], page["next_id"], epoch)
+                next_page, prefetched = fetch(page["next"], page["next_id"], epoch), True
                 await asyncio.sleep(0)
             applied, conflicts = apply_page(page["changes"], page["next"], page["next_id"],
                                             origin, epoch)  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -149,3 +150,34 @@ def test_central_records_its_schema_version_and_refuses_a_newer_one(central_data
         assert reopened.execute_sql("SELECT id FROM store").fetchall() == [(store,)]
     finally:
         reopened.close()
+
+
+def test_a_central_on_its_own_postgresql_schema_never_uses_another_ones_tables(postgres_url):
+    """search_path = its own (empty) schema, then one that already holds a central: the new
+    central creates its tables in its own schema (found by review: it used the other's)."""
+    import psycopg2
+
+    from tests.sync.conftest import PG_DSN
+
+    other = CentralStore(postgres_url)  # a central in the fixture's schema
+    other.add_store("someone else's")
+    other.close()
+    own = "t_own_" + uuid.uuid4().hex[:8]
+    theirs = postgres_url.rsplit("%3D", 1)[1]
+    conn = psycopg2.connect(PG_DSN)
+    conn.autocommit = True
+    conn.cursor().execute(f"CREATE SCHEMA {own}")
+    try:
+        url = postgres_url.rsplit("%3D", 1)[0] + f"%3D{own},{theirs}"
+        central = CentralStore(url)
+        try:
+            assert central.status()["stores"] == 0
+        finally:
+            central.close()
+        cursor = conn.cursor()
+        cursor.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                       (own,))  # fmt: skip
+        assert {"change", "store", "meta"} <= {name for (name,) in cursor.fetchall()}
+    finally:
+        conn.cursor().execute(f"DROP SCHEMA {own} CASCADE")
+        conn.close()
