@@ -122,7 +122,8 @@ class CentralStore:
             self.db = connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 10000,
                                             "synchronous": "full", "secure_delete": 1},
                               lock_type="IMMEDIATE")  # fmt: skip
-        self._one_writer = threading.Lock()
+        # SQLite only: PostgreSQL queues waiters on the advisory lock itself.
+        self._one_writer: Any = contextlib.nullcontext() if self.postgres else threading.Lock()
         table = functools.partial(peewee.Table, _database=self.db)
         self.store = table("store", ("id", "name", "token_hash", "created_at"))
         self.origin = table("origin", ("id", "store_id", "high_seq"))
@@ -153,9 +154,9 @@ class CentralStore:
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
-        """A write transaction under the push lock. This process's threads queue on a
-        Python lock first: waiting inside SQLite's busy handler sleeps in steps of up to
-        100 ms while the lock sits free (bench/sync.py ingest, 4 pool threads)."""
+        """A write transaction under the push lock. On SQLite this process's threads queue
+        on a Python lock first: waiting inside SQLite's busy handler sleeps in steps of up
+        to 100 ms while the lock sits free (bench/sync.py ingest, 4 pool threads)."""
         with self._one_writer, self.db.atomic():
             self._lock()
             yield
