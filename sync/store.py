@@ -103,9 +103,9 @@ class Forbidden(Exception):
 
 class CentralStore:
     """All central database work; every method is synchronous and thread-safe. Queries are
-    built by peewee for the engine in use; the per-change hot paths (a push's lookup and
-    insert, a pull's page) are written out, with the engine's placeholder: building them
-    with peewee cost ~2 us a change in bench/sync.py's ingest."""
+    built by peewee for the engine in use; what every push and pull runs (under the push
+    lock, for a push) is written out with the engine's placeholder: peewee takes ~150 us
+    to build a statement, and pushes queue for the lock (bench/sync.py ingest)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -134,6 +134,9 @@ class CentralStore:
         self.tombstone = table("tombstone", ("customer_id", "change_id", "recorded_at"))
         mark = self.db.param
         self._row_marks = f"({', '.join(mark for _ in INSERTED)})"
+        self._claim = ("SELECT m.value, o.store_id, o.high_seq FROM meta m "
+                       f"LEFT JOIN origin o ON o.id = {mark} WHERE m.key = 'epoch'")  # fmt: skip
+        self._set_high = f"UPDATE origin SET high_seq = {mark} WHERE id = {mark}"
         self._page = (
             f"SELECT gseq, {', '.join(CHANGE_FIELDS)} FROM change WHERE gseq > {mark} "
             f"AND gseq <= {mark} AND origin <> {mark} ORDER BY gseq LIMIT {mark}"
@@ -277,8 +280,7 @@ class CentralStore:
         conflicts: list[str] = []
         reused: list[str] = []
         with self._writing():
-            high = self._claim_origin(store_id, origin)
-            current = self.epoch
+            high, current = self._claim_origin(store_id, origin)
             if epoch == current and acked is not None and acked > high:
                 current = self._noticed_restore(f"origin {origin} was acknowledged up to "
                                                 f"{acked} but central holds {high}")  # fmt: skip
@@ -307,7 +309,7 @@ class CentralStore:
                 fresh = self._scrub_if_tombstoned(fresh)
                 self._insert(fresh)
                 high += len(fresh)
-                self.origin.update(high_seq=high).where(self.origin.id == origin).execute()
+                self.db.execute_sql(self._set_high, (high, origin))
                 for change in fresh:
                     if change["kind"] in TOMBSTONE_KINDS:
                         self._tombstone(change["entity_id"], change["id"])
@@ -316,15 +318,16 @@ class CentralStore:
         answer = {"acked_seq": high, "conflicts": conflicts, "reused": reused, "epoch": current}
         return {**answer, "moved": moved} if moved else answer
 
-    def _claim_origin(self, store_id: str, origin: str) -> int:
-        table = self.origin
-        row = table.select(table.store_id, table.high_seq).where(table.id == origin).first()
-        if row is None:
-            table.insert(id=origin, store_id=store_id, high_seq=0).execute()
-            return 0
-        if row["store_id"] != store_id:
+    def _claim_origin(self, store_id: str, origin: str) -> tuple[int, str]:
+        """The origin's contiguous high (a new origin is claimed for this store) and the
+        epoch, read in one statement."""
+        epoch, owner, high = self.db.execute_sql(self._claim, (origin,)).fetchone()
+        if owner is None:
+            self.origin.insert(id=origin, store_id=store_id, high_seq=0).execute()
+            return 0, epoch
+        if owner != store_id:
             raise Forbidden(f"origin {origin} belongs to another store")
-        return row["high_seq"]
+        return high, epoch
 
     def _held_bodies(self, ids: list[str]) -> dict[str, tuple[str, bool, str, int, str]]:
         """Changes held among `ids`: body, scrubbed, origin, sequence, the origin's store."""
@@ -360,10 +363,9 @@ class CentralStore:
                    if c["kind"] in ("customer.created", "customer.updated")}  # fmt: skip
         if not profile:
             return fresh
-        stone = self.tombstone
-        stones = set(stone.select(stone.customer_id)
-                     .where(stone.customer_id.in_(sorted(profile))).tuples())  # fmt: skip
-        stones = {customer_id for (customer_id,) in stones}
+        marks = ", ".join(self.db.param for _ in profile)
+        stones = {customer_id for (customer_id,) in self.db.execute_sql(
+            f"SELECT customer_id FROM tombstone WHERE customer_id IN ({marks})", sorted(profile))}
         return [{**c, "body": scrubbed_text(c["kind"], c["body"]), "scrubbed": True}
                 if c["entity_id"] in stones and c["entity_id"] in profile
                 and c["kind"] in ("customer.created", "customer.updated") else c
