@@ -32,6 +32,7 @@ from playhouse.shortcuts import ReconnectMixin
 
 from node.changes import TOMBSTONE_KINDS, same_change, scrubbed_text
 from node.clock import now_iso, uuid7
+from node.config import ConfigError
 from node.files import private_file
 from node.migrations import SchemaTooNew, upgrade_body
 from sync.protocol import CHANGE_FIELDS
@@ -110,10 +111,12 @@ class CentralStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.postgres = url.startswith(("postgres://", "postgresql://"))
-        if not self.postgres and not url.startswith("sqlite:"):
-            raise ValueError("central.database must be a sqlite:/// or postgresql:// URL")
+        if not self.postgres and not url.startswith("sqlite:///"):
+            raise ConfigError("central.database: must be a sqlite:///PATH or "
+                              "postgresql://USER@HOST:PORT/DATABASE URL")  # fmt: skip
         if self.postgres:
             self.db: peewee.Database = ReconnectingPostgres(**parse(url))
+            self._connect_postgres()
         else:
             path = url.split("sqlite:///", 1)[1]
             if path and path != ":memory:":
@@ -149,6 +152,21 @@ class CentralStore:
 
     def close(self) -> None:
         self.db.close()
+
+    def _connect_postgres(self) -> None:
+        """A missing driver or a server that cannot be used is a configuration error of
+        one line, naming the key, not a traceback."""
+        try:
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise ConfigError("central.database: PostgreSQL needs its driver: "
+                              "pip install 'shopnode[postgres]' (in a checkout: "
+                              "pip install '.[postgres]')") from None  # fmt: skip
+        try:
+            self.db.connect()
+        except peewee.DatabaseError as exc:
+            reason = " ".join(str(exc).split()) or type(exc).__name__
+            raise ConfigError(f"central.database: cannot use PostgreSQL: {reason}") from None
 
     def _lock(self) -> None:
         """One writer at a time across central processes (SQLite: the IMMEDIATE lock)."""
