@@ -32,7 +32,7 @@ from typing import Any
 
 from node import derive, hlc
 from node.clock import now_iso, uuid7
-from node.db import database, execute, fetch_all, fetch_one, get_meta
+from node.db import database, execute, fetch_all, fetch_one, get_meta, insert_row
 from node.models import SCRUBBED
 
 TOMBSTONE_KINDS = ("customer.deleted", "customer.anonymized")
@@ -51,9 +51,7 @@ def store_fact(table: str, fact: dict[str, Any]) -> None:
         row["till_discount_amount"] = row["discount_amount"]
         row["till_points_earned"] = row["points_earned"]
         row["till_points_redeemed"] = row["points_redeemed"]
-    columns = ", ".join(row)
-    marks = ", ".join("?" for _ in row)
-    execute(f"INSERT INTO {table}({columns}) VALUES ({marks})", tuple(row.values()))
+    insert_row(table, row)
 
 
 class Change:
@@ -134,9 +132,7 @@ def _log(change: Change) -> dict[str, Any]:
 
 
 def insert_change(change: dict[str, Any]) -> None:
-    columns = ", ".join(change)
-    marks = ", ".join("?" for _ in change)
-    execute(f"INSERT INTO change_log({columns}) VALUES ({marks})", tuple(change.values()))
+    insert_row("change_log", change)
 
 
 def _latest_field_clock(body: dict[str, Any]) -> str | None:

@@ -96,5 +96,5 @@ def seconds_since(moment: str | None) -> float | None:
     time."""
     if not moment:
         return None
-    then = datetime.fromisoformat(moment.replace("Z", "+00:00"))
+    then = datetime.fromisoformat(moment)
     return round(max(0.0, (now() - then).total_seconds()), 1)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import peewee
 
@@ -88,6 +90,16 @@ def fetch_all(sql: str, params: tuple | list = ()) -> list[dict]:
     cursor = database.execute_sql(sql, params)
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def marks(values: Iterable[Any]) -> str:
+    """One `?` per value: an IN list or a VALUES row."""
+    return ", ".join("?" for _ in values)
+
+
+def insert_row(table: str, row: dict[str, Any]) -> None:
+    """INSERT one row given as {column: value}."""
+    execute(f"INSERT INTO {table}({', '.join(row)}) VALUES ({marks(row)})", tuple(row.values()))
 
 
 def fetch_one(sql: str, params: tuple | list = ()) -> dict | None:

@@ -8,7 +8,7 @@ from typing import Any
 from node import changes
 from node.clock import now, now_iso, uuid7
 from node.customers import find_customer
-from node.db import fetch_all, fetch_one
+from node.db import fetch_all, fetch_one, marks
 from node.errors import Conflict, NotFound, Unprocessable, invalid
 from node.ledger import append_entry, check_credit_limit
 from node.loyalty import add_event, check_points, points_for
@@ -54,11 +54,11 @@ def next_receipt_number() -> str:
     """REC-YYYYMMDD-NNN: the day's next number in this shop (NNN grows past 999)."""
     prefix = now().strftime("REC-%Y%m%d-")
     origins = changes.shop_origins()
-    marks = ", ".join("?" for _ in origins)
     # A range on the (origin, receipt_number) index: "REC-20250518-" <= r < "REC-20250518."
     # ('.' follows '-'); the longest, then greatest, number is the highest.
     row = fetch_one(
-        f"SELECT receipt_number FROM sale WHERE origin IN ({marks}) AND receipt_number >= ? "
+        f"SELECT receipt_number FROM sale WHERE origin IN ({marks(origins)}) "
+        "AND receipt_number >= ? "
         "AND receipt_number < ? AND substr(receipt_number, ?) GLOB '[0-9]*' "
         "AND substr(receipt_number, ?) NOT GLOB '*[^0-9]*' "
         "ORDER BY length(receipt_number) DESC, receipt_number DESC LIMIT 1",
@@ -70,9 +70,8 @@ def next_receipt_number() -> str:
 
 def receipt_taken(receipt_number: str) -> bool:
     origins = changes.shop_origins()
-    marks = ", ".join("?" for _ in origins)
     return fetch_one(
-        f"SELECT 1 FROM sale WHERE origin IN ({marks}) AND receipt_number = ?",
+        f"SELECT 1 FROM sale WHERE origin IN ({marks(origins)}) AND receipt_number = ?",
         (*origins, receipt_number),
     ) is not None
 

@@ -34,7 +34,7 @@ from node import changes, derive, hlc
 from node.changes import TOMBSTONE_KINDS
 from node.clock import now_iso
 from node.customers import scrub_customer, set_profile
-from node.db import database, execute, fetch_all, fetch_one
+from node.db import database, execute, fetch_all, fetch_one, insert_row, marks
 from node.ledger import credit_limit_for
 from node.models import SCRUBBED_ROW
 from sync.protocol import FACTS
@@ -102,14 +102,14 @@ def _read_log(page: list[dict[str, Any]]) -> LogView:
     for change in page:
         by_origin.setdefault(change["origin"], []).append(change["origin_seq"])
     for chunk in _chunks([change["id"] for change in page]):
-        for row in fetch_all(f"SELECT id, body FROM change_log WHERE id IN ({_marks(chunk)})",
+        for row in fetch_all(f"SELECT id, body FROM change_log WHERE id IN ({marks(chunk)})",
                              chunk):  # fmt: skip
             bodies[row["id"]] = row["body"]
     for origin, numbers in by_origin.items():
         for chunk in _chunks(numbers):
             for row in fetch_all(
                 "SELECT id, origin_seq FROM change_log WHERE origin = ? "
-                f"AND origin_seq IN ({_marks(chunk)})",
+                f"AND origin_seq IN ({marks(chunk)})",
                 (origin, *chunk),
             ):
                 numbered[(origin, row["origin_seq"])] = row["id"]
@@ -118,10 +118,6 @@ def _read_log(page: list[dict[str, Any]]) -> LogView:
 
 def _chunks(values: list[Any], size: int = 500) -> list[list[Any]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
-
-
-def _marks(values: list[Any]) -> str:
-    return ", ".join("?" for _ in values)
 
 
 def _log(change: dict[str, Any]) -> None:
@@ -253,9 +249,8 @@ def _release(made: set[str], my_origin: str) -> None:
         return
     todo = set(made)
     while todo:
-        marks = ", ".join("?" for _ in todo)
         waiting = fetch_all(
-            f"SELECT change_id, change FROM sync_pending WHERE waits_for IN ({marks}) "
+            f"SELECT change_id, change FROM sync_pending WHERE waits_for IN ({marks(todo)}) "
             "ORDER BY received_at, change_id",
             tuple(todo),
         )
@@ -346,8 +341,7 @@ def _ensure_customer(customer_id: str, fact_created_at: str) -> None:
     row = {"id": customer_id, **SCRUBBED_ROW,
            "created_at": (stone and stone["created_at"]) or fact_created_at,
            "updated_at": stamp, "anonymized_at": stamp}  # fmt: skip
-    execute(f"INSERT INTO customer({', '.join(row)}) VALUES ({_marks(list(row))})",
-            tuple(row.values()))  # fmt: skip
+    insert_row("customer", row)
 
 
 def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
@@ -482,7 +476,8 @@ def _keep_one_reversal(row: dict[str, Any], change: dict[str, Any]) -> bool:
     )
     if held is None:
         return True
-    if (_instant(row["created_at"]), row["id"]) < (_instant(held["created_at"]), held["id"]):
+    instant = datetime.fromisoformat  # Python 3.11 reads the Z
+    if (instant(row["created_at"]), row["id"]) < (instant(held["created_at"]), held["id"]):
         execute("DELETE FROM ledger_entry WHERE id = ?", (held["id"],))
         loser = f"the reversal made at {held['created_at']}"
         keep = True
@@ -492,10 +487,6 @@ def _keep_one_reversal(row: dict[str, Any], change: dict[str, Any]) -> bool:
     report("double_reversal", f"entry {row['reverses_id']} was reversed at two shops; "
            f"kept the earlier reversal, dropped {loser}", change["id"])  # fmt: skip
     return keep
-
-
-def _instant(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
 def _report_receipt_clash(sale: dict[str, Any], change_id: str) -> None:

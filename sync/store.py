@@ -136,7 +136,7 @@ class CentralStore:
         self.meta = table("meta", ("key", "value"))
         self.tombstone = table("tombstone", ("customer_id", "change_id", "recorded_at"))
         mark = self.db.param
-        self._row_marks = f"({', '.join(mark for _ in INSERTED)})"
+        self._row_marks = f"({self._marks(INSERTED)})"
         self._claim = ("SELECT m.value, o.store_id, o.high_seq FROM meta m "
                        f"LEFT JOIN origin o ON o.id = {mark} WHERE m.key = 'epoch'")  # fmt: skip
         self._set_high = f"UPDATE origin SET high_seq = {mark} WHERE id = {mark}"
@@ -167,6 +167,10 @@ class CentralStore:
         except peewee.DatabaseError as exc:
             reason = " ".join(str(exc).split()) or type(exc).__name__
             raise ConfigError(f"central.database: cannot use PostgreSQL: {reason}") from None
+
+    def _marks(self, values: Any) -> str:
+        """The engine's placeholder once per value."""
+        return ", ".join(self.db.param for _ in values)
 
     def _lock(self) -> None:
         """One writer at a time across central processes (SQLite: the IMMEDIATE lock)."""
@@ -351,10 +355,10 @@ class CentralStore:
         """Changes held among `ids`: body, scrubbed, origin, sequence, the origin's store."""
         if not ids:
             return {}
-        marks = ", ".join(self.db.param for _ in ids)
         rows = self.db.execute_sql(
             "SELECT c.id, c.body, c.scrubbed, c.origin, c.origin_seq, o.store_id FROM change c "
-            f"LEFT JOIN origin o ON o.id = c.origin WHERE c.id IN ({marks})", ids)  # fmt: skip
+            f"LEFT JOIN origin o ON o.id = c.origin WHERE c.id IN ({self._marks(ids)})",
+            ids)  # fmt: skip
         return {id_: (body, bool(scrubbed), held_origin, seq, store)
                 for id_, body, scrubbed, held_origin, seq, store in rows}  # fmt: skip
 
@@ -381,9 +385,9 @@ class CentralStore:
                    if c["kind"] in ("customer.created", "customer.updated")}  # fmt: skip
         if not profile:
             return fresh
-        marks = ", ".join(self.db.param for _ in profile)
         stones = {customer_id for (customer_id,) in self.db.execute_sql(
-            f"SELECT customer_id FROM tombstone WHERE customer_id IN ({marks})", sorted(profile))}
+            f"SELECT customer_id FROM tombstone WHERE customer_id IN ({self._marks(profile)})",
+            sorted(profile))}
         return [{**c, "body": scrubbed_text(c["kind"], c["body"]), "scrubbed": True}
                 if c["entity_id"] in stones and c["entity_id"] in profile
                 and c["kind"] in ("customer.created", "customer.updated") else c
