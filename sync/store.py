@@ -111,16 +111,26 @@ class CentralStore:
     def __init__(self, url: str) -> None:
         self.url = url
         self.postgres = url.startswith(("postgres://", "postgresql://"))
-        if not self.postgres and not url.startswith("sqlite:///"):
+        path = url.split("sqlite:///", 1)[1] if url.startswith("sqlite:///") else ""
+        if not self.postgres and (not path or path == ":memory:" or "?" in path):
+            # A central in memory would hand out store tokens it forgets on stop.
             raise ConfigError("central.database: must be a sqlite:///PATH or "
                               "postgresql://USER@HOST:PORT/DATABASE URL")  # fmt: skip
         if self.postgres:
-            self.db: peewee.Database = ReconnectingPostgres(**parse(url))
+            try:
+                params = parse(url)
+            except ValueError as exc:
+                raise ConfigError(f"central.database: not a PostgreSQL URL: {exc}") from None
+            if not params.get("database"):
+                raise ConfigError("central.database: the PostgreSQL URL names no database")
+            self.db: peewee.Database = ReconnectingPostgres(**params)
             self._connect_postgres()
         else:
-            path = url.split("sqlite:///", 1)[1]
-            if path and path != ":memory:":
+            try:
                 private_file(Path(path))  # 0600 in a 0700 directory: it holds customer data
+            except OSError as exc:
+                raise ConfigError(f"central.database: cannot use {path}: "
+                                  f"{exc.strerror or exc}") from None  # fmt: skip
             # The write lock up front: pushes queue for it instead of failing midway.
             self.db = connect(url, pragmas={"journal_mode": "wal", "busy_timeout": 10000,
                                             "synchronous": "full", "secure_delete": 1},
@@ -196,10 +206,17 @@ class CentralStore:
 
     def _version(self) -> int:
         if not self._has_table("change"):
+            if self._has_table("meta") or self._has_table("store"):
+                raise ConfigError("central.database: this database is not a central's "
+                                  "(a shop's database, or another program's?)")  # fmt: skip
             return 0
         if not self._has_table("meta"):
             return 1  # the first release
-        return int(self._meta("schema") or 1)
+        found = self._meta("schema") or ""
+        if not found.isdigit() or int(found) < 1:
+            raise ConfigError(f"central.database: its schema version {found!r} is not one "
+                              "shopnode writes; is it a central's database?")  # fmt: skip
+        return int(found)
 
     def _migrate(self) -> None:
         """Bring the schema up to this code's version, one version at a time."""
@@ -499,11 +516,14 @@ class CentralStore:
         return self.change.select(self.change.id).where(self.change.gseq == gseq).scalar()
 
     def status(self) -> dict[str, Any]:
+        # Changes and high in one statement: two would disagree while a push commits.
+        changes, high = self.db.execute_sql(
+            "SELECT COUNT(*), COALESCE(MAX(gseq), 0) FROM change").fetchone()  # fmt: skip
         return {
             "epoch": self.epoch,
             "tombstones": self.tombstone.select().count(),
-            "changes": self.change.select().count(),
-            "high": self._high(),
+            "changes": changes,
+            "high": high,
             "stores": self.store.select().count(),
             "quarantined": self.quarantine.select().count(),
         }
