@@ -1,4 +1,5 @@
-"""The daily digest: at `[bot] digest_time` owners get who owes most and for how long."""
+"""The daily digest: at `[bot] digest_time`, the shop's time (`[node] timezone`), owners get
+who owes most and for how long."""
 
 from __future__ import annotations
 
@@ -7,7 +8,6 @@ from datetime import datetime
 
 from telegram.error import TelegramError
 from telegram.ext import Application, ContextTypes
-from tzlocal import get_localzone
 
 from bot.client import NodeError
 from bot.context import shop
@@ -21,8 +21,9 @@ DIGEST_SHOWN = 10
 
 
 def schedule_digest(app: Application) -> None:
-    """Run the digest every day at the configured local time; nothing when it is off."""
-    digest_time = shop(app).settings.digest_time
+    """Run the digest every day at the configured shop time; nothing when it is off."""
+    settings = shop(app).settings
+    digest_time = settings.digest_time
     if not digest_time:
         return
     if app.job_queue is None:
@@ -32,7 +33,7 @@ def schedule_digest(app: Application) -> None:
     # misfire_grace_time: a digest an hour late (machine asleep) beats no digest.
     app.job_queue.run_daily(
         send_digest,
-        time=at.replace(tzinfo=get_localzone()),
+        time=at.replace(tzinfo=settings.zone),  # DST-aware: same wall time all year
         name=JOB_NAME,
         job_kwargs={"misfire_grace_time": 3600},
     )

@@ -27,7 +27,7 @@ from bot.context import NoNodeAccess, client_for, shop
 from bot.lookup import MAX_CHOICES, NO_MATCH, choices, find_customer
 from bot.roles import NO_STAFF_TOKEN, OWNER_ONLY, commands_for, may_act, owner_only, role_of
 from bot.statement import statement_csv, statement_filename
-from bot.texts import balance_text, customer_line, dues_text, ledger_text
+from bot.texts import balance_text, customer_line, dues_text, ledger_text, shop_zone
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ async def _show(client: NodeClient, message: Message, kind: str, customer: dict[
         await message.get_bot().send_document(
             message.chat_id,
             document=statement_csv(entries, Currency.of(settings)),
-            filename=statement_filename(customer),
+            filename=statement_filename(customer, shop_zone(settings)),
             caption=f"Statement of {customer['name']}: {len(entries)} entries.",
         )
         if message.from_user is not None and message.from_user.is_bot:
@@ -183,7 +183,7 @@ async def _show(client: NodeClient, message: Message, kind: str, customer: dict[
         text = balance_text(customer, entries, settings)
     else:
         entries = await client.ledger(customer["id"], limit=LEDGER_ENTRIES)
-        text = ledger_text(customer, entries, Currency.of(settings))
+        text = ledger_text(customer, entries, settings)
     await respond(message, text)
 
 

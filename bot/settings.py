@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import tzinfo
 from typing import Any
+
+import tzlocal
 
 TELEGRAM_API_URL = "https://api.telegram.org"
 
@@ -25,6 +28,7 @@ class BotSettings:
     staff: frozenset[int] = frozenset()
     api_url: str = ""  # Bot API server; empty: Telegram's public one
     digest_time: str = ""  # "HH:MM" local 24h (node.config checks it); empty: no digest
+    zone: tzinfo = field(default_factory=tzlocal.get_localzone)  # the shop's: [node] timezone
     node_staff_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
@@ -75,4 +79,5 @@ def from_config(
         staff=frozenset(bot.staff),
         api_url=bot.api_url,
         digest_time=bot.digest_time,
+        zone=cfg.zone,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from datetime import date
+from datetime import datetime, tzinfo
 from typing import Any
 
 from bot.amounts import Currency, decimal_text
@@ -42,6 +42,7 @@ def statement_csv(entries: list[dict[str, Any]], currency: Currency) -> bytes:
     return ("\ufeff" + out.getvalue()).encode("utf-8", "backslashreplace")
 
 
-def statement_filename(customer: dict[str, Any]) -> str:
+def statement_filename(customer: dict[str, Any], zone: tzinfo | None) -> str:
+    """'statement-ann-lee-2025-05-18.csv', dated the shop's day."""
     slug = re.sub(r"[^a-z0-9]+", "-", str(customer.get("name") or "customer").lower()).strip("-")
-    return f"statement-{slug or 'customer'}-{date.today().isoformat()}.csv"
+    return f"statement-{slug or 'customer'}-{datetime.now(zone).date().isoformat()}.csv"

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from bot.amounts import Currency, format_amount
 
@@ -40,24 +41,33 @@ def customer_line(customer: dict[str, Any], currency: Currency) -> str:
     return " · ".join([customer_label(customer, width=200), balance, points])
 
 
-def when(timestamp: str | None) -> str:
+def shop_zone(settings: dict[str, Any]) -> tzinfo | None:
+    """The shop's time zone as the node's settings name it; None (this machine's) from a
+    node too old to say."""
+    try:
+        return ZoneInfo(str(settings["timezone"]))
+    except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
+        return None
+
+
+def when(timestamp: str | None, zone: tzinfo | None) -> str:
     """An RFC 3339 UTC time in the shop's local time: '18 May 14:30'."""
     try:
-        moment = datetime.fromisoformat(str(timestamp)).astimezone()
+        moment = datetime.fromisoformat(str(timestamp)).astimezone(zone)
     except ValueError:
         return str(timestamp or "")
-    if moment.year != datetime.now().year:
+    if moment.year != datetime.now(zone).year:
         return moment.strftime("%d %b %Y")
     return moment.strftime("%d %b %H:%M")
 
 
-def entry_line(entry: dict[str, Any], currency: Currency) -> str:
+def entry_line(entry: dict[str, Any], currency: Currency, zone: tzinfo | None) -> str:
     """'18 May 14:30 · Payment received · paid $10.00 → owes $50.00'."""
     amount = format_amount(int(entry.get("amount") or 0), currency)
     movement = f"paid {amount}" if entry.get("type") == "credit" else f"charged {amount}"
     after = balance_phrase(int(entry.get("balance_after") or 0), currency)
     description = str(entry.get("description") or "")
-    parts = [when(entry.get("created_at")), description, f"{movement} → {after}"]
+    parts = [when(entry.get("created_at"), zone), description, f"{movement} → {after}"]
     return " · ".join(p for p in parts if p)
 
 
@@ -72,18 +82,20 @@ def balance_text(customer: dict[str, Any], entries: list[dict], settings: dict[s
         f"Points: {points_phrase(points, int(settings.get('point_value') or 0), currency)}",
     ]
     if entries:
-        lines += ["", "Last entries:"] + [entry_line(e, currency) for e in entries]
+        zone = shop_zone(settings)
+        lines += ["", "Last entries:"] + [entry_line(e, currency, zone) for e in entries]
     return "\n".join(lines)
 
 
-def ledger_text(customer: dict[str, Any], entries: list[dict], currency: Currency) -> str:
+def ledger_text(customer: dict[str, Any], entries: list[dict], settings: dict[str, Any]) -> str:
     """The /ledger answer: recent entries, newest first, each with the balance after it."""
+    currency = Currency.of(settings)
     name = str(customer.get("name") or "?")
     if not entries:
         return f"{name} has no ledger entries yet."
     balance = balance_phrase(int(customer.get("ledger_balance") or 0), currency)
     lines = [f"Ledger of {name} (now {balance}), newest first:"]
-    lines += [entry_line(e, currency) for e in entries]
+    lines += [entry_line(e, currency, shop_zone(settings)) for e in entries]
     return "\n".join(lines)
 
 

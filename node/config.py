@@ -11,13 +11,16 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from node.clock import machine_zone
 from node.money import CURRENCY_EXPONENTS
 
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "node": {"name": "My Shop", "data_dir": "./shopnode-data", "currency": "USD"},
+    "node": {"name": "My Shop", "data_dir": "./shopnode-data", "currency": "USD", "timezone": ""},
     "api": {"host": "127.0.0.1", "port": 8080},
     "loyalty": {"earn_rate": 1, "point_value": 10},
     "sync": {"central_url": "", "token": "", "interval_seconds": 30,
@@ -74,6 +77,22 @@ class Config:
     @property
     def database_path(self) -> Path:
         return self.data_dir / "shop.db"
+
+    @property
+    def zone(self) -> tzinfo:
+        """The shop's day: `[node] timezone`, else the machine's zone."""
+        return shop_zone(self.node.timezone) if self.node.timezone else machine_zone()
+
+
+def shop_zone(name: str) -> ZoneInfo:
+    """The IANA zone called `name`; ConfigError naming node.timezone when there is none."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ConfigError(
+            f"node.timezone: unknown time zone {name!r}; use an IANA name such as "
+            "'Asia/Karachi' or 'America/New_York', or leave it empty for this machine's zone"
+        ) from None
 
 
 def find_config_path(explicit: str | None) -> Path | None:
@@ -192,6 +211,8 @@ def _validate(values: dict[str, dict[str, Any]]) -> None:
     currency = values["node"]["currency"]
     if currency not in CURRENCY_EXPONENTS:
         raise ConfigError(f"node.currency: unknown ISO 4217 currency {currency!r}")
+    if values["node"]["timezone"]:
+        shop_zone(values["node"]["timezone"])
     if not values["node"]["data_dir"]:
         raise ConfigError("node.data_dir: must not be empty")
     if values["loyalty"]["earn_rate"] < 0:

@@ -1,11 +1,14 @@
-"""`from`/`to` query filters: dates or RFC 3339 times, both ends inclusive."""
+"""`from`/`to` query filters: dates or RFC 3339 times, both ends inclusive.
+
+A date is the shop's calendar day (`[node] timezone`), from its local midnight to the next:
+23 or 25 hours across a DST change."""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
 
-from node.clock import iso
+from node.clock import day_start, iso
 from node.errors import Invalid
 
 # A date, or an RFC 3339 time (T or t, Z or z or an offset). Nothing else that
@@ -21,8 +24,8 @@ PATTERN = f"^(?:{_DATE}(?:{_TIME}(?:{_ZONE}))?)?$"
 FORMS = "a date (2025-05-18) or an RFC 3339 time (2025-05-18T10:00:00Z)"
 
 
-def _parse(field: str, text: str) -> tuple[datetime, bool]:
-    """A moment and whether the text was a whole date."""
+def _parse(field: str, text: str) -> date | datetime:
+    """The shop's day a date names, or the UTC moment a time names."""
     form = _MOMENT.fullmatch(text)
     if form is None:
         raise Invalid([(field, f"must be {FORMS}")])
@@ -30,27 +33,34 @@ def _parse(field: str, text: str) -> tuple[datetime, bool]:
         raise Invalid([(field, "a time needs a zone, e.g. 2025-05-18T10:00:00Z")])
     try:
         if len(text) == 10:
-            day = date.fromisoformat(text)
-            return datetime(day.year, day.month, day.day, tzinfo=UTC), True
+            return date.fromisoformat(text)
         moment = datetime.fromisoformat(text.replace("z", "Z").replace("t", "T"))
-        moment.astimezone(UTC)  # out-of-range offsets at the calendar's ends fail here
+        return moment.astimezone(UTC)  # out-of-range offsets at the calendar's ends fail here
     except (ValueError, OverflowError):
         raise Invalid([(field, f"must be {FORMS}")]) from None
-    return moment.astimezone(UTC), False
+
+
+def _bound(moment: date | datetime, after: timedelta) -> str | None:
+    """A day's start (`after` days later) or a moment (`after` later) as stored text; None
+    past either end of the calendar (no bound)."""
+    try:
+        if isinstance(moment, datetime):
+            return iso(moment + after)
+        return iso(day_start(moment + after))
+    except OverflowError:
+        return None
 
 
 def period(start: str | None, end: str | None) -> tuple[str | None, str | None]:
     """Bounds as stored-timestamp text: created_at >= lower AND created_at < upper."""
     lower = upper = None
     if start:
-        lower = iso(_parse("from", start)[0])
+        lower = _bound(_parse("from", start), timedelta(0))
     if end:
-        moment, whole_day = _parse("to", end)
+        moment = _parse("to", end)
         # A date includes its whole day; a time includes its own millisecond.
-        try:
-            upper = iso(moment + (timedelta(days=1) if whole_day else timedelta(milliseconds=1)))
-        except OverflowError:
-            upper = None  # the end of the calendar: no upper bound
+        step = timedelta(milliseconds=1) if isinstance(moment, datetime) else timedelta(days=1)
+        upper = _bound(moment, step)
     if lower and upper and lower >= upper:
         raise Invalid([("from", "must not be after 'to'")])
     return lower, upper

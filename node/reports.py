@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date
 from typing import Any
 
-from node.clock import now
+from node.clock import shop_day, today
 from node.db import fetch_all, fetch_one
 from node.periods import period_filter
 from node.settings import get_settings
@@ -53,7 +53,7 @@ def unpaid_debits(entries: list[dict[str, Any]]) -> list[tuple[str, int]]:
 
 def receivables(limit: int = 100) -> dict[str, Any]:
     """Total owed, split into ageing buckets, and the customers who owe most."""
-    today = now()
+    this_day = today()
     totals = {name: 0 for name, _ in BUCKETS}
     owing = fetch_all(
         "SELECT id, name, phone, ledger_balance FROM customer WHERE ledger_balance < 0 "
@@ -72,11 +72,11 @@ def receivables(limit: int = 100) -> dict[str, Any]:
         mine = {name: 0 for name, _ in BUCKETS}
         unpaid = unpaid_debits(entries_of[customer["id"]])
         for created_at, amount in unpaid:
-            name = bucket_for(_age_days(created_at, today))
+            name = bucket_for(_age_days(created_at, this_day))
             mine[name] += amount
             totals[name] += amount
         oldest = unpaid[0][0] if unpaid else None
-        age = _age_days(oldest, today) if oldest else 0
+        age = _age_days(oldest, this_day) if oldest else 0
         customers.append({
             "id": customer["id"],
             "name": customer["name"],
@@ -96,9 +96,9 @@ def receivables(limit: int = 100) -> dict[str, Any]:
     }
 
 
-def _age_days(created_at: str, today: datetime) -> int:
-    moment = datetime.fromisoformat(created_at.replace("Z", "+00:00"))
-    return max(0, (today - moment).days)
+def _age_days(created_at: str, this_day: date) -> int:
+    """Shop days since the entry's day: last night's debit is a day old this morning."""
+    return max(0, (this_day - shop_day(created_at)).days)
 
 
 def loyalty_report(lower: str | None, upper: str | None) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from node import changes
-from node.clock import now, now_iso, uuid7
+from node.clock import now_iso, today, uuid7
 from node.customers import find_customer
 from node.db import fetch_all, fetch_one, marks
 from node.errors import Conflict, NotFound, Unprocessable, invalid
@@ -52,7 +52,7 @@ def list_sales(customer_id: str, page: int, limit: int) -> tuple[list[dict[str, 
 
 def next_receipt_number() -> str:
     """REC-YYYYMMDD-NNN: the day's next number in this shop (NNN grows past 999)."""
-    prefix = now().strftime("REC-%Y%m%d-")
+    prefix = f"REC-{today():%Y%m%d}-"  # the shop's day, not UTC's
     origins = changes.shop_origins()
     # A range on the (origin, receipt_number) index: "REC-20250518-" <= r < "REC-20250518."
     # ('.' follows '-'); the longest, then greatest, number is the highest.

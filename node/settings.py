@@ -1,4 +1,5 @@
-"""Vendor settings: earn rate, point value, default credit limit, currency.
+"""Vendor settings: earn rate, point value, default credit limit, currency (and, read-only,
+the shop's time zone from `[node] timezone`).
 
 The config file gives the initial values; once stored, the database copy rules and the API
 changes it. Changes apply from then on: a sale keeps the points it earned when it was made.
@@ -11,6 +12,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from node import validation as v
+from node.clock import current_clock
 from node.db import database, fetch_all
 from node.errors import Conflict
 from node.models import LedgerEntry, LoyaltyEvent, Sale, Setting
@@ -77,6 +79,8 @@ def get_settings() -> dict[str, Any]:
     result["earn_rate"] = int(rate) if rate == rate.to_integral_value() else float(rate)
     # Read-only: clients show amounts with it, so none needs a table of currencies.
     result["currency_decimals"] = exponent(result["currency"])
+    # Read-only, from `[node] timezone`: the day receipts, date filters and reports count in.
+    result["timezone"] = str(current_clock().zone)
     return result
 
 

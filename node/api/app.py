@@ -14,7 +14,7 @@ from node.api import access, customers, ledger, loyalty, openapi, reports, sales
 from node.api.auth import FailedAuth, auth_middleware
 from node.api.keys import AUTH_FAILURES, CONFIG, HEALTH, STARTED_AT
 from node.api.problems import problems_middleware
-from node.clock import Clock, seconds_since, use_clock
+from node.clock import Clock, current_clock, seconds_since, use_clock
 from node.config import Config
 from node.settings import seed_settings
 from sync.progress import queue_status
@@ -77,12 +77,14 @@ def create_app(
     clock: Clock | None = None,
 ) -> web.Application:
     """Build the node app; `extensions` add what runs beside the API (cli.py: the sync worker).
-    `clock` replaces the system clock for everything the node stamps (one per process).
+    `clock` replaces the system clock for everything the node stamps (one per process); its
+    zone becomes `[node] timezone`.
 
     The bot is not one of them: it needs the node's URL, known only once the node listens
     (cli.bot_in_node)."""
     if clock is not None:
         use_clock(clock)
+    current_clock().zone = config.zone  # the shop's day: receipts, date filters, ageing
     app = web.Application(
         middlewares=[problems_middleware, auth_middleware], client_max_size=MAX_BODY
     )

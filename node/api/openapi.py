@@ -122,13 +122,18 @@ SCHEMAS: dict[str, Any] = {
     "Redemption": obj({"redeemed": INT, "discount_amount": INT, "remaining_points": INT}),
     "Sale": SALE,
     "Refund": obj({**REFUND_PROPS, "sale_id": UUID, "sale": ref("Sale")}),
-    # What PATCH takes, all of it, and the currency's decimals.
+    # What PATCH takes, all of it, the currency's decimals and the shop's zone.
     "Settings": obj({
         **{name: field.schema for name, field in settings.FIELDS.items()},
         "currency_decimals": {
             "type": "integer", "minimum": 0, "maximum": max(CURRENCY_EXPONENTS.values()),
             "description": "read-only: the decimals of the currency's minor unit (USD 2, JPY "
                            "0, KWD 3), which every amount counts in"},
+        "timezone": {
+            "type": "string", "minLength": 1,
+            "description": "read-only: the shop's IANA time zone ([node] timezone, else the "
+                           "machine's); receipt numbers, date-only from/to and ageing count "
+                           "its calendar days. Stored times stay UTC"},
     }),
     "Receivables": obj({
         "currency": STR,

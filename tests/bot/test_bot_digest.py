@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from bot.digest import JOB_NAME
 from tests.bot.conftest import OWNER, STAFF, RealNode, bot_settings, running_bot
@@ -47,3 +48,15 @@ async def test_digest_with_nobody_owing(empty_node: RealNode, telegram: FakeBotA
         await job.run(runner.application)
     [sent] = telegram.calls_of("sendMessage")
     assert sent.text == "Daily digest\nNobody owes anything right now."
+
+
+async def test_digest_time_is_the_shops_not_the_machines(
+    empty_node: RealNode, telegram: FakeBotAPI
+) -> None:
+    kiritimati = ZoneInfo("Pacific/Kiritimati")  # UTC+14: 08:30 there is 18:30Z the day before
+    settings = bot_settings(empty_node, telegram, digest_time="08:30", zone=kiritimati)
+    async for runner in running_bot(settings):
+        [job] = runner.application.job_queue.get_jobs_by_name(JOB_NAME)
+        shop_time, utc_time = job.next_t.astimezone(kiritimati), job.next_t.astimezone(UTC)
+    assert (shop_time.hour, shop_time.minute) == (8, 30)
+    assert (utc_time.hour, utc_time.minute) == (18, 30)

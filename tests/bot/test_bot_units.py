@@ -29,6 +29,7 @@ from bot.actions import (
 )
 from bot.amounts import MAX_AMOUNT, Currency, decimal_text, format_amount, parse_amount
 from bot.arguments import AmountArgs, command_rest, split_amount
+from bot.texts import ledger_text
 from node.api.openapi import DOCUMENT
 from node.config import load_config
 
@@ -163,6 +164,7 @@ def test_settings_from_config_and_environment(tmp_path) -> None:
     cfg_file.write_text(
         '[bot]\ntoken = "1:abc"\nowners = [11]\nstaff = [22, 11]\ndigest_time = "07:45"\n'
         'node_url = "http://127.0.0.1:8080"\nnode_token = "sn_x"\n'
+        '[node]\ntimezone = "Asia/Jakarta"\n'
     )
     cfg = load_config(cfg_file, environ={"SHOPNODE_BOT_API_URL": "http://127.0.0.1:9/"})
 
@@ -171,6 +173,7 @@ def test_settings_from_config_and_environment(tmp_path) -> None:
     assert settings.owners == {11} and settings.staff == {22}  # an owner stays an owner
     assert settings.bot_api_base_url == "http://127.0.0.1:9/bot"
     assert settings.digest_time == "07:45"
+    assert str(settings.zone) == "Asia/Jakarta"  # the digest's 07:45 is the shop's
     assert (settings.node_url, settings.node_token) == ("http://127.0.0.1:8080", "sn_x")
     assert settings.node_staff_token == "" and settings.node_tokens() == {"owner": "sn_x"}
     in_process = from_config(cfg, node_url="http://127.0.0.1:8081", node_token="sn_own")
@@ -193,3 +196,11 @@ def test_staff_token_from_config_and_never_shown(tmp_path) -> None:
 def test_default_bot_api_is_telegrams() -> None:
     settings = BotSettings(token="1:a", node_url="http://n", node_token="t")
     assert settings.bot_api_base_url == "https://api.telegram.org/bot"
+
+
+def test_entry_times_read_in_the_shops_zone_from_the_nodes_settings() -> None:
+    settings = {"currency": "USD", "currency_decimals": 2, "timezone": "Asia/Karachi"}
+    entry = {"created_at": "2020-05-17T19:30:00.000Z", "type": "debit", "amount": 500,
+             "balance_after": -500, "description": "Sale REC-20200518-001"}  # fmt: skip
+    text = ledger_text({"name": "Ann", "ledger_balance": -500}, [entry], settings)
+    assert text.splitlines()[1].startswith("18 May 2020 · Sale REC-20200518-001")  # 00:30 PKT

@@ -40,7 +40,8 @@ async def api_on_clock(
 ) -> AsyncIterator[tuple[Api, Stepping]]:
     previous = current_clock()
     clock = Stepping(NEW_YEAR_NS)
-    client = await aiohttp_client(create_app(load_config(environ=node_env), clock=clock))
+    config = load_config(environ={**node_env, "SHOPNODE_NODE_TIMEZONE": "UTC"})
+    client = await aiohttp_client(create_app(config, clock=clock))
     try:
         yield Api(client, tokens.create_token("owner"), tokens.create_token("till", "staff")), clock
     finally:

@@ -10,6 +10,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from node.clock import machine_zone
 from tests.node.conftest import error_fields, ledger, problem, snapshot
 from tests.processes import start_node
 
@@ -382,6 +383,7 @@ async def test_settings_defaults_and_update(api):
         "default_credit_limit": None,
         "currency": "USD",
         "currency_decimals": 2,
+        "timezone": str(machine_zone()),  # no [node] timezone: the machine's
     }
     changed = await api.ok(
         "PATCH", SETTINGS, json={"earn_rate": 2.5, "point_value": 5, "default_credit_limit": 50000}
@@ -392,6 +394,7 @@ async def test_settings_defaults_and_update(api):
         "default_credit_limit": 50000,
         "currency": "USD",
         "currency_decimals": 2,
+        "timezone": str(machine_zone()),  # no [node] timezone: the machine's
     }
     assert await api.ok("GET", SETTINGS) == changed
     assert await api.ok("GET", SETTINGS, staff=True) == changed  # staff may look
