@@ -16,6 +16,7 @@ from node.errors import Conflict, NotFound
 from node.models import (
     PROFILE_COLUMNS,
     SCRUBBED_ROW,
+    TELEGRAM_MODELS,
     Customer,
     CustomerFieldClock,
     LedgerEntry,
@@ -162,7 +163,10 @@ def delete_customer(customer_id: str) -> str:
 
 
 def scrub_customer(customer_id: str) -> str:
-    """Delete the row if nothing refers to it, else blank every personal field."""
+    """Delete the row if nothing refers to it, else blank every personal field. Either way
+    its Telegram link, invites and sent-message records go."""
+    for model in TELEGRAM_MODELS:
+        model.delete().where(model.customer_id == customer_id).execute()
     if not has_history(customer_id):
         CustomerFieldClock.delete().where(CustomerFieldClock.customer_id == customer_id).execute()
         Customer.delete().where(Customer.id == customer_id).execute()

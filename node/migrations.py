@@ -289,7 +289,47 @@ V5_FACTS: list[str | Callable[[peewee.Database], None]] = [
     _v5_facts,
 ]
 
-MIGRATIONS: list[list] = [V1_FOUNDATION, V2_MONEY, V3_SYNC, V4_IMPORT, V5_FACTS]
+V6_TELEGRAM = [
+    # The `integration` role (reads the events feed): SQLite cannot change a CHECK, so the
+    # token table is rebuilt with its rows.
+    "ALTER TABLE api_token RENAME TO api_token_v5",
+    "DROP INDEX api_token_active_name",
+    """CREATE TABLE api_token (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('owner', 'staff', 'integration')),
+        token_hash TEXT NOT NULL UNIQUE,
+        created_at TEXT NOT NULL,
+        revoked_at TEXT)""",
+    "INSERT INTO api_token SELECT * FROM api_token_v5",
+    "DROP TABLE api_token_v5",
+    "CREATE UNIQUE INDEX api_token_active_name ON api_token(name) WHERE revoked_at IS NULL",
+    # Customers on Telegram: this node's own, never synced (node/telegram.py).
+    """CREATE TABLE telegram_invite (
+        code_hash TEXT PRIMARY KEY,
+        customer_id TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        used_at TEXT)""",
+    "CREATE INDEX telegram_invite_customer ON telegram_invite(customer_id)",
+    """CREATE TABLE telegram_link (
+        customer_id TEXT PRIMARY KEY,
+        telegram_user_id INTEGER NOT NULL UNIQUE,
+        receipts INTEGER NOT NULL DEFAULT 1,
+        linked_at TEXT NOT NULL,
+        linked_cursor INTEGER NOT NULL)""",
+    """CREATE TABLE telegram_message (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('receipt', 'reminder')),
+        customer_id TEXT NOT NULL,
+        change_id TEXT UNIQUE,
+        sent_at TEXT NOT NULL)""",
+    """CREATE INDEX telegram_message_customer
+        ON telegram_message(customer_id, kind, sent_at)""",
+    "CREATE INDEX telegram_message_sent ON telegram_message(sent_at)",
+]
+
+MIGRATIONS: list[list] = [V1_FOUNDATION, V2_MONEY, V3_SYNC, V4_IMPORT, V5_FACTS, V6_TELEGRAM]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

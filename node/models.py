@@ -36,7 +36,7 @@ ANONYMIZED_NAME = "Deleted customer"
 PAYMENT_METHODS = ("cash", "card", "account")
 ENTRY_TYPES = ("credit", "debit")
 POINTS_KINDS = ("earn", "redeem", "refund", "adjust")
-ROLES = ("owner", "staff")
+ROLES = ("owner", "staff", "integration")  # integration: reads the events feed only
 
 F = TypeVar("F", bound=Field)
 
@@ -371,10 +371,59 @@ index(LoyaltyEvent, "loyalty_customer_points", LoyaltyEvent.customer, LoyaltyEve
 index(Sale, "sale_customer_totals", Sale.customer, Sale.total, Sale.discount_amount,
       Sale.refunded_amount)  # fmt: skip
 
+
+
+# -- customers on Telegram (node/telegram.py): this node's own, never synced ----------------
+TELEGRAM_MESSAGE_KINDS = ("receipt", "reminder")
+
+
+class TelegramInvite(BaseModel):
+    """A one-time code that links a customer's Telegram account; only its hash is kept."""
+
+    code_hash = text_key()
+    customer_id = TextField()
+    created_at = TextField()
+    expires_at = TextField()
+    used_at = TextField(null=True)
+
+
+index(TelegramInvite, "telegram_invite_customer", TelegramInvite.customer_id)
+
+
+class TelegramLink(BaseModel):
+    """A customer's Telegram account, linked with their consent: one each way."""
+
+    customer_id = text_key()
+    telegram_user_id = IntegerField(constraints=[SQL("UNIQUE")])
+    receipts = IntegerField(constraints=[default(1)])
+    linked_at = TextField()
+    # The events feed's cursor when linked: no receipt for a fact logged before it.
+    linked_cursor = IntegerField()
+
+
+class TelegramMessage(BaseModel):
+    """A receipt or reminder the bot sends (claimed before sending): a receipt once per
+    change, a reminder once per customer per `[bot] remind_every_days`."""
+
+    id = text_key()
+    kind = TextField(constraints=[one_of("kind", TELEGRAM_MESSAGE_KINDS)])
+    customer_id = TextField()
+    change_id = TextField(null=True, constraints=[SQL("UNIQUE")])
+    sent_at = TextField()
+
+
+index(TelegramMessage, "telegram_message_customer", TelegramMessage.customer_id,
+      TelegramMessage.kind, TelegramMessage.sent_at)  # fmt: skip
+index(TelegramMessage, "telegram_message_sent", TelegramMessage.sent_at)
+
+# What ties a customer to a Telegram account: erased when the customer is deleted or
+# anonymized (node/customers.py scrub_customer).
+TELEGRAM_MODELS = (TelegramInvite, TelegramLink, TelegramMessage)
+
 MODELS: list[type[peewee.Model]] = [
     NodeMeta, ApiToken, Customer, CustomerSearch, Setting, Sale, Refund, LedgerEntry,
     LoyaltyEvent, IdempotencyKey, ChangeLog, CustomerFieldClock, SyncReport, ImportMark,
-    SaleDiscount, Tombstone, SyncPending,
+    SaleDiscount, Tombstone, SyncPending, *TELEGRAM_MODELS,
 ]  # fmt: skip
 
 

@@ -96,6 +96,19 @@ def receivables(limit: int = 100) -> dict[str, Any]:
     }
 
 
+def owing_since(customer_id: str) -> str | None:
+    """When the oldest debit the customer has not paid off was recorded; None if none."""
+    unpaid = unpaid_debits(fetch_all(
+        "SELECT id, type, amount, reference_id, reverses_id, created_at FROM ledger_entry "
+        "WHERE customer_id = ? ORDER BY created_at, id", (customer_id,)))  # fmt: skip
+    return unpaid[0][0] if unpaid else None
+
+
+def age_days(created_at: str) -> int:
+    """Shop days from `created_at` to today."""
+    return _age_days(created_at, today())
+
+
 def _age_days(created_at: str, this_day: date) -> int:
     """Shop days since the entry's day: last night's debit is a day old this morning."""
     return max(0, (this_day - shop_day(created_at)).days)

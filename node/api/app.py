@@ -11,6 +11,7 @@ from aiohttp import web
 
 from node import db
 from node.api import access, customers, ledger, loyalty, openapi, reports, sales, settings
+from node.api import telegram as telegram_routes
 from node.api.auth import FailedAuth, auth_middleware
 from node.api.keys import AUTH_FAILURES, CONFIG, HEALTH, STARTED_AT
 from node.api.problems import problems_middleware
@@ -96,6 +97,7 @@ def create_app(
     app.add_routes(routes)
     for module in (customers, ledger, loyalty, sales, settings, reports, openapi):
         app.add_routes(module.routes)
+    app.add_routes(telegram_routes.routes)
     app.cleanup_ctx.append(database_context)
     for extend in extensions:
         extend(app)

@@ -15,6 +15,8 @@ from node.api.problems import Handler, problem
 from node.errors import Forbidden
 
 PUBLIC = {"/api/v1/openapi.json", "/healthz"}
+# An integration token (a POS plug-in, a standalone bot's feed) reads the events feed only.
+INTEGRATION_PATHS = {"/api/v1/events"}
 
 # Tokens hold 256 random bits, so guessing is hopeless; the brake only keeps the noise cheap.
 MAX_FAILURES = 20
@@ -83,6 +85,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if token is None:
         failures.record(address)
         return problem(401, "this API token is not valid or has been revoked")
+    if token["role"] == "integration" and request.path not in INTEGRATION_PATHS:
+        return problem(403, "an integration token may only read /api/v1/events")
     request[TOKEN] = token
     return await handler(request)
 
@@ -90,6 +94,11 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 def require_owner(request: web.Request, action: str) -> None:
     if request[TOKEN]["role"] != "owner":
         raise Forbidden(f"only an owner token may {action}")
+
+
+def require_role(request: web.Request, roles: tuple[str, ...], action: str) -> None:
+    if request[TOKEN]["role"] not in roles:
+        raise Forbidden(f"only {' or '.join(roles)} tokens may {action}")
 
 
 def credit_limit_override(request: web.Request, fields: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from node import idempotency, settings
-from node.api import customers, ledger, loyalty, reports, sales
+from node.api import customers, ledger, loyalty, reports, sales, telegram
 from node.api import settings as settings_api
 from node.api.params import Query
 from node.models import ENTRY_TYPES, PAYMENT_METHODS
@@ -112,7 +112,19 @@ INPUTS: tuple[Body, ...] = (
     sales.SALE_INPUT,
     sales.REFUND_INPUT,
     settings_api.SETTINGS_INPUT,
+    telegram.INVITE_INPUT,
+    telegram.CODE_INPUT,
+    telegram.LINK_INPUT,
+    telegram.LINK_UPDATE,
+    telegram.CURSOR_INPUT,
+    telegram.RECEIPT_INPUT,
+    telegram.REMINDER_INPUT,
 )
+BOOL = {"type": "boolean"}
+OWING = {"customer_id": UUID, "owed": {**INT, "description": "minor units owed"},
+         "owing_since": {"type": ["string", "null"], "format": "date-time",
+                         "description": "when the oldest unpaid debit was recorded"},
+         "age_days": INT}  # fmt: skip
 
 SCHEMAS: dict[str, Any] = {
     "Customer": obj(CUSTOMER_PROPS),
@@ -181,6 +193,30 @@ SCHEMAS: dict[str, Any] = {
     "ComponentHealth": obj({"healthy": {"type": "boolean"},
                             "lag_seconds": {"type": ["number", "null"]}}),
     "Problem": PROBLEM,
+    "Event": obj({
+        "cursor": {**INT, "description": "the event's place in the feed; pass it as `after`"},
+        "id": UUID, "kind": {**STR, "description": "customer.created, sale.recorded, "
+                             "ledger.credit, ... (the change log's kinds)"},
+        "entity_id": STR, "origin": STR, "origin_seq": INT, "recorded_at": TIME,
+        "body": {"type": "object", "description": "the facts of the change; a deleted or "
+                 "anonymized customer's personal fields are blanked"},
+    }),
+    "Events": obj({"events": {"type": "array", "items": ref("Event")},
+                   "next_cursor": {**INT, "description": "pass as `after` for the next page"},
+                   "head": {**INT, "description": "the newest event's cursor"}}),
+    "TelegramInvite": obj({"code": STR, "customer_id": UUID, "expires_at": TIME}),
+    "TelegramInviteCheck": obj({"shop_name": STR, "phone_last_digits": NSTR}),
+    "TelegramLink": obj({"customer_id": UUID, "telegram_user_id": INT, "receipts": BOOL,
+                         "linked_at": TIME}),
+    "ReceiptsCursor": obj({"cursor": INT}),
+    "ReceiptClaim": obj({
+        "send": {**BOOL, "description": "false: no receipt is due, or it was claimed already"},
+        "message_id": UUID, "telegram_user_id": INT, "kind": STR, "customer_id": UUID,
+        "amount": INT, "points": INT, "receipt_number": NSTR, "created_at": TIME,
+        "ledger_balance": INT, "loyalty_points": INT,
+    }, required=["send"]),
+    "Reminder": obj({"message_id": UUID, "telegram_user_id": INT, **OWING}),
+    "Owing": obj(OWING),
     **{body.name: body.schema() for body in INPUTS},
 }  # fmt: skip
 
@@ -198,6 +234,9 @@ def query(declared: tuple[Query, ...]) -> list[dict[str, Any]]:
 ID = path_param("id", "customer id")
 ENTRY_ID = path_param("entry_id", "ledger entry id")
 SALE_ID = path_param("id", "sale id")
+MESSAGE_ID = path_param("id", "a claimed receipt's or reminder's message_id")
+TELEGRAM_USER = {"name": "telegram_user_id", "in": "path", "required": True,
+                 "schema": telegram.TELEGRAM_ID_SCHEMA, "description": "a Telegram user id"}
 IDEMPOTENCY = {
     "name": "Idempotency-Key", "in": "header", "required": False,
     "schema": {"type": "string", "maxLength": idempotency.MAX_KEY_LENGTH,
@@ -271,6 +310,9 @@ TAGS = [
     {"name": "settings", "description": "earn rate, point value, credit limit, currency"},
     {"name": "reports", "description": "receivables and loyalty points"},
     {"name": "sync", "description": "the node's sync with central"},
+    {"name": "events", "description": "the node's facts in commit order, for integrations"},
+    {"name": "telegram", "description": "customers' own Telegram links, receipts, reminders "
+                                        "(the bot's work)"},
     {"name": "health", "description": "liveness, without a token"},
     {"name": "openapi", "description": "this document, without a token"},
 ]
@@ -348,6 +390,58 @@ PATHS = {
         "get": op("getSyncStatus", "sync",
                   "Sync: last success, queue depth, oldest unsent, pull lag, conflicts",
                   ok(ref("SyncStatus"))),
+    },
+    "/api/v1/events": {
+        "get": op("listEvents", "events",
+                  "Facts after a cursor, in commit order (owner or integration token)",
+                  ok(ref("Events")), query(telegram.EVENTS_QUERY)),
+    },
+    "/api/v1/customers/{id}/telegram/invite": {
+        "post": op("createTelegramInvite", "telegram",
+                   "A one-time code linking the customer's Telegram account (7 days)",
+                   ok(ref("TelegramInvite"), 201, "Created"), [ID], telegram.INVITE_INPUT),
+    },
+    "/api/v1/telegram/invites/check": {
+        "post": op("checkTelegramInvite", "telegram",
+                   "What a customer confirms before linking (owner only)",
+                   ok(ref("TelegramInviteCheck")), request=telegram.CODE_INPUT),
+    },
+    "/api/v1/telegram/links": {
+        "post": op("linkTelegramAccount", "telegram", "Use an invite code (owner only)",
+                   ok(ref("TelegramLink"), 201, "Linked"), request=telegram.LINK_INPUT),
+    },
+    "/api/v1/telegram/links/{telegram_user_id}": {
+        "get": op("getTelegramLink", "telegram", "The customer a Telegram account is linked to",
+                  ok(ref("TelegramLink")), [TELEGRAM_USER]),
+        "patch": op("updateTelegramLink", "telegram", "Receipts on or off",
+                    ok(ref("TelegramLink")), [TELEGRAM_USER], telegram.LINK_UPDATE),
+        "delete": op("unlinkTelegramAccount", "telegram", "Erase the link",
+                     ok(ref("Message")), [TELEGRAM_USER]),
+    },
+    "/api/v1/telegram/receipts/cursor": {
+        "get": op("getReceiptsCursor", "telegram", "Where the receipts left off in the feed",
+                  ok(ref("ReceiptsCursor"))),
+        "put": op("setReceiptsCursor", "telegram", "Receipts are handled up to here",
+                  ok(ref("ReceiptsCursor")), request=telegram.CURSOR_INPUT),
+    },
+    "/api/v1/telegram/receipts": {
+        "post": op("claimReceipt", "telegram", "Claim one change's receipt, once",
+                   {**ok(ref("ReceiptClaim"), 201, "Claimed: send it"),
+                    "200": ok(ref("ReceiptClaim"))["200"]}, request=telegram.RECEIPT_INPUT),
+    },
+    "/api/v1/telegram/reminders": {
+        "post": op("claimReminder", "telegram",
+                   "Claim a reminder: once per customer per every_days (409 otherwise)",
+                   ok(ref("Reminder"), 201, "Claimed: send it"), request=telegram.REMINDER_INPUT),
+    },
+    "/api/v1/telegram/overdue": {
+        "get": op("listOverdueCustomers", "telegram", "Linked customers who owe",
+                  ok(listing("Owing")), query(telegram.OVERDUE_QUERY)),
+    },
+    "/api/v1/telegram/messages/{id}": {
+        "delete": op("releaseTelegramMessage", "telegram",
+                     "Release a claimed message that could not be delivered",
+                     ok(ref("Message")), [MESSAGE_ID]),
     },
 }  # fmt: skip
 

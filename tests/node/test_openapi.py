@@ -10,7 +10,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from node.api.openapi import DOCUMENT
-from tests.node.conftest import error_fields, problem
+from tests.node.conftest import CUSTOMERS, error_fields, problem
 from tests.node.schema_check import ecma, validator
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -148,10 +148,44 @@ async def test_real_responses_match_their_schemas(api):
     await check(await api.get("/api/v1/sync/status"), "GET", "/api/v1/sync/status")
     await check(await api.client.get("/healthz"), "GET", "/healthz")
     await check(await api.client.get("/api/v1/customers"), "GET", "/api/v1/customers")  # 401
+    await check_telegram(api, check, cid)
     await check(await api.delete(f"/api/v1/customers/{cid}"), "DELETE", c)
     await check(await api.client.get("/api/v1/openapi.json"), "GET", "/api/v1/openapi.json")
     # Every documented operation was exercised at least once.
     assert {(m, p) for m, p, _ in check.seen} == documented_operations()
+
+
+async def check_telegram(api, check: Checker, cid: str) -> None:
+    """The events feed and the bot's Telegram routes, for a customer who owes."""
+    feed, t = "/api/v1/events", "/api/v1/telegram"
+    await check(await api.get(feed, params={"after": 0, "limit": 5}), "GET", feed)
+    await check(await api.get(feed, staff=True), "GET", feed)  # 403
+    invite_path = "/api/v1/customers/{id}/telegram/invite"
+    invite = await check(await api.post(invite_path.format(id=cid)), "POST", invite_path)
+    code = {"code": invite["code"]}
+    await check(await api.post(f"{t}/invites/check", json=code), "POST", f"{t}/invites/check")
+    link = {**code, "telegram_user_id": 4242}
+    await check(await api.post(f"{t}/links", json=link), "POST", f"{t}/links")
+    await check(await api.post(f"{t}/links", json=link), "POST", f"{t}/links")  # 404: used
+    await check(await api.post(invite_path.format(id=cid)), "POST", invite_path)  # 409: linked
+    user = f"{t}/links/{{telegram_user_id}}"
+    await check(await api.get(f"{t}/links/4242"), "GET", user)
+    await api.pay(cid, 100)
+    payment = (await api.ok("GET", f"{feed}?after=0&limit=100"))["events"][-1]
+    receipt = {"change_id": payment["id"]}
+    await check(await api.post(f"{t}/receipts", json=receipt), "POST", f"{t}/receipts")  # 201
+    await check(await api.post(f"{t}/receipts", json=receipt), "POST", f"{t}/receipts")  # 200
+    await check(await api.patch(f"{t}/links/4242", json={"receipts": False}), "PATCH", user)
+    cursor = f"{t}/receipts/cursor"
+    await check(await api.get(cursor), "GET", cursor)
+    await check(await api.request("PUT", cursor, json={"cursor": 3}), "PUT", cursor)
+    remind = {"customer_id": cid, "every_days": 3}
+    sent = await check(await api.post(f"{t}/reminders", json=remind), "POST", f"{t}/reminders")
+    await check(await api.post(f"{t}/reminders", json=remind), "POST", f"{t}/reminders")  # 409
+    await check(await api.get(f"{t}/overdue"), "GET", f"{t}/overdue")
+    message = f"{t}/messages/{{id}}"
+    await check(await api.delete(message.format(id=sent["message_id"])), "DELETE", message)
+    await check(await api.delete(f"{t}/links/4242"), "DELETE", user)
 
 
 # -- inputs: every documented constraint is enforced, nothing undocumented is accepted -------
@@ -245,11 +279,22 @@ async def refused(response, name: str, where: str) -> None:
 
 
 async def contract_ids(api) -> dict[str, str]:
-    """A customer with points and a balance, a cash sale of theirs, a payment of theirs."""
+    """A customer with points and a balance, a cash sale of theirs, a payment of theirs;
+    they owe and their Telegram account is linked. Two more customers' invite codes."""
     customer = await api.customer("Contract Customer")
     sale = await api.sale(customer["id"], 10000)
     entry = await api.pay(customer["id"], 500)
-    return {"id": customer["id"], "sale": sale["id"], "entry_id": entry["id"]}
+    await api.ok("POST", f"{CUSTOMERS}/{customer['id']}/ledger", 201,
+                 json={"type": "debit", "amount": 1000})  # fmt: skip
+    codes = []
+    for name in ("Contract Customer", "Contract Friend", "Contract Neighbour"):
+        who = customer if name == "Contract Customer" else await api.customer(name)
+        invite = await api.ok("POST", f"{CUSTOMERS}/{who['id']}/telegram/invite", 201)
+        codes.append(invite["code"])
+    await api.ok("POST", "/api/v1/telegram/links", 201,
+                 json={"code": codes[0], "telegram_user_id": 4242})  # fmt: skip
+    return {"id": customer["id"], "sale": sale["id"], "entry_id": entry["id"],
+            "telegram_user_id": "4242", "check_code": codes[1], "link_code": codes[2]}
 
 
 def base_bodies(ids: dict[str, str]) -> dict[str, Any]:
@@ -264,13 +309,21 @@ def base_bodies(ids: dict[str, str]) -> dict[str, Any]:
         "recordSale": {"customer_id": ids["id"], "total": 100, "payment_method": "cash"},
         "refundSale": {"amount": 1},
         "updateSettings": {"point_value": 10},
+        "createTelegramInvite": {"relink": True},
+        "checkTelegramInvite": {"code": ids["check_code"]},
+        "linkTelegramAccount": {"code": ids["link_code"], "telegram_user_id": 4343},
+        "updateTelegramLink": {"receipts": True},
+        "setReceiptsCursor": {"cursor": 0},
+        "claimReceipt": {"change_id": ids["entry_id"]},
+        "claimReminder": {"customer_id": ids["id"], "every_days": 3},
     }
 
 
 def concrete(path: str, operation: dict, ids: dict[str, str], **swap: str) -> str:
     """The operation's path with real ids (or `swap`'s values)."""
     sale = operation["operationId"] in ("getSale", "refundSale")
-    values = {"id": ids["sale"] if sale else ids["id"], "entry_id": ids["entry_id"], **swap}
+    values = {"id": ids["sale"] if sale else ids["id"], "entry_id": ids["entry_id"],
+              "telegram_user_id": ids["telegram_user_id"], **swap}  # fmt: skip
     return re.sub(r"\{(\w+)\}", lambda m: values[m[1]], path)
 
 
