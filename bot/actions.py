@@ -10,7 +10,7 @@ strict grammar below (the only place it is defined) and anything else is refused
 the node is asked anything:
 
     ok|KIND|ID|N    Confirm: KIND one of P C D R (money), N a whole number 1..MAX_NUMBER
-    pk|KIND|ID|N    Pick a customer: KIND one of P C D R (N as above) or B L S (N is 0)
+    pk|KIND|ID|N    Pick a customer: KIND one of P C D R (N as above) or B L S I J M (N is 0)
     no              Cancel
 
 ID is a customer's UUID as 22 characters of unpadded URL-safe base64; nothing else is an
@@ -35,8 +35,11 @@ SEP = "|"
 PAY, CREDIT, DEBIT, REDEEM = "P", "C", "D", "R"
 # Views that only read, reached by picking one of several matching customers.
 BALANCE, LEDGER, STATEMENT = "B", "L", "S"
+# Customers on Telegram (bot.invites, bot.reminders): invite, invite again, remind.
+INVITE, RELINK, REMIND = "I", "J", "M"
 MONEY_KINDS = (PAY, CREDIT, DEBIT, REDEEM)
-VIEW_KINDS = (BALANCE, LEDGER, STATEMENT)
+TELEGRAM_KINDS = (INVITE, RELINK, REMIND)
+VIEW_KINDS = (BALANCE, LEDGER, STATEMENT, *TELEGRAM_KINDS)
 
 CONFIRM, CANCEL, PICK = "ok", "no", "pk"
 
@@ -52,6 +55,7 @@ _VIEW = "".join(VIEW_KINDS)
 CONFIRM_PATTERN = re.compile(rf"(ok)\|([{_MONEY}])\|({_PACKED_ID})\|({_NUMBER})")
 PICK_PATTERN = re.compile(rf"(pk)\|([{_MONEY}{_VIEW}])\|({_PACKED_ID})\|({_NUMBER})")
 CANCEL_PATTERN = re.compile(r"no")
+TELEGRAM_PICK_PATTERN = re.compile(rf"(pk)\|([{''.join(TELEGRAM_KINDS)}])\|({_PACKED_ID})\|(0)")
 
 
 @dataclass(frozen=True)

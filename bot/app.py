@@ -29,12 +29,13 @@ from telegram.ext import (
     filters,
 )
 
-from bot import confirm, handlers
-from bot.actions import CANCEL_PATTERN, CONFIRM_PATTERN, PICK_PATTERN
+from bot import confirm, customers, handlers, invites, reminders
+from bot.actions import CANCEL_PATTERN, CONFIRM_PATTERN, PICK_PATTERN, TELEGRAM_PICK_PATTERN
 from bot.arguments import text_gate
 from bot.client import NodeClient
 from bot.context import Shop, attach, shop
 from bot.digest import schedule_digest
+from bot.receipts import schedule_receipts
 from bot.roles import STAFF, commands_for, gate, role_of
 from bot.settings import BotSettings
 
@@ -68,6 +69,8 @@ def build_application(settings: BotSettings, nodes: dict[str, NodeClient]) -> Ap
     attach(app.bot_data, Shop(settings, dict(nodes)))
     # Lower groups run first (one handler per group): unlisted users and group chats stop
     # at the gate and learn nothing; then text that is not valid Unicode stops.
+    # Customers and strangers in private chats are served by bot.customers and stop there.
+    app.add_handler(TypeHandler(Update, customers.desk), group=-3)
     app.add_handler(TypeHandler(Update, gate), group=-2)
     app.add_handler(TypeHandler(Update, text_gate), group=-1)
     commands = {
@@ -82,6 +85,8 @@ def build_application(settings: BotSettings, nodes: dict[str, NodeClient]) -> Ap
         "credit": confirm.credit,
         "debit": confirm.debit,
         "redeem": confirm.redeem,
+        "invite": invites.invite,
+        "remind": reminders.remind,
     }
     for name, callback in commands.items():
         app.add_handler(CommandHandler(name, callback))
@@ -89,11 +94,16 @@ def build_application(settings: BotSettings, nodes: dict[str, NodeClient]) -> Ap
     # or from an older version, gets a short answer and no call to the node.
     app.add_handler(CallbackQueryHandler(confirm.on_confirm, pattern=_whole(CONFIRM_PATTERN)))
     app.add_handler(CallbackQueryHandler(confirm.on_cancel, pattern=_whole(CANCEL_PATTERN)))
+    app.add_handler(
+        CallbackQueryHandler(invites.on_pick, pattern=_whole(TELEGRAM_PICK_PATTERN))
+    )
     app.add_handler(CallbackQueryHandler(handlers.on_pick, pattern=_whole(PICK_PATTERN)))
     app.add_handler(CallbackQueryHandler(handlers.on_stale_button))
     app.add_handler(MessageHandler(filters.ALL, handlers.unknown))
     app.add_error_handler(handlers.on_error)
     schedule_digest(app)
+    schedule_receipts(app)
+    reminders.schedule_reminders(app)
     return app
 
 

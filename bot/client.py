@@ -112,6 +112,73 @@ class NodeClient:
         body, _ = await self._request("GET", "/reports/receivables", params={"limit": str(limit)})
         return body
 
+    async def events(self, after: int, limit: int = 100) -> dict[str, Any]:
+        """A page of the node's events feed after a cursor."""
+        params = {"after": str(after), "limit": str(limit)}
+        body, _ = await self._request("GET", "/events", params=params)
+        return body
+
+    # Customers on Telegram (node/telegram.py keeps links, codes and sent messages)
+
+    async def create_invite(self, customer_id: str, relink: bool = False) -> dict[str, Any]:
+        """A one-time code; NodeError 409 when the customer is linked and not `relink`."""
+        path = _customer_path(customer_id, "/telegram/invite")
+        body, _ = await self._request("POST", path, json={"relink": relink})
+        return body
+
+    async def check_invite(self, code: str) -> dict[str, Any]:
+        body, _ = await self._request("POST", "/telegram/invites/check", json={"code": code})
+        return body
+
+    async def link_account(self, code: str, user_id: int) -> dict[str, Any]:
+        payload = {"code": code, "telegram_user_id": user_id}
+        body, _ = await self._request("POST", "/telegram/links", json=payload)
+        return body
+
+    async def link_of(self, user_id: int) -> dict[str, Any] | None:
+        """The link of a Telegram user, or None when they have none."""
+        try:
+            body, _ = await self._request("GET", f"/telegram/links/{int(user_id)}")
+        except NodeError as err:
+            if err.status == 404:
+                return None
+            raise
+        return body
+
+    async def set_receipts(self, user_id: int, on: bool) -> dict[str, Any]:
+        path = f"/telegram/links/{int(user_id)}"
+        body, _ = await self._request("PATCH", path, json={"receipts": on})
+        return body
+
+    async def unlink(self, user_id: int) -> None:
+        await self._request("DELETE", f"/telegram/links/{int(user_id)}")
+
+    async def receipts_cursor(self) -> int:
+        body, _ = await self._request("GET", "/telegram/receipts/cursor")
+        return int(body["cursor"])
+
+    async def set_receipts_cursor(self, cursor: int) -> None:
+        await self._request("PUT", "/telegram/receipts/cursor", json={"cursor": cursor})
+
+    async def claim_receipt(self, change_id: str) -> dict[str, Any]:
+        body, _ = await self._request("POST", "/telegram/receipts", json={"change_id": change_id})
+        return body
+
+    async def claim_reminder(self, customer_id: str, every_days: int) -> dict[str, Any]:
+        """Claim a reminder; NodeError 404 (not linked) or 409 (owes nothing, reminded)."""
+        payload = {"customer_id": _checked_id(customer_id), "every_days": every_days}
+        body, _ = await self._request("POST", "/telegram/reminders", json=payload)
+        return body
+
+    async def overdue(self, min_amount: int, after_days: int) -> list[dict[str, Any]]:
+        params = {"min_amount": str(min_amount), "after_days": str(after_days)}
+        body, _ = await self._request("GET", "/telegram/overdue", params=params)
+        return body
+
+    async def release_message(self, message_id: str) -> None:
+        """Give back a claimed receipt or reminder that could not be delivered."""
+        await self._request("DELETE", f"/telegram/messages/{canonical_id(message_id)}")
+
     # Writes: each carries an Idempotency-Key so a resend records nothing twice
 
     async def record_ledger_entry(

@@ -8,6 +8,7 @@ from typing import Any
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message
 
 from bot.actions import PICK, Action
+from bot.arguments import command_rest, strip_quotes
 from bot.chat import respond
 from bot.client import NodeClient
 from bot.texts import customer_label
@@ -27,6 +28,14 @@ def is_exact(customer: dict[str, Any], query: str) -> bool:
         return True
     digits = re.sub(r"\D", "", query)
     return len(digits) >= 5 and digits == re.sub(r"\D", "", str(customer.get("phone") or ""))
+
+
+async def command_query(message: Message, usage: str) -> str:
+    """The QUERY typed after a command; '' (and `usage` told) when there is none."""
+    query = strip_quotes(command_rest(message.text or ""))
+    if not query:
+        await message.reply_text(usage)
+    return query
 
 
 async def find_customer(

@@ -11,7 +11,7 @@ from telegram import Update
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
-from bot.actions import DEBIT, STATEMENT
+from bot.actions import DEBIT, REMIND, STATEMENT
 from bot.context import shop
 from bot.settings import OWNER, STAFF, BotSettings
 
@@ -27,14 +27,16 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("credit", "QUERY AMOUNT: record a purchase on account", STAFF),
     ("redeem", "QUERY POINTS: redeem loyalty points for a discount", STAFF),
     ("ledger", "QUERY: recent ledger entries with running balance", STAFF),
+    ("invite", "QUERY: a link and QR code for the customer's own Telegram", STAFF),
     ("dues", "customers who owe most, and for how long", OWNER),
     ("statement", "QUERY: the customer's whole ledger as a CSV file", OWNER),
     ("debit", "QUERY AMOUNT [note]: post a manual debit (e.g. an opening balance)", OWNER),
+    ("remind", "QUERY or overdue: a polite reminder to linked customers who owe", OWNER),
     ("help", "what I can do for you", STAFF),
 ]
 
-# Actions behind owner-only commands: /debit and /statement.
-OWNER_KINDS = frozenset({DEBIT, STATEMENT})
+# Actions behind owner-only commands: /debit, /statement and /remind.
+OWNER_KINDS = frozenset({DEBIT, STATEMENT, REMIND})
 
 REFUSAL = (
     "Sorry, this is a private shop bot. Your Telegram user id is {user_id}; "

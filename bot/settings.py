@@ -30,6 +30,12 @@ class BotSettings:
     digest_time: str = ""  # "HH:MM" local 24h (node.config checks it); empty: no digest
     zone: tzinfo = field(default_factory=tzlocal.get_localzone)  # the shop's: [node] timezone
     node_staff_token: str = field(default="", repr=False)
+    # Reminders to linked customers (bot.reminders) and how often receipts are looked for.
+    remind_min_amount: int = 0
+    remind_after_days: int = 7
+    remind_every_days: int = 3
+    remind_schedule: str = ""  # crontab (node.config checks it); empty: no scheduled reminders
+    receipts_every_seconds: float = 20.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "owners", frozenset(self.owners))
@@ -80,4 +86,8 @@ def from_config(
         api_url=bot.api_url,
         digest_time=bot.digest_time,
         zone=cfg.zone,
+        remind_min_amount=bot.remind_min_amount,
+        remind_after_days=bot.remind_after_days,
+        remind_every_days=bot.remind_every_days,
+        remind_schedule=bot.remind_schedule,
     )

@@ -125,3 +125,45 @@ def sentence(text: str) -> str:
         return ""
     text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."
+
+
+# -- what customers read (bot.customers, bot.receipts, bot.reminders) ------------------------
+
+
+def your_balance(balance: int, currency: Currency) -> str:
+    """'you now owe $50.00', 'you have $12.00 in credit' or 'you owe nothing'."""
+    if balance < 0:
+        return f"you now owe {format_amount(-balance, currency)}"
+    if balance > 0:
+        return f"you have {format_amount(balance, currency)} in credit"
+    return "you owe nothing"
+
+
+def receipt_text(claim: dict[str, Any], currency: Currency) -> str:
+    """'Corner Store: payment received $50.00 — you now owe $120.00 · 340 points'."""
+    amount = format_amount(int(claim.get("amount") or 0), currency)
+    receipt = f" ({claim['receipt_number']})" if claim.get("receipt_number") else ""
+    points = int(claim.get("points") or 0)
+    what = {
+        "sale.recorded": f"purchase of {amount}{receipt}",
+        "sale.refunded": f"refund of {amount}{receipt}",
+        "ledger.credit": f"payment received {amount}",
+        "loyalty.redeemed": f"{-points} points redeemed",
+    }.get(str(claim.get("kind")), "your account changed")
+    if points > 0:
+        what += f", +{points} points"
+    balance = your_balance(int(claim.get("ledger_balance") or 0), currency)
+    total = int(claim.get("loyalty_points") or 0)
+    return f"{claim.get('shop_name') or 'Shop'}: {what} — {balance} · {total} points"
+
+
+def reminder_text(claim: dict[str, Any], currency: Currency) -> str:
+    """A short, polite reminder with the shop's name, the amount and for how long."""
+    owed = format_amount(int(claim.get("owed") or 0), currency)
+    days = int(claim.get("age_days") or 0)
+    since = f", outstanding for {days} day{'s' if days != 1 else ''}" if days else ""
+    return (
+        f"Hello from {claim.get('shop_name') or 'the shop'}. A friendly reminder: your "
+        f"balance is {owed}{since}. Please settle it when it suits you — thank you! "
+        "Send /balance to see your account."
+    )

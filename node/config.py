@@ -34,6 +34,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "node_token": "",
         "node_staff_token": "",
         "digest_time": "",
+        "remind_min_amount": 0,
+        "remind_after_days": 7,
+        "remind_every_days": 3,
+        "remind_schedule": "",
     },
     "central": {
         "host": "127.0.0.1",
@@ -226,7 +230,27 @@ def _validate(values: dict[str, dict[str, Any]]) -> None:
     digest = values["bot"]["digest_time"]
     if digest and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", digest):
         raise ConfigError(f"bot.digest_time: must be HH:MM (24h) or empty, got {digest!r}")
+    _validate_reminders(values["bot"])
     for section in ("sync",):
         url = values[section]["central_url"]
         if url and not re.match(r"https?://", url):
             raise ConfigError(f"sync.central_url: must start with http:// or https://, got {url!r}")
+
+
+def _validate_reminders(bot: dict[str, Any]) -> None:
+    """[bot] remind_*: amounts and days in range, and a crontab APScheduler can read."""
+    if bot["remind_min_amount"] < 0:
+        raise ConfigError("bot.remind_min_amount: must not be negative (minor units)")
+    if not 0 <= bot["remind_after_days"] <= 3650:
+        raise ConfigError("bot.remind_after_days: must be between 0 and 3650")
+    if not 1 <= bot["remind_every_days"] <= 365:
+        raise ConfigError("bot.remind_every_days: must be between 1 and 365")
+    if bot["remind_schedule"]:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(bot["remind_schedule"])
+        except ValueError as exc:
+            raise ConfigError(
+                f"bot.remind_schedule: must be a crontab like '0 10 * * mon' or empty ({exc})"
+            ) from None

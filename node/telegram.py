@@ -167,6 +167,7 @@ def claim_receipt(change_id: str) -> dict[str, Any]:
         if (link is None or not link["receipts"] or event["cursor"] <= link["linked_cursor"]
                 or fact["created_at"] < link["linked_at"]):  # fmt: skip
             return {"send": False}
+        forget_old_messages()
         message_id = uuid7()
         if not execute(
             "INSERT INTO telegram_message(id, kind, customer_id, change_id, sent_at) "
@@ -215,6 +216,11 @@ def _fact(kind: str, customer_id: str, amount: int, points: int, receipt: str | 
             "receipt_number": receipt, "created_at": created_at}  # fmt: skip
 
 
+def forget_old_messages() -> None:
+    execute("DELETE FROM telegram_message WHERE sent_at < ?",
+            (iso(now() - timedelta(days=KEEP_MESSAGES_DAYS)),))  # fmt: skip
+
+
 def release_message(message_id: str) -> None:
     """Forget a claimed message the bot could not deliver, so it is claimed again later."""
     if not execute("DELETE FROM telegram_message WHERE id = ?", (message_id,)):
@@ -241,8 +247,7 @@ def claim_reminder(customer_id: str, every_days: int) -> dict[str, Any]:
         if last and last > iso(stamp - timedelta(days=every_days)):
             raise Conflict(f"this customer was reminded less than {every_days} days ago",
                            reminded_at=last)  # fmt: skip
-        execute("DELETE FROM telegram_message WHERE sent_at < ?",
-                (iso(stamp - timedelta(days=KEEP_MESSAGES_DAYS)),))  # fmt: skip
+        forget_old_messages()
         message_id = uuid7()
         execute("INSERT INTO telegram_message(id, kind, customer_id, sent_at) "
                 "VALUES (?, 'reminder', ?, ?)", (message_id, customer_id, iso(stamp)))  # fmt: skip

@@ -207,15 +207,15 @@ SCHEMAS: dict[str, Any] = {
     "TelegramInvite": obj({"code": STR, "customer_id": UUID, "expires_at": TIME}),
     "TelegramInviteCheck": obj({"shop_name": STR, "phone_last_digits": NSTR}),
     "TelegramLink": obj({"customer_id": UUID, "telegram_user_id": INT, "receipts": BOOL,
-                         "linked_at": TIME}),
+                         "linked_at": TIME, "shop_name": STR}),
     "ReceiptsCursor": obj({"cursor": INT}),
     "ReceiptClaim": obj({
         "send": {**BOOL, "description": "false: no receipt is due, or it was claimed already"},
         "message_id": UUID, "telegram_user_id": INT, "kind": STR, "customer_id": UUID,
         "amount": INT, "points": INT, "receipt_number": NSTR, "created_at": TIME,
-        "ledger_balance": INT, "loyalty_points": INT,
+        "ledger_balance": INT, "loyalty_points": INT, "shop_name": STR,
     }, required=["send"]),
-    "Reminder": obj({"message_id": UUID, "telegram_user_id": INT, **OWING}),
+    "Reminder": obj({"message_id": UUID, "telegram_user_id": INT, "shop_name": STR, **OWING}),
     "Owing": obj(OWING),
     **{body.name: body.schema() for body in INPUTS},
 }  # fmt: skip

@@ -57,6 +57,11 @@ REMINDER_INPUT = v.Body("ReminderClaimInput", {
 }, required=("customer_id", "every_days"))  # fmt: skip
 
 
+def with_shop(request: web.Request, body: dict) -> dict:
+    """What the customer reads names the shop (`[node] name`)."""
+    return {**body, "shop_name": request.app[CONFIG].node.name}
+
+
 def path_telegram_user(request: web.Request) -> int:
     raw = request.match_info["telegram_user_id"]
     if not _TELEGRAM_ID.fullmatch(raw) or int(raw) > MAX_TELEGRAM_ID:
@@ -86,8 +91,7 @@ async def check_invite(request: web.Request) -> web.Response:
     """What the customer confirms before linking; the same 404 for every code not good now."""
     require_owner(request, "check invite codes")
     fields = CODE_INPUT.parse(await read_json(request))
-    shop = {"shop_name": request.app[CONFIG].node.name}
-    return json_response({**shop, **telegram.check_invite(fields["code"])})
+    return json_response(with_shop(request, telegram.check_invite(fields["code"])))
 
 
 @routes.post("/api/v1/telegram/links")
@@ -95,14 +99,15 @@ async def link_account(request: web.Request) -> web.Response:
     """Use an invite code: link its customer to a Telegram account."""
     require_owner(request, "link Telegram accounts")
     fields = LINK_INPUT.parse(await read_json(request))
-    return json_response(telegram.link_account(fields["code"], fields["telegram_user_id"]), 201)
+    link = telegram.link_account(fields["code"], fields["telegram_user_id"])
+    return json_response(with_shop(request, link), 201)
 
 
 @routes.get("/api/v1/telegram/links/{telegram_user_id}")
 async def get_link(request: web.Request) -> web.Response:
     """The customer a Telegram account is linked to."""
     require_owner(request, "read Telegram links")
-    return json_response(telegram.link_of(path_telegram_user(request)))
+    return json_response(with_shop(request, telegram.link_of(path_telegram_user(request))))
 
 
 @routes.patch("/api/v1/telegram/links/{telegram_user_id}")
@@ -111,7 +116,7 @@ async def update_link(request: web.Request) -> web.Response:
     require_owner(request, "change Telegram links")
     user = path_telegram_user(request)
     fields = LINK_UPDATE.parse(await read_json(request))
-    return json_response(telegram.set_receipts(user, fields["receipts"]))
+    return json_response(with_shop(request, telegram.set_receipts(user, fields["receipts"])))
 
 
 @routes.delete("/api/v1/telegram/links/{telegram_user_id}")
@@ -142,7 +147,9 @@ async def claim_receipt(request: web.Request) -> web.Response:
     require_owner(request, "send receipts")
     fields = RECEIPT_INPUT.parse(await read_json(request))
     claim = telegram.claim_receipt(fields["change_id"])
-    return json_response(claim, 201 if claim["send"] else 200)
+    if not claim["send"]:
+        return json_response(claim)
+    return json_response(with_shop(request, claim), 201)
 
 
 @routes.post("/api/v1/telegram/reminders")
@@ -150,9 +157,8 @@ async def claim_reminder(request: web.Request) -> web.Response:
     """Claim a reminder to a linked customer who owes; 409 if reminded recently."""
     require_owner(request, "send reminders")
     fields = REMINDER_INPUT.parse(await read_json(request))
-    return json_response(
-        telegram.claim_reminder(fields["customer_id"], fields["every_days"]), 201
-    )
+    claim = telegram.claim_reminder(fields["customer_id"], fields["every_days"])
+    return json_response(with_shop(request, claim), 201)
 
 
 @routes.get("/api/v1/telegram/overdue")

@@ -243,6 +243,17 @@ class FakeBotAPI:
             message["caption"] = params["caption"]
         return message
 
+    async def _api_sendphoto(self, params: dict, files: dict) -> Any:
+        message = self._new_message(params)
+        field = str(params.get("photo") or "photo").removeprefix("attach://")
+        _, content = files.get(field, ("photo", b""))
+        message["photo"] = [{"file_id": f"photo{message['message_id']}",
+                             "file_unique_id": f"p{message['message_id']}", "width": 1,
+                             "height": 1, "file_size": len(content)}]  # fmt: skip
+        if params.get("caption"):
+            message["caption"] = params["caption"]
+        return message
+
     async def _api_editmessagetext(self, params: dict, files: dict) -> Any:
         message = self.messages.get((int(params["chat_id"]), int(params["message_id"])))
         if message is None:

@@ -8,6 +8,7 @@ import socket
 import aiohttp
 import pytest
 
+from node.api.auth import MAX_FAILURES
 from node.api.keys import HEALTH
 
 SURROGATE_BODIES = [
@@ -91,11 +92,11 @@ async def test_healthz_says_only_liveness_even_when_sync_reports_debts(api) -> N
 
 async def test_failed_authentication_is_braked_per_client_address(api) -> None:
     statuses = []
-    for attempt in range(30):
+    for attempt in range(MAX_FAILURES + 10):
         headers = {"Authorization": f"Bearer sn_wrong{attempt}"}
         statuses.append((await api.client.get("/api/v1/customers", headers=headers)).status)
-    assert statuses[:20] == [401] * 20
-    assert set(statuses[20:]) == {429}
+    assert statuses[:MAX_FAILURES] == [401] * MAX_FAILURES
+    assert set(statuses[MAX_FAILURES:]) == {429}
     limited = await api.client.get("/api/v1/customers", headers=api.owner)
     assert limited.status == 429 and int(limited.headers["Retry-After"]) >= 1
     assert limited.content_type == "application/problem+json"
