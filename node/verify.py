@@ -14,7 +14,15 @@ from typing import Any
 
 from node import changes, derive
 from node.db import fetch_all
-from node.models import SCRUBBED_ROW, Customer, LedgerEntry, Sale, SyncPending, Tombstone
+from node.models import (
+    SCRUBBED_ROW,
+    TELEGRAM_MODELS,
+    Customer,
+    LedgerEntry,
+    Sale,
+    SyncPending,
+    Tombstone,
+)
 
 
 def differences() -> list[str]:
@@ -79,4 +87,10 @@ def _tombstones() -> list[str]:
         if changes.scrubbed_text(change["kind"], change["body"]) != change["body"]:
             found.append(f"pending change {row['change_id']}: holds personal data of a "
                          "deleted customer")  # fmt: skip
+    for model in TELEGRAM_MODELS:
+        table = model._meta.table_name
+        for row in fetch_all(f"SELECT DISTINCT x.customer_id FROM {table} x JOIN tombstone t "
+                             "ON t.customer_id = x.customer_id ORDER BY 1"):  # fmt: skip
+            found.append(f"customer {row['customer_id']}: deleted or anonymized, but {table} "
+                         "still ties it to a Telegram account")  # fmt: skip
     return found

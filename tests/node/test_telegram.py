@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from node import tokens
+from node import db, tokens, verify
 from node.api.app import create_app
 from node.clock import Clock, current_clock, use_clock
 from node.config import load_config
@@ -168,3 +168,9 @@ async def test_deleting_or_anonymizing_erases_link_invites_and_messages(shop, no
         for table in ("telegram_link", "telegram_invite", "telegram_message"):
             assert conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone() == (0,), table
     conn.close()
+    # `shopnode verify` would name a link left behind.
+    assert verify.differences() == []
+    db.execute("INSERT INTO telegram_link(customer_id, telegram_user_id, linked_at, "
+               "linked_cursor) VALUES (?, 901, '2026-01-01T00:00:00.000Z', 0)", (fay["id"],))
+    assert verify.differences() == [f"customer {fay['id']}: deleted or anonymized, but "
+                                    "telegram_link still ties it to a Telegram account"]
