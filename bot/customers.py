@@ -20,6 +20,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, Message, Update
 from telegram.constants import ChatType
 from telegram.ext import ApplicationHandlerStop, ContextTypes
 
+from bot.amounts import Currency
 from bot.arguments import command_rest, text_gate
 from bot.chat import edit
 from bot.client import NodeClient, NodeError
@@ -27,7 +28,7 @@ from bot.confirm import EXPIRED
 from bot.context import shop
 from bot.roles import OWNER, PRIVATE_BOT, REFUSAL
 from bot.statement import statement_csv, statement_filename
-from bot.texts import balance_text
+from bot.texts import balance_text, shop_zone
 
 log = logging.getLogger(__name__)
 
@@ -102,10 +103,11 @@ async def _on_message(message: Message, node: NodeClient, user_id: int) -> None:
     elif command == "/statement":
         customer = await node.customer(customer_id)
         entries = await node.whole_ledger(customer_id)
+        settings = await node.settings()
         await message.get_bot().send_document(
-            message.chat_id, document=statement_csv(entries, await node.currency()),
-            filename=statement_filename(customer), caption=f"Your statement: {len(entries)} "
-            "entries.")  # fmt: skip
+            message.chat_id, document=statement_csv(entries, Currency.of(settings)),
+            filename=statement_filename(customer, shop_zone(settings)),
+            caption=f"Your statement: {len(entries)} entries.")  # fmt: skip
     elif command == "/receipts" and rest.lower() in ("on", "off"):
         await node.set_receipts(user_id, rest.lower() == "on")
         await message.reply_text(f"Receipts are {rest.lower()}.")

@@ -23,7 +23,7 @@ from bot.context import client_for, shop
 from bot.lookup import command_query, find_customer
 from bot.reminders import remind_one
 from bot.roles import OWNER_ONLY, may_act
-from bot.texts import when
+from bot.texts import shop_zone, when
 
 USAGE = "Whom should I invite? Use /invite QUERY, e.g. /invite ann"
 
@@ -59,7 +59,7 @@ async def offer(client: NodeClient, message: Message, customer: dict[str, Any],
     except NodeError as err:
         if err.status != 409:
             raise
-        since = when(err.problem.get("linked_at"))
+        since = when(err.problem.get("linked_at"), shop_zone(await client.settings()))
         button = Action(RELINK, customer["id"]).data(PICK)
         await respond(
             message,
@@ -69,10 +69,11 @@ async def offer(client: NodeClient, message: Message, customer: dict[str, Any],
         )
         return
     link = invite_link(message.get_bot().username, made["code"])
+    until = when(made["expires_at"], shop_zone(await client.settings()))
     caption = (
         f"Telegram link for {customer['name']}: {link}\n"
-        f"One use, valid until {when(made['expires_at'])}. The customer opens it or scans "
-        "the code and taps Start; then they see their own balance and get receipts."
+        f"One use, valid until {until}. The customer opens it or scans the code and taps "
+        "Start; then they see their own balance and get receipts."
     )
     await message.get_bot().send_photo(message.chat_id, photo=qr_png(link), caption=caption)
     if message.from_user is not None and message.from_user.is_bot:
