@@ -215,7 +215,7 @@ def run_serve(config: Config, args: argparse.Namespace) -> int:
     first_start(config)
     from node.api.app import create_app  # the HTTP stack loads only for serve
 
-    app = create_app(config, extensions=serve_extensions(config))
+    app = create_app(config, extensions=serve_extensions(config), guard_loop_writes=True)
     on_ready = [lambda url: bot_in_node(config, url, app)] if config.bot.token else []
     asyncio.run(serve_until_signalled(app, config.api.host, config.api.port, on_ready))
     return 0

@@ -47,15 +47,28 @@ def open_database(path: Path | str, migrate_schema: bool = True) -> peewee.Sqlit
     return db
 
 
+_checkpoint_due = False
+
+
 def checkpoint() -> None:
     """After personal data was scrubbed: merge the search index (a deleted row's trigrams
     stay in old index segments until a merge; ~0.2 s on 100k customers), then copy the
     WAL into the database and truncate it (the WAL still holds the pages as they were).
-    Outside transactions only; a reader holding an old snapshot may keep some frames until
-    the next checkpoint."""
-    if not database.in_transaction():
-        database.execute_sql("INSERT INTO customer_fts(customer_fts) VALUES ('optimize')")
-        database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    Inside a transaction (a write on node.writer's thread) it is done once that commits.
+    A reader holding an old snapshot may keep some frames until the next checkpoint."""
+    global _checkpoint_due
+    if database.in_transaction():
+        _checkpoint_due = True
+        return
+    _checkpoint_due = False
+    database.execute_sql("INSERT INTO customer_fts(customer_fts) VALUES ('optimize')")
+    database.execute_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def checkpoint_if_due() -> None:
+    """The checkpoint a write asked for inside its transaction, now that it committed."""
+    if _checkpoint_due:
+        checkpoint()
 
 
 def get_meta(key: str) -> str | None:

@@ -26,6 +26,11 @@ class Conflict(DomainError):
     """The shop's state refuses it: over the credit limit, too few points, already done."""
 
 
+class NotSaved(DomainError):
+    """A write that ran but could not be committed (disk full, I/O error, the database
+    held by another program): nothing of it was recorded, so it is safe to send again."""
+
+
 class Forbidden(DomainError):
     """The caller's role may not do it."""
 

@@ -20,6 +20,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,10 +29,11 @@ import orjson
 from aiohttp import web
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from node import changes
+from node import changes, writer
 from node.api.keys import HEALTH
 from node.clock import now_iso, uuid7
 from node.db import checkpoint, database, fetch_all, fetch_one, get_meta, set_meta
+from node.writer import read, write
 from sync import merge
 from sync.progress import ACKED, CURSOR, CURSOR_ID, PULL_EPOCH, PUSH_EPOCH, queue_status
 from sync.protocol import (
@@ -47,6 +49,9 @@ from sync.protocol import (
 log = logging.getLogger("shopnode.sync")
 
 PULL_PAGE = 500
+# Inside `serve`, a page is applied this many changes at a time (~10 ms each; see
+# apply_in_slices).
+APPLY_SLICE = 100
 LOCK_WAIT = 120.0  # seconds a round waits for another round on this node to finish
 
 
@@ -219,8 +224,7 @@ async def push_all(transport: Transport, result: RoundResult) -> None:
     if answer is not None and answer.get("epoch") != epoch:
         for origin in changes.previous_origins():
             await _push_origin(transport, result, origin, None)
-        with database.atomic():
-            set_meta(PUSH_EPOCH, answer.get("epoch") or "")
+        await write(partial(set_meta, PUSH_EPOCH, answer.get("epoch") or ""))
 
 
 async def _push_origin(
@@ -234,7 +238,7 @@ async def _push_origin(
         answer = await transport.push({"origin": origin, "changes": []})
         position = answer["acked_seq"]
     while True:
-        batch = _unsent(origin, position)
+        batch = await read(partial(_unsent, origin, position))
         if answer is not None and not batch:
             return answer
         payload = {"origin": origin, "changes": batch}
@@ -247,7 +251,7 @@ async def _push_origin(
         if current and answer.get("moved"):
             # Central holds some of these under an earlier identity of ours: take its
             # numbering for them, close the gaps they leave, and send the rest again.
-            origin = _adopt_numbering(origin, answer["moved"], acked or 0)
+            origin = await write(partial(_adopt_numbering, origin, answer["moved"], acked or 0))
             position, reused = acked or 0, []
             continue
         local_high = _local_high(origin)
@@ -264,7 +268,7 @@ async def _push_origin(
             # after our last, when central holds more than we have), continue under a
             # fresh origin identity.
             first = min((c["origin_seq"] for c in batch if c["id"] in reused), default=None)
-            origin = _take_new_identity(origin, first)
+            origin = await write(partial(_take_new_identity, origin, first))
             acked = position = 0
             reused, epoch = [], None
             result.notes.append("restored from an older backup: took a new origin identity")
@@ -282,8 +286,7 @@ async def _push_origin(
         result.pushed += max(0, central - acked)
         acked = position = central
         epoch = answer.get("epoch")
-        with database.atomic():
-            set_meta(ACKED, str(acked))
+        await write(partial(set_meta, ACKED, str(acked)))
         if acked >= local_high:
             return answer
 
@@ -365,7 +368,7 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
     origin = changes.origin_id()
     cursor, cursor_id = int(get_meta(CURSOR) or 0), get_meta(CURSOR_ID) or ""
     epoch = get_meta(PULL_EPOCH) or ""
-    result.applied += _retry_clock_waits(origin)
+    result.applied += await write(partial(_retry_clock_waits, origin))
 
     def fetch(cursor: int, cursor_id: str, epoch: str) -> asyncio.Future[dict[str, Any]]:
         return asyncio.ensure_future(transport.pull(cursor, PULL_PAGE, origin, cursor_id, epoch))
@@ -395,8 +398,8 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
                 # out before apply_page holds the event loop (bench/sync.py catch-up).
                 next_page, prefetched = fetch(page["next"], page["next_id"], epoch), True
                 await asyncio.sleep(0)
-            applied, conflicts = apply_page(page["changes"], page["next"], page["next_id"],
-                                            origin, epoch)  # fmt: skip
+            applied, conflicts = await apply_in_slices(page["changes"], page["next"],
+                                                       page["next_id"], origin, epoch)
             result.pulled += len(page["changes"])
             result.applied += applied
             result.conflicts += conflicts
@@ -407,6 +410,22 @@ async def pull_all(transport: Transport, result: RoundResult, state: SyncState |
         next_page.cancel()
         if next_page.done() and not next_page.cancelled():
             next_page.exception()  # retrieved: the round already fails for its own reason
+
+
+async def apply_in_slices(
+    page: list[dict[str, Any]], next_cursor: int, next_id: str, origin: str, epoch: str
+) -> tuple[int, int]:
+    """Apply a pulled page on the writer. Inside `serve` it goes in slices, each its own
+    transaction, so the API's writes wait for one slice, not a whole page; the cursor moves
+    with the last. A crash between slices re-reads the page: applying is idempotent."""
+    size = APPLY_SLICE if writer.installed() else max(len(page), 1)
+    parts = [page[start : start + size] for start in range(0, len(page), size)] or [[]]
+    applied = conflicts = 0
+    for part in parts[:-1]:
+        counts = await write(partial(apply_changes, part, origin))
+        applied, conflicts = applied + counts[0], conflicts + counts[1]
+    counts = await write(partial(apply_page, parts[-1], next_cursor, next_id, origin, epoch))
+    return applied + counts[0], conflicts + counts[1]
 
 
 def _retry_clock_waits(origin: str) -> int:
@@ -441,13 +460,20 @@ def apply_page(
     page: list[dict[str, Any]], next_cursor: int, next_id: str, origin: str, epoch: str = ""
 ) -> tuple[int, int]:
     """Apply one pulled page and its cursor in one transaction: (applied, conflicts)."""
+    with database.atomic():
+        counts = apply_changes(page, origin)
+        set_meta(CURSOR, str(next_cursor))
+        set_meta(CURSOR_ID, next_id)
+        set_meta(PULL_EPOCH, epoch)
+    return counts
+
+
+def apply_changes(page: list[dict[str, Any]], origin: str) -> tuple[int, int]:
+    """Apply pulled changes, leaving the cursor where it is: (applied, conflicts)."""
     merge.scrubbed = False
     with database.atomic():
         checked = [change for change in map(_checked, page) if change is not None]
         outcomes = merge.apply_page(checked, origin)
-        set_meta(CURSOR, str(next_cursor))
-        set_meta(CURSOR_ID, next_id)
-        set_meta(PULL_EPOCH, epoch)
     if merge.scrubbed:
         checkpoint()
     malformed = len(page) - len(checked)

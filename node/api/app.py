@@ -13,11 +13,13 @@ from node import db
 from node.api import access, customers, ledger, loyalty, openapi, reports, sales, settings
 from node.api import telegram as telegram_routes
 from node.api.auth import FailedAuth, auth_middleware
-from node.api.keys import AUTH_FAILURES, CONFIG, HEALTH, STARTED_AT
+from node.api.keys import AUTH_FAILURES, CONFIG, GUARD_LOOP_WRITES, HEALTH, STARTED_AT, WRITER
 from node.api.problems import problems_middleware
 from node.clock import Clock, current_clock, seconds_since, use_clock
 from node.config import Config
 from node.settings import seed_settings
+from node.writer import Writer, read_only_here
+from node.writer import install as install_writer
 from sync.progress import queue_status
 
 MAX_BODY = 1024 * 1024  # 1 MiB; larger bodies get 413
@@ -76,10 +78,13 @@ def create_app(
     config: Config,
     extensions: list[Callable[[web.Application], None]] = (),
     clock: Clock | None = None,
+    guard_loop_writes: bool = False,
 ) -> web.Application:
     """Build the node app; `extensions` add what runs beside the API (cli.py: the sync worker).
     `clock` replaces the system clock for everything the node stamps (one per process); its
     zone becomes `[node] timezone`.
+    `guard_loop_writes` makes the event loop's connection read-only once the node is up
+    (`serve` does: every write goes through node.writer; in-process tests write directly).
 
     The bot is not one of them: it needs the node's URL, known only once the node listens
     (cli.bot_in_node)."""
@@ -91,6 +96,7 @@ def create_app(
     )
     app[CONFIG] = config
     app[STARTED_AT] = time.monotonic()
+    app[GUARD_LOOP_WRITES] = guard_loop_writes
     app[HEALTH] = {}
     app[AUTH_FAILURES] = FailedAuth()
     access.install(app)
@@ -105,9 +111,20 @@ def create_app(
 
 
 async def database_context(app: web.Application) -> AsyncIterator[None]:
-    """Open and upgrade the database on start-up; close it on shutdown."""
+    """Open and upgrade the database and start its writer; on shutdown, finish the writes
+    already queued and close it."""
     config = app[CONFIG]
     database = db.open_database(config.database_path)
     seed_settings(initial_settings(config))
-    yield
-    database.close()
+    writer = Writer()
+    writer.start()
+    install_writer(writer)
+    if app[GUARD_LOOP_WRITES]:
+        read_only_here()
+    app[WRITER] = writer
+    try:
+        yield
+    finally:
+        install_writer(None)
+        writer.stop()
+        database.close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from node import customers
@@ -18,6 +20,7 @@ from node.api.params import (
     read_query,
 )
 from node.validation import Body
+from node.writer import read, write
 
 routes = web.RouteTableDef()
 
@@ -67,9 +70,9 @@ async def list_customers(request: web.Request) -> web.Response:
     """Customers, searched, sorted and paged."""
     query = read_query(request, LIST_QUERY)
     page, limit = query["page"], query["limit"]
-    rows, total = customers.list_customers(
-        page, limit, query["search"], query["sort"], query["order"]
-    )
+    rows, total = await read(partial(
+        customers.list_customers, page, limit, query["search"], query["sort"], query["order"]
+    ))  # fmt: skip
     return list_response(request, rows, total, page, limit)
 
 
@@ -85,7 +88,7 @@ async def create_customer(request: web.Request) -> web.Response:
     fields = CUSTOMER_INPUT.parse(await read_json(request))
     if "credit_limit" in fields:
         require_owner(request, "set credit limits")
-    return json_response(customers.create_customer(fields), status=201)
+    return json_response(await write(lambda: customers.create_customer(fields)), status=201)
 
 
 @routes.patch("/api/v1/customers/{id}")
@@ -96,12 +99,13 @@ async def update_customer(request: web.Request) -> web.Response:
     fields = CUSTOMER_UPDATE.parse(await read_json(request))
     if "credit_limit" in fields:
         require_owner(request, "set credit limits")
-    return json_response(customers.update_customer(customer_id, fields))
+    return json_response(await write(lambda: customers.update_customer(customer_id, fields)))
 
 
 @routes.delete("/api/v1/customers/{id}")
 async def delete_customer(request: web.Request) -> web.Response:
     """Delete, or anonymize when the customer has history."""
     require_owner(request, "delete customers")
-    customers.delete_customer(path_id(request))
+    customer_id = path_id(request)
+    await write(lambda: customers.delete_customer(customer_id))
     return json_response({"message": "Customer deleted successfully"})

@@ -14,5 +14,8 @@ STARTED_AT = web.AppKey("started_at", float)
 HEALTH = web.AppKey("health", dict[str, Any])
 # Failed authentications per client address (node.api.auth.FailedAuth).
 AUTH_FAILURES = web.AppKey("auth_failures", Any)
+# The thread every write goes through (node.writer).
+WRITER = web.AppKey("writer", Any)
+GUARD_LOOP_WRITES = web.AppKey("guard_loop_writes", bool)
 # The authenticated token of a request: {"id", "name", "role"}.
 TOKEN = web.RequestKey("token", dict[str, Any])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from node.api.params import (
 )
 from node.models import ENTRY_TYPES
 from node.periods import period
+from node.writer import read
 
 routes = web.RouteTableDef()
 
@@ -45,7 +47,9 @@ async def list_ledger(request: web.Request) -> web.Response:
     query = read_query(request, LEDGER_QUERY)
     lower, upper = period(query["from"], query["to"])
     page, limit = query["page"], query["limit"]
-    rows, total = ledger.list_entries(customer_id, lower, upper, page, limit)
+    rows, total = await read(
+        partial(ledger.list_entries, customer_id, lower, upper, page, limit)
+    )
     return list_response(request, rows, total, page, limit)
 
 

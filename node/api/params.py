@@ -13,7 +13,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from node import idempotency, periods
+from node import idempotency, periods, writer
 from node.api.keys import TOKEN
 from node.api.problems import Malformed, TooSlow
 from node.errors import Invalid, invalid
@@ -192,12 +192,14 @@ async def idempotent(
     body = await read_json(request, allow_empty=allow_empty)
     key = request.headers.get("Idempotency-Key")
     if key is None:
-        status, result = write(body)
+        status, result = await writer.write(lambda: write(body))
         return json_response(result, status=status)
     key = idempotency.check_key(key)
     # Lower-cased: the ids in a path are UUIDs, which are the same in either case.
     fingerprint = idempotency.fingerprint(request.method, request.path.lower(), raw)
     scope = request[TOKEN]["name"]  # per client; a token re-issued under its name keeps its keys
-    status, result, replayed = idempotency.run_once(scope, key, fingerprint, lambda: write(body))
+    status, result, replayed = await writer.write(
+        lambda: idempotency.run_once(scope, key, fingerprint, lambda: write(body))
+    )
     headers = {"Idempotent-Replayed": "true"} if replayed else None
     return json_response(result, status=status, headers=headers)

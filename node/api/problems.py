@@ -9,7 +9,15 @@ from typing import Any
 
 from aiohttp import web
 
-from node.errors import Conflict, DomainError, Forbidden, Invalid, NotFound, Unprocessable
+from node.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    NotSaved,
+    Unprocessable,
+)
 
 log = logging.getLogger("shopnode.api")
 
@@ -28,6 +36,7 @@ TITLES = {
     422: "Validation failed",
     429: "Too many requests",
     500: "Internal server error",
+    503: "Service unavailable",
 }
 
 
@@ -50,6 +59,7 @@ STATUSES: dict[type[DomainError], tuple[int, str | None]] = {
     Conflict: (409, None),
     Invalid: (422, None),
     Unprocessable: (422, "Unprocessable request"),
+    NotSaved: (503, None),
 }
 
 
@@ -84,6 +94,8 @@ def from_domain(error: DomainError) -> web.Response:
     response = problem(status, error.detail, title, **extra)
     if status == 408:
         response.force_close()  # the rest of a slow body is not worth waiting for
+    if status == 503:
+        response.headers["Retry-After"] = "1"
     return response
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from aiohttp import web
 
 from node import reports
 from node.api.params import PERIOD, json_response, read_query, whole_number
 from node.periods import period
+from node.writer import read
 
 routes = web.RouteTableDef()
 
@@ -18,7 +21,7 @@ LOYALTY_QUERY = PERIOD
 async def receivables(request: web.Request) -> web.Response:
     """Who owes what, with ageing buckets."""
     query = read_query(request, RECEIVABLES_QUERY)
-    return json_response(reports.receivables(query["limit"]))
+    return json_response(await read(partial(reports.receivables, query["limit"])))
 
 
 @routes.get("/api/v1/reports/loyalty")
@@ -26,4 +29,4 @@ async def loyalty_report(request: web.Request) -> web.Response:
     """Points outstanding and their value; points earned and redeemed in a period."""
     query = read_query(request, LOYALTY_QUERY)
     lower, upper = period(query["from"], query["to"])
-    return json_response(reports.loyalty_report(lower, upper))
+    return json_response(await read(partial(reports.loyalty_report, lower, upper)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from node.api.params import (
     read_query,
 )
 from node.models import PAYMENT_METHODS
+from node.writer import read
 
 routes = web.RouteTableDef()
 
@@ -48,7 +50,7 @@ async def list_customer_sales(request: web.Request) -> web.Response:
     customer_id = path_id(request)
     query = read_query(request, SALES_QUERY)
     page, limit = query["page"], query["limit"]
-    rows, total = sales.list_sales(customer_id, page, limit)
+    rows, total = await read(partial(sales.list_sales, customer_id, page, limit))
     return list_response(request, rows, total, page, limit)
 
 

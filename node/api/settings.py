@@ -8,6 +8,7 @@ from node import settings
 from node import validation as v
 from node.api.auth import require_owner
 from node.api.params import json_response, read_json
+from node.writer import write
 
 routes = web.RouteTableDef()
 
@@ -26,4 +27,4 @@ async def patch_settings(request: web.Request) -> web.Response:
     """Change vendor settings (owners only); applies from now on."""
     require_owner(request, "change settings")
     fields = SETTINGS_INPUT.parse(await read_json(request))
-    return json_response(settings.update_settings(fields))
+    return json_response(await write(lambda: settings.update_settings(fields)))

@@ -427,8 +427,7 @@ def test_a_write_becomes_one_change_only_when_it_completes(chain: Chain):
     before = db.fetch_one(count)
     with pytest.raises(Conflict):  # fails after its entry was written
         with changes.recording("ledger.credit") as change:
-            entry = ledger.append_entry(change, cid, "credit", 100, "x")
-            change.entity_id = entry["id"]
+            change.entity_id = ledger.append_entry(change, cid, "credit", 100, "x")
             raise Conflict("the till changed its mind")
     with pytest.raises(RuntimeError):  # nothing recorded: never an empty change
         with changes.recording("ledger.credit", cid):
