@@ -229,11 +229,13 @@ async def bot_in_node(config: Config, node_url: str, app: web.Application) -> As
     `telegram-bot-staff`, so the node's staff rules apply to staff using the bot.
     """
     from bot import bot_running, from_config
+    from node.writer import write
 
     # Fresh tokens per run, revoked at exit (and first, if a crash left them behind).
-    revoke_bot_tokens()
+    await write(revoke_bot_tokens)
     try:
-        issued = {name: tokens.create_token(name, role) for name, role in BOT_TOKENS.items()}
+        issued = await write(lambda: {name: tokens.create_token(name, role)
+                                      for name, role in BOT_TOKENS.items()})  # fmt: skip
         settings = from_config(
             config,
             node_url=node_url,
@@ -244,7 +246,7 @@ async def bot_in_node(config: Config, node_url: str, app: web.Application) -> As
             app[HEALTH]["bot"] = bot_health(runner)
             yield
     finally:
-        revoke_bot_tokens()
+        await write(revoke_bot_tokens)
 
 
 def revoke_bot_tokens() -> None:
