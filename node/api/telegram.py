@@ -8,6 +8,7 @@ which Telegram user may see what, the node keeps links, codes and sent messages.
 from __future__ import annotations
 
 import re
+from functools import partial
 
 from aiohttp import web
 
@@ -17,6 +18,7 @@ from node.api.auth import require_owner, require_role
 from node.api.keys import CONFIG
 from node.api.params import json_response, path_id, per_page, read_json, read_query, whole_number
 from node.api.problems import Malformed
+from node.writer import read, write
 
 routes = web.RouteTableDef()
 
@@ -75,7 +77,7 @@ async def list_events(request: web.Request) -> web.Response:
     """The node's facts in commit order after a cursor (owners and integrations)."""
     require_role(request, ("owner", "integration"), "read the events feed")
     query = read_query(request, EVENTS_QUERY)
-    return json_response(events.events_after(query["after"], query["limit"]))
+    return json_response(await read(partial(events.events_after, query["after"], query["limit"])))
 
 
 @routes.post("/api/v1/customers/{id}/telegram/invite")
@@ -83,7 +85,8 @@ async def create_invite(request: web.Request) -> web.Response:
     """A one-time code to link the customer's Telegram account (owners and staff)."""
     customer_id = path_id(request)
     fields = INVITE_INPUT.parse(await read_json(request, allow_empty=True))
-    return json_response(telegram.create_invite(customer_id, fields.get("relink", False)), 201)
+    invite = await write(partial(telegram.create_invite, customer_id, fields.get("relink", False)))
+    return json_response(invite, 201)
 
 
 @routes.post("/api/v1/telegram/invites/check")
@@ -99,7 +102,7 @@ async def link_account(request: web.Request) -> web.Response:
     """Use an invite code: link its customer to a Telegram account."""
     require_owner(request, "link Telegram accounts")
     fields = LINK_INPUT.parse(await read_json(request))
-    link = telegram.link_account(fields["code"], fields["telegram_user_id"])
+    link = await write(partial(telegram.link_account, fields["code"], fields["telegram_user_id"]))
     return json_response(with_shop(request, link), 201)
 
 
@@ -116,14 +119,15 @@ async def update_link(request: web.Request) -> web.Response:
     require_owner(request, "change Telegram links")
     user = path_telegram_user(request)
     fields = LINK_UPDATE.parse(await read_json(request))
-    return json_response(with_shop(request, telegram.set_receipts(user, fields["receipts"])))
+    link = await write(partial(telegram.set_receipts, user, fields["receipts"]))
+    return json_response(with_shop(request, link))
 
 
 @routes.delete("/api/v1/telegram/links/{telegram_user_id}")
 async def unlink(request: web.Request) -> web.Response:
     """Erase the link."""
     require_owner(request, "unlink Telegram accounts")
-    telegram.unlink(path_telegram_user(request))
+    await write(partial(telegram.unlink, path_telegram_user(request)))
     return json_response({"message": "Telegram account unlinked"})
 
 
@@ -138,7 +142,8 @@ async def receipts_cursor(request: web.Request) -> web.Response:
 async def set_receipts_cursor(request: web.Request) -> web.Response:
     require_owner(request, "move the receipts cursor")
     fields = CURSOR_INPUT.parse(await read_json(request))
-    return json_response({"cursor": telegram.set_receipts_cursor(fields["cursor"])})
+    cursor = await write(partial(telegram.set_receipts_cursor, fields["cursor"]))
+    return json_response({"cursor": cursor})
 
 
 @routes.post("/api/v1/telegram/receipts")
@@ -146,7 +151,7 @@ async def claim_receipt(request: web.Request) -> web.Response:
     """Claim the receipt of one change, once; says whether to send it and what it says."""
     require_owner(request, "send receipts")
     fields = RECEIPT_INPUT.parse(await read_json(request))
-    claim = telegram.claim_receipt(fields["change_id"])
+    claim = await write(partial(telegram.claim_receipt, fields["change_id"]))
     if not claim["send"]:
         return json_response(claim)
     return json_response(with_shop(request, claim), 201)
@@ -157,7 +162,9 @@ async def claim_reminder(request: web.Request) -> web.Response:
     """Claim a reminder to a linked customer who owes; 409 if reminded recently."""
     require_owner(request, "send reminders")
     fields = REMINDER_INPUT.parse(await read_json(request))
-    claim = telegram.claim_reminder(fields["customer_id"], fields["every_days"])
+    claim = await write(
+        partial(telegram.claim_reminder, fields["customer_id"], fields["every_days"])
+    )
     return json_response(with_shop(request, claim), 201)
 
 
@@ -166,12 +173,14 @@ async def overdue(request: web.Request) -> web.Response:
     """Linked customers owing more than an amount for at least some days."""
     require_owner(request, "list overdue customers")
     query = read_query(request, OVERDUE_QUERY)
-    return json_response(telegram.overdue(query["min_amount"], query["after_days"]))
+    return json_response(
+        await read(partial(telegram.overdue, query["min_amount"], query["after_days"]))
+    )
 
 
 @routes.delete("/api/v1/telegram/messages/{id}")
 async def release_message(request: web.Request) -> web.Response:
     """Release a claimed receipt or reminder the bot could not deliver."""
     require_owner(request, "release messages")
-    telegram.release_message(path_id(request))
+    await write(partial(telegram.release_message, path_id(request)))
     return json_response({"message": "released"})
