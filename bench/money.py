@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
 import random
 import sqlite3
 import statistics
@@ -40,9 +39,9 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a clean checkout without installing the package
     sys.path.insert(0, str(REPO))
 
-import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
+from bench.common import filesystem_of, load_average, machine_line, table  # noqa: E402
 from node import customers, tokens  # noqa: E402
 from node.api.app import create_app  # noqa: E402
 from node.config import load_config  # noqa: E402
@@ -199,20 +198,6 @@ def durable_commit_ms(count: int = 200) -> float:
     return statistics.median(times)
 
 
-def filesystem_of(path: Path) -> str:
-    """The mount (and its type) holding `path`: fsync cost depends on it."""
-    best = ("?", "?")
-    try:
-        with open("/proc/mounts") as mounts:
-            for line in mounts:
-                _, point, kind, *_ = line.split()
-                if str(path).startswith(point) and len(point) >= len(best[0]):
-                    best = (point, kind)
-    except OSError:
-        pass
-    return f"{best[1]} (mounted at {best[0]})"
-
-
 def check_books(db_path: Path, payments: int, sales: int) -> list[str]:
     """Cached balances equal the sums of their events, and every 201 left exactly one row."""
     conn = sqlite3.connect(db_path)
@@ -243,18 +228,6 @@ def check_books(db_path: Path, payments: int, sales: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            str(c).ljust(w) if i < 2 else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> int:
@@ -348,13 +321,14 @@ async def run(args: argparse.Namespace, tmp: Path) -> int:
                 f"{statistics.median(ratios):.2f}", str(bad),
             ])  # fmt: skip
     print(table(
-        ["mode", "request", "req/s", "range", "p50 ms", "p99 ms", "ratio", "non-2xx"], rows
+        ["mode", "request", "req/s", "range", "p50 ms", "p99 ms", "ratio", "non-2xx"], rows,
+        left=(0, 1),
     ))  # fmt: skip
     print(
         "sale: the receipt number scans every receipt of the day, so sales slow down as the day's\n"
         "count grows (see the per-run lines above: 'N sales today before it')."
     )
-    print(f"load average at the end: {os.getloadavg()[0]:.2f}")
+    print(f"load average at the end: {load_average()}")
     for line in errors[:6]:
         print("  failure:", line)
     problems = check_books(config.database_path, created[PAYMENT], created[SALE])
@@ -377,11 +351,7 @@ def main() -> int:
     args = parser.parse_args()
     if min(args.requests, args.rounds, args.concurrency, args.customers) < 1 or args.seconds <= 0:
         parser.error("counts and --seconds must be positive")
-    print(
-        f"python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
-        f"aiohttp {aiohttp.__version__}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.2f}; load generator: one other process, raw HTTP/1.1"
-    )
+    print(f"{machine_line()}; load generator: one other process, raw HTTP/1.1")
     with tempfile.TemporaryDirectory(prefix="shopnode-bench-money-", dir=args.dir) as tmp:
         return asyncio.run(run(args, Path(tmp)))
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import sqlite3
 import statistics
@@ -40,6 +39,7 @@ if str(REPO) not in sys.path:  # run from a clean checkout without installing th
 import aiohttp  # noqa: E402
 from aiohttp import web  # noqa: E402
 
+from bench.common import load_average, machine_line, percentile, table  # noqa: E402
 from node import customers, derive, tokens  # noqa: E402
 from node import validation as v  # noqa: E402
 from node.api.app import create_app  # noqa: E402
@@ -237,12 +237,6 @@ def search_terms(rows: list[tuple], count: int, seed: int) -> dict[str, list[str
 # --------------------------------------------------------------------------- measuring
 
 
-def percentile(samples: list[float], p: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(samples)
-    return ordered[max(0, min(len(ordered) - 1, round(p / 100 * len(ordered) + 0.5) - 1))]
-
-
 def summary(samples: list[float]) -> tuple[float, float]:
     return statistics.median(samples), percentile(samples, 95)
 
@@ -384,19 +378,6 @@ async def http_phase(
 # --------------------------------------------------------------------------- report
 
 
-def table(header: list[str], rows: list[list[str]], left: tuple[int, ...] = (0,)) -> str:
-    """Aligned text columns: the `left` ones left-aligned, the rest (figures) right-aligned."""
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-
-    def line(cells: list[str]) -> str:
-        return "  ".join(
-            str(c).ljust(w) if i in left else str(c).rjust(w)
-            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
-        ).rstrip()
-
-    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
-
-
 def ms(x: float) -> str:
     return f"{x:.3f}" if x < 10 else f"{x:.1f}"
 
@@ -410,11 +391,7 @@ def main() -> int:
     if args.customers < 100 or args.queries < 1:
         parser.error("need --customers >= 100 and --queries >= 1")
 
-    print(
-        f"python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
-        f"aiohttp {aiohttp.__version__}, {os.cpu_count()} CPUs, load average "
-        f"{os.getloadavg()[0]:.2f}"
-    )
+    print(machine_line())
     with tempfile.TemporaryDirectory(prefix="shopnode-bench-search-") as tmp:
         data_dir = Path(tmp) / "data"
         path = data_dir / "shop.db"
@@ -487,7 +464,7 @@ def main() -> int:
         header = ["GET /api/v1/customers", "matches p50", "HTTP p50", "HTTP p95", "in-process p50"]
         print(table(header, out))
 
-        print(f"load average now: {os.getloadavg()[0]:.2f}")
+        print(f"load average now: {load_average()}")
         print("\nEXPLAIN QUERY PLAN of what list_customers runs")
         for label, details in plans:
             print(f"  {label}")

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import cProfile
 import functools
 import gzip
@@ -62,6 +63,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -74,6 +76,7 @@ if str(REPO) not in sys.path:  # run from a clean checkout without installing th
 
 import aiohttp  # noqa: E402
 
+from bench.common import PROCS, cpu_seconds, stop_all, vm_hwm_kb  # noqa: E402
 from node.changes import encode_body  # noqa: E402
 from sync.protocol import (  # noqa: E402
     CHANGE_FIELDS,
@@ -315,31 +318,6 @@ def decode_payload(payload: bytes) -> list[dict[str, Any]]:
 
 # --------------------------------------------------------------------------- processes
 
-PROCS: list[subprocess.Popen] = []
-
-
-def vm_hwm_kb(pid: int) -> int:
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return 0
-    match = re.search(r"^VmHWM:\s+(\d+) kB", text, re.M)
-    return int(match.group(1)) if match else 0
-
-
-def stop(proc: subprocess.Popen, wait: float = 30) -> None:
-    processes.stop(proc, timeout=wait)  # SIGTERM, then SIGKILL after `wait` seconds
-    if proc in PROCS:
-        PROCS.remove(proc)
-
-
-def stop_all() -> None:
-    for proc in list(PROCS):
-        try:
-            stop(proc, 10)
-        except Exception:  # noqa: BLE001 - best effort on the way out
-            proc.kill()
-
 
 class Central(processes.Central):
     """`python -m node central serve`, started by the tests' launcher, with what the
@@ -359,11 +337,7 @@ class Central(processes.Central):
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the central process so far."""
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_seconds(self.proc.pid)
 
     def peak_rss_mb(self) -> float:
         return vm_hwm_kb(self.proc.pid) / 1024
@@ -752,58 +726,83 @@ def make_local_changes(path: Path, count: int, seed: int) -> None:
 
 
 def catchup(args: argparse.Namespace, tmp: Path, pg: Postgres | None) -> dict[str, Any]:
+    """Phase 2: a fresh node catches up with `python -m node sync`; its books are checked."""
+    data = catchup_data(args)
+    work = tmp / "catchup"
+    with filled_central(args, work, pg, data, ["fresh-node"]) as (central, node_tokens):
+        out = catch_up_fresh_node(args, work, central, node_tokens["fresh-node"], data)
+        if args.profile:
+            profile_catchup(work, data, args.profile_changes)
+    return out
+
+
+def catchup_data(args: argparse.Namespace) -> list[StoreData]:
+    """--catchup-changes changes of --catchup-stores stores, for a node to catch up with."""
     per_store = args.catchup_changes // args.catchup_stores
     print(f"\n== catch-up: a fresh node pulls {per_store * args.catchup_stores:,} changes "
           f"({args.catchup_stores} stores) from a central on {args.catchup_engine} ==",
           flush=True)  # fmt: skip
     t0 = time.perf_counter()
     data = generate("shop", args.catchup_stores, per_store, args.catchup_customers, args.seed + 1)
-    expected = Totals()
-    for d in data:
-        expected.add(d.totals)
     print(f"  generated in {time.perf_counter() - t0:.1f} s; "
-          f"{expected.customers:,} customers", flush=True)  # fmt: skip
-    work = tmp / "catchup"
+          f"{sum(d.totals.customers for d in data):,} customers", flush=True)  # fmt: skip
+    return data
+
+
+@contextlib.contextmanager
+def filled_central(
+    args: argparse.Namespace, work: Path, pg: Postgres | None, data: list[StoreData],
+    nodes: list[str],
+) -> Iterator[tuple[Central, dict[str, str]]]:  # fmt: skip
+    """A central on --catchup-engine holding `data` (pushed over HTTP), with a store token
+    for each of `nodes`; stopped (its schema dropped) on the way out."""
     schema = pg.new_schema() if pg and args.catchup_engine == "postgresql" else None
     url = pg.url(schema) if pg and schema else f"sqlite:///{work / 'central.db'}"
     central = start_central(url, work, "catchup")
-    out: dict[str, Any] = {}
     try:
-        *tokens, node_token = central.add_stores([d.name for d in data] + ["fresh-node"])
-        filled = asyncio.run(push_stores(central.url, list(zip(tokens, data, strict=True)),
+        tokens = central.add_stores([d.name for d in data] + nodes)
+        filled = asyncio.run(push_stores(central.url, list(zip(tokens, data, strict=False)),
                                          args.pushers, args.timeout))  # fmt: skip
         print(f"  central filled over HTTP at {filled.rate:,.0f} changes/s", flush=True)
-        data_dir = work / "fresh-node"
-        db_path = fresh_node(data_dir)
-        env = node_env(data_dir, central, node_token)
-        run = run_syncs({"fresh": env}, work, args.timeout)["fresh"]
-        if run.rc != 0:
-            raise BenchError(f"sync failed ({run.rc}): {run.summary}")
-        found = books(db_path)
-        problems = check_books(found, expected)
-        differences = verify_node(db_path)
-        if differences:
-            problems.append(f"verify: {len(differences)} differences, e.g. {differences[:3]}")
-        out.update(wall=run.wall, rate=run.applied / run.wall, rss=run.peak_rss_mb,
-                   problems=problems, db_mb=db_path.stat().st_size / 2**20,
-                   cpu=run.cpu, central_cpu=central.cpu_seconds())  # fmt: skip
-        print(f"  `python -m node sync`: {run.summary}", flush=True)
-        print(f"  caught up in {run.wall:.1f} s = {out['rate']:,.0f} changes/s applied; "
-              f"peak RSS {run.peak_rss_mb:.0f} MB (VmHWM; target < 150 MB); node db "
-              f"{out['db_mb']:.0f} MB", flush=True)  # fmt: skip
-        print(f"  CPU: sync process {run.cpu:.1f} s ({run.applied / max(run.cpu, 1e-9):,.0f} "
-              f"changes per CPU-second), central {out['central_cpu']:.1f} s so far (fill "
-              f"included)", flush=True)  # fmt: skip
-        print("  books: " + ("all totals match the generator, cached balances = sums, "
-                             "node/verify.differences() empty"
-                             if not problems else "; ".join(problems)), flush=True)  # fmt: skip
-
-        if args.profile:
-            profile_catchup(work, data, args.profile_changes)
+        yield central, dict(zip(nodes, tokens[len(data) :], strict=True))
     finally:
         central.stop()
         if pg and schema:
             pg.drop(schema)
+
+
+def catch_up_fresh_node(
+    args: argparse.Namespace, work: Path, central: Central, token: str, data: list[StoreData]
+) -> dict[str, Any]:
+    """`python -m node sync` on a new shop database: time, rate, peak RSS; then its books
+    against the generator's totals and node/verify."""
+    expected = Totals()
+    for d in data:
+        expected.add(d.totals)
+    data_dir = work / "fresh-node"
+    db_path = fresh_node(data_dir)
+    env = node_env(data_dir, central, token)
+    run = run_syncs({"fresh": env}, work, args.timeout)["fresh"]
+    if run.rc != 0:
+        raise BenchError(f"sync failed ({run.rc}): {run.summary}")
+    found = books(db_path)
+    problems = check_books(found, expected)
+    differences = verify_node(db_path)
+    if differences:
+        problems.append(f"verify: {len(differences)} differences, e.g. {differences[:3]}")
+    out = dict(wall=run.wall, rate=run.applied / run.wall, rss=run.peak_rss_mb,
+               problems=problems, db_mb=db_path.stat().st_size / 2**20,
+               cpu=run.cpu, central_cpu=central.cpu_seconds())  # fmt: skip
+    print(f"  `python -m node sync`: {run.summary}", flush=True)
+    print(f"  caught up in {run.wall:.1f} s = {out['rate']:,.0f} changes/s applied; "
+          f"peak RSS {run.peak_rss_mb:.0f} MB (VmHWM; target < 150 MB); node db "
+          f"{out['db_mb']:.0f} MB", flush=True)  # fmt: skip
+    print(f"  CPU: sync process {run.cpu:.1f} s ({run.applied / max(run.cpu, 1e-9):,.0f} "
+          f"changes per CPU-second), central {out['central_cpu']:.1f} s so far (fill "
+          f"included)", flush=True)  # fmt: skip
+    print("  books: " + ("all totals match the generator, cached balances = sums, "
+                         "node/verify.differences() empty"
+                         if not problems else "; ".join(problems)), flush=True)  # fmt: skip
     return out
 
 
