@@ -1,0 +1,181 @@
+"""The load generator of bench/run.py: one process, aiohttp client, keep-alive connections.
+
+It runs in a process of its own so that it never takes the server's GIL. It reads a JSON
+spec from the file it is given, sends requests from each group's connections for `warmup`
+seconds (not counted) and then for `seconds` seconds (counted), or until SIGTERM, and prints
+one JSON object on stdout: per group the requests done, req/s, latency percentiles, statuses and the
+first failed bodies, plus the CPU this process and the watched processes used meanwhile.
+
+Spec:
+    {"base": "http://127.0.0.1:8080", "warmup": 1, "seconds": 5, "seed": 1,
+     "watch": {"node": 1234},                       # pids whose CPU use is reported
+     "started_file": "/tmp/x",                      # touched when the counted part starts
+     "groups": [{"name": "GET", "connections": 32, "method": "GET",
+                 "paths": ["/api/v1/customers/..."],  # one is picked at random per request
+                 "headers": {"Authorization": "Bearer ..."},
+                 "body": null,                         # JSON sent with every request
+                 "idempotency_key": false}]}           # a new Idempotency-Key per request
+
+Run: python bench/load.py spec.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import resource
+import signal
+import statistics
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:  # run from a clean checkout without installing the package
+    sys.path.insert(0, str(REPO))
+
+import aiohttp  # noqa: E402
+
+from bench.common import cpu_seconds  # noqa: E402
+
+TIMEOUT = 30.0  # seconds one request may take before it counts as failed
+
+
+def ok(status: int | str) -> bool:
+    """A 2xx answer (a failed connection counts by the exception's name)."""
+    return isinstance(status, int) and 200 <= status < 300
+
+
+@dataclass
+class Tally:
+    """What one group's connections saw in the counted phase."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: Counter = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    totals: list[int] = field(default_factory=list)  # X-Total-Count of list answers
+
+    def report(self, elapsed: float) -> dict[str, Any]:
+        ms = sorted(x * 1000 for x in self.latencies)
+
+        def pct(p: float) -> float:
+            return ms[min(len(ms) - 1, int(p / 100 * len(ms)))] if ms else 0.0
+
+        return {
+            "done": len(ms),
+            "rate": len(ms) / elapsed if elapsed else 0.0,
+            "p50_ms": pct(50),
+            "p99_ms": pct(99),
+            "max_ms": ms[-1] if ms else 0.0,
+            "statuses": {str(k): v for k, v in self.statuses.items()},
+            "non_2xx": sum(v for k, v in self.statuses.items() if not ok(k)),
+            "failures": self.failures,
+            "matches_p50": statistics.median(self.totals) if self.totals else None,
+        }
+
+
+async def connection(
+    http: aiohttp.ClientSession,
+    group: dict[str, Any],
+    rng: random.Random,
+    until: float,
+    stopping: asyncio.Event,
+    tally: Tally | None,
+) -> None:
+    """One client: a request, its whole answer, the next, on one keep-alive connection."""
+    body = json.dumps(group["body"]).encode() if group.get("body") is not None else None
+    base_headers = dict(group.get("headers", {}))
+    if body is not None:
+        base_headers["Content-Type"] = "application/json"
+    while time.perf_counter() < until and not stopping.is_set():
+        headers = base_headers
+        if group.get("idempotency_key"):
+            headers = {**base_headers, "Idempotency-Key": str(uuid.uuid4())}
+        path = rng.choice(group["paths"])
+        t0 = time.perf_counter()
+        try:
+            async with http.request(group["method"], path, data=body, headers=headers) as answer:
+                content = await answer.read()
+                status = answer.status
+                total = answer.headers.get("X-Total-Count")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            status, content, total = type(exc).__name__, b"", None
+        if tally is None:
+            continue
+        tally.latencies.append(time.perf_counter() - t0)
+        tally.statuses[status] += 1
+        if not ok(status) and len(tally.failures) < 3:
+            tally.failures.append(f"{status} {content[:300].decode(errors='replace')}")
+        if total is not None and total.isdigit():
+            tally.totals.append(int(total))
+
+
+async def phase(
+    sessions: list[aiohttp.ClientSession],
+    spec: dict[str, Any],
+    seconds: float,
+    stopping: asyncio.Event,
+    count: bool,
+) -> tuple[dict[str, Tally], float]:
+    """Every group's connections for `seconds` (or until stopped); the tallies, elapsed s."""
+    rng = random.Random(spec.get("seed", 1))
+    tallies = {g["name"]: Tally() for g in spec["groups"]}
+    start = time.perf_counter()
+    until = start + seconds
+    await asyncio.gather(*(
+        connection(http, group, random.Random(rng.random()), until, stopping,
+                   tallies[group["name"]] if count else None)
+        for http, group in zip(sessions, spec["groups"], strict=True)
+        for _ in range(group["connections"])
+    ))  # fmt: skip
+    return tallies, time.perf_counter() - start
+
+
+def own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run(spec: dict[str, Any]) -> dict[str, Any]:
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT)
+    sessions = [
+        aiohttp.ClientSession(
+            spec["base"], timeout=timeout, connector=aiohttp.TCPConnector(limit=g["connections"])
+        )
+        for g in spec["groups"]
+    ]
+    try:
+        if spec.get("warmup", 0) > 0:  # connect, fill caches; not counted
+            await phase(sessions, spec, spec["warmup"], stopping, count=False)
+        if spec.get("started_file"):  # the parent may stop us from now on
+            Path(spec["started_file"]).touch()
+        watch = spec.get("watch", {})
+        before = {name: cpu_seconds(pid) for name, pid in watch.items()}
+        mine = own_cpu()
+        tallies, elapsed = await phase(sessions, spec, spec["seconds"], stopping, count=True)
+        return {
+            "elapsed": elapsed,
+            "stopped_early": stopping.is_set(),
+            "client_cpu": (own_cpu() - mine) / elapsed,
+            "watch_cpu": {n: (cpu_seconds(p) - before[n]) / elapsed for n, p in watch.items()},
+            "groups": {
+                g["name"]: {**tallies[g["name"]].report(elapsed), "connections": g["connections"]}
+                for g in spec["groups"]
+            },
+        }
+    finally:
+        for http in sessions:
+            await http.close()
+
+
+if __name__ == "__main__":
+    print(json.dumps(asyncio.run(run(json.loads(Path(sys.argv[1]).read_text())))))
