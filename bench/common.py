@@ -24,9 +24,18 @@ def machine_line() -> str:
     """Versions, CPUs and the load average now: figures mean little without them."""
     return (
         f"python {sys.version.split()[0]}, SQLite {sqlite3.sqlite_version}, "
-        f"aiohttp {aiohttp.__version__}, {os.cpu_count()} CPUs, load average "
+        f"aiohttp {aiohttp.__version__}, {os.cpu_count()} CPUs{cpu_model()}, load average "
         f"{load_average()}"
     )
+
+
+def cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    found = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return f" ({found.group(1).strip()})" if found else ""
 
 
 def load_average() -> str:

@@ -105,9 +105,9 @@ def rows(res: dict[str, Any]) -> list[Row]:
         out.append(Row(f"catch-up of {c['changes']:,} changes (`shopnode sync`, new shop)",
                        f"{c['rate']:,.0f} changes/s in {c['wall']:.1f} s" + note, "", None,
                        "≥ 10,000 changes/s", c["rate"] >= 10_000 and ok))  # fmt: skip
-        if c["rss"] is not None:
-            out.append(Row("catch-up peak RSS", f"{c['rss']:.0f} MB", "", None, "≤ 150 MB",
-                           c["rss"] <= 150))  # fmt: skip
+        rss = "not measured (stopped)" if c["rss"] is None else f"{c['rss']:.0f} MB"
+        out.append(Row("catch-up peak RSS", rss, "", None, "≤ 150 MB",
+                       None if c["rss"] is None else c["rss"] <= 150))  # fmt: skip
     if "serve_catchup" in res:
         sc = res["serve_catchup"]
         g = group(sc["load"], "GET")

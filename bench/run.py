@@ -462,6 +462,13 @@ def attempt(res: dict[str, Any], key: str, step: Any, *args: Any) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def commit() -> str:
+    """The checkout's commit, so a table in the README says which code it measured."""
+    done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True)  # fmt: skip
+    return done.stdout.strip() or "?"
+
+
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default=",".join(PARTS),
@@ -510,6 +517,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="shopnode-bench-run-", dir=args.dir))
     res: dict[str, Any] = {"parts": sorted(args.parts), "customers": args.customers}
     try:
+        first += f"; data on {filesystem_of(tmp)}"
         print(f"temporary directory {tmp} on {filesystem_of(tmp)}", flush=True)
         shop = build_shop(args, tmp, args.parts) if args.parts - {"ingest", "catchup"} else {}
         if args.parts & SERVED:
@@ -544,9 +552,10 @@ def main() -> int:
     if args.readme:
         command = "python bench/run.py" + (f" --only {args.only}" if args.parts != set(PARTS)
                                            else "")  # fmt: skip
+        loads = f"\n\nEvery HTTP load:\n\n```\n{text}\n```" if text else ""
         report.update_readme(
-            f"`{command}` on {started_at:%Y-%m-%d %H:%M} UTC ({minutes:.1f} min):\n\n"
-            f"{report.markdown_table(found)}\n\n{first}; {last}."
+            f"`{command}` on commit {commit()}, {started_at:%Y-%m-%d %H:%M} UTC "
+            f"({minutes:.1f} min):\n\n{report.markdown_table(found)}{loads}\n\n{first}; {last}."
         )
         print(f"table written to {report.README}")
     if args.json:
