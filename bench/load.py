@@ -16,7 +16,7 @@ Spec:
                  "body": null,                         # JSON sent with every request
                  "idempotency_key": false}]}           # a new Idempotency-Key per request
 
-Run: python bench/load.py spec.json
+Run: python bench/load.py spec.json   (bench/run.py starts it through `Load`, below)
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import random
 import resource
 import signal
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -41,7 +42,8 @@ if str(REPO) not in sys.path:  # run from a clean checkout without installing th
 
 import aiohttp  # noqa: E402
 
-from bench.common import cpu_seconds  # noqa: E402
+from bench.common import PROCS, cpu_seconds  # noqa: E402
+from tests import processes  # noqa: E402
 
 TIMEOUT = 30.0  # seconds one request may take before it counts as failed
 
@@ -162,6 +164,9 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
         before = {name: cpu_seconds(pid) for name, pid in watch.items()}
         mine = own_cpu()
         tallies, elapsed = await phase(sessions, spec, spec["seconds"], stopping, count=True)
+        # Counted: a SIGTERM from now on (the parent's stop crossing our own end) must not
+        # kill us before the figures are out, once asyncio has put back the default action.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         return {
             "elapsed": elapsed,
             "stopped_early": stopping.is_set(),
@@ -175,6 +180,60 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     finally:
         for http in sessions:
             await http.close()
+
+
+# --------------------------------------------------------------------------- the parent's side
+
+
+class Load:
+    """This script in a process of its own: give it a spec, stop it early, read its figures."""
+
+    def __init__(self, tmp: Path, base: str, groups: list[dict[str, Any]], seconds: float,
+                 warmup: float, watch: dict[str, int]) -> None:  # fmt: skip
+        spec = {"base": base, "groups": groups, "seconds": seconds, "warmup": warmup,
+                "watch": watch}  # fmt: skip
+        self.err, path = tmp / "load.log", tmp / "load-spec.json"
+        self.started = tmp / "load-started"
+        self.started.unlink(missing_ok=True)
+        path.write_text(json.dumps({**spec, "started_file": str(self.started)}))
+        with open(self.err, "ab") as err:
+            self.proc = subprocess.Popen([sys.executable, __file__, str(path)],
+                                         stdout=subprocess.PIPE, stderr=err,
+                                         env=processes.child_env())  # fmt: skip
+        PROCS.append(self.proc)
+        self.deadline = time.monotonic() + warmup + seconds + 60
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_counting(self) -> None:
+        """Until the counted part has started (before it, SIGTERM would kill it unheard)."""
+        while self.running() and not self.started.exists() and time.monotonic() < self.deadline:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        """End the counted part now (the figures so far are kept)."""
+        self.wait_counting()
+        if self.running():
+            self.proc.send_signal(signal.SIGTERM)
+
+    def result(self) -> dict[str, Any]:
+        out = self.proc.communicate(timeout=max(1.0, self.deadline - time.monotonic()))[0]
+        PROCS.remove(self.proc)
+        if self.proc.returncode != 0:
+            raise RuntimeError(
+                f"bench/load.py failed (exit {self.proc.returncode}): "
+                f"{self.err.read_text()[-2000:]}"
+            )
+        return json.loads(out)
+
+
+def group(name: str, connections: int, method: str, paths: list[str],
+          headers: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:  # fmt: skip
+    """A group of the spec; a POST gets a new Idempotency-Key per request."""
+    return {"name": name, "connections": connections, "method": method, "paths": paths,
+            "headers": headers or {}, "body": body,
+            "idempotency_key": method == "POST"}  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -19,9 +19,7 @@ Chart: pip install -e '.[bench]' (matplotlib) and run.py also draws bench/run.pn
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import random
 import shutil
 import signal
 import sqlite3
@@ -30,7 +28,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +37,6 @@ if str(REPO) not in sys.path:  # run from a clean checkout without installing th
     sys.path.insert(0, str(REPO))
 
 from bench import report  # noqa: E402
-from bench import search as search_bench  # noqa: E402
 from bench import sync as sync_bench  # noqa: E402
 from bench.common import (  # noqa: E402
     PROCS,
@@ -52,7 +48,8 @@ from bench.common import (  # noqa: E402
     stop_all,
     vm_hwm_kb,
 )
-from node.csvio import IMPORT_COLUMNS  # noqa: E402
+from bench.load import Load, group  # noqa: E402
+from bench.shop import build_shop  # noqa: E402
 from tests import processes  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -61,72 +58,6 @@ PARTS = ("get", "search", "payment", "mixed", "rss", "import", "catchup", "serve
 SERVED = {"get", "search", "payment", "mixed", "rss", "serve-catchup"}  # need the 100k shop
 SYNCED = {"catchup", "serve-catchup", "ingest"}  # need generated changes
 PAYMENT = {"type": "credit", "amount": 1000, "description": "bench: payment received"}
-
-
-# --------------------------------------------------------------------------- the shop
-
-
-def common_fragments(rows: list[tuple], count: int) -> list[str]:
-    """4-letter pieces of surnames that match the most customers (by name or email)."""
-    grams: Counter[str] = Counter()
-    for row in rows[:: max(1, len(rows) // 20_000)]:  # a sample ranks them well enough
-        text = (row[1] + " " + (row[2] or "")).lower()
-        grams.update({text[i : i + 4] for i in range(len(text) - 3)})
-    pieces = {w.lower()[i : i + 4] for w in search_bench.LAST_NAMES for i in range(len(w) - 3)}
-    return sorted(pieces, key=lambda g: (-grams[g], g))[:count]
-
-
-def search_terms(rows: list[tuple], rng: random.Random, count: int = 16) -> list[str]:
-    """Half common surname fragments, half 4 digits of real phones (the issue's searches)."""
-    phones = [r[4] for r in rows if r[4] and len(r[4]) >= 7]
-    digits = []
-    for number in rng.sample(phones, count):
-        start = rng.randint(0, len(number) - 4)
-        digits.append(number[start : start + 4])
-    return common_fragments(rows, count) + digits
-
-
-def write_csv(rows: list[tuple], path: Path) -> None:
-    """The customers as a shop would import them (the API's profile fields)."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        out = csv.writer(handle)
-        out.writerow(IMPORT_COLUMNS)
-        for (_id, name, email, phone, _digits, address, notes, tags, *_rest, credit_limit,
-             _created, _updated) in rows:  # fmt: skip
-            fields = {"name": name, "email": email, "phone": phone, "address": address,
-                      "notes": notes, "tags": ";".join(json.loads(tags)),
-                      "credit_limit": credit_limit}  # fmt: skip
-            out.writerow(["" if fields[c] is None else fields[c] for c in IMPORT_COLUMNS])
-
-
-def build_shop(args: argparse.Namespace, tmp: Path, parts: set[str]) -> dict[str, Any]:
-    """The 100k-customer shop (bench/search.py's data), customer ids, search terms, CSV."""
-    from node.db import database
-
-    rng = random.Random(args.seed)
-    shop: dict[str, Any] = {"data_dir": tmp / "node" / "data"}
-    t0 = time.perf_counter()
-    if parts & SERVED:
-        _, insert_s, rows = search_bench.build_database(
-            shop["data_dir"] / "shop.db", args.customers, args.seed
-        )
-        database.close()
-        note = f"inserted in {insert_s:.1f} s"
-        if "serve-catchup" in parts:  # a copy with no changes of its own to push
-            shop["serving_dir"] = tmp / "serving" / "data"
-            shop["serving_dir"].mkdir(parents=True)
-            shutil.copy(shop["data_dir"] / "shop.db", shop["serving_dir"] / "shop.db")
-    else:
-        rows, note = search_bench.customer_rows(args.customers, rng), "not inserted"
-    print(f"shop: {len(rows):,} customers generated ({note}) in {time.perf_counter() - t0:.0f} s",
-          flush=True)  # fmt: skip
-    shop["ids"] = [r[0] for r in rng.sample(rows, min(len(rows), 20_000))]
-    shop["terms"] = search_terms(rows, rng)
-    if "import" in parts:
-        shop["csv"] = tmp / "customers.csv"
-        write_csv(rows, shop["csv"])
-    shop["rows"] = len(rows)
-    return shop
 
 
 # --------------------------------------------------------------------------- processes
@@ -159,52 +90,6 @@ def start_hello(tmp: Path, timeout: float) -> tuple[subprocess.Popen, str]:
             return proc, found.group(1)
         time.sleep(0.05)
     raise RuntimeError(f"bench/hello.py did not start: {log.read_text()[-2000:]}")
-
-
-class Load:
-    """bench/load.py in a process of its own: give it a spec, stop it early, read its figures."""
-
-    def __init__(self, tmp: Path, base: str, groups: list[dict[str, Any]], seconds: float,
-                 warmup: float, watch: dict[str, int]) -> None:  # fmt: skip
-        spec = {"base": base, "groups": groups, "seconds": seconds, "warmup": warmup,
-                "watch": watch}  # fmt: skip
-        self.err, path = tmp / "load.log", tmp / "load-spec.json"
-        self.started = tmp / "load-started"
-        self.started.unlink(missing_ok=True)
-        path.write_text(json.dumps({**spec, "started_file": str(self.started)}))
-        with open(self.err, "ab") as err:
-            self.proc = subprocess.Popen([sys.executable, str(BENCH / "load.py"), str(path)],
-                                         stdout=subprocess.PIPE, stderr=err,
-                                         env=processes.child_env())  # fmt: skip
-        PROCS.append(self.proc)
-        self.deadline = time.monotonic() + warmup + seconds + 60
-
-    def running(self) -> bool:
-        return self.proc.poll() is None
-
-    def wait_counting(self) -> None:
-        """Until the counted part has started (before it, SIGTERM would kill it unheard)."""
-        while self.running() and not self.started.exists() and time.monotonic() < self.deadline:
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        """End the counted part now (the figures so far are kept)."""
-        self.wait_counting()
-        self.proc.send_signal(signal.SIGTERM)
-
-    def result(self) -> dict[str, Any]:
-        out = self.proc.communicate(timeout=max(1.0, self.deadline - time.monotonic()))[0]
-        PROCS.remove(self.proc)
-        if self.proc.returncode != 0:
-            raise RuntimeError(f"bench/load.py failed: {self.err.read_text()[-2000:]}")
-        return json.loads(out)
-
-
-def group(name: str, connections: int, method: str, paths: list[str],
-          headers: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:  # fmt: skip
-    return {"name": name, "connections": connections, "method": method, "paths": paths,
-            "headers": headers or {}, "body": body,
-            "idempotency_key": method == "POST"}  # fmt: skip
 
 
 def drive(args: argparse.Namespace, tmp: Path, base: str, groups: list[dict[str, Any]],
@@ -519,7 +404,10 @@ def main() -> int:
     try:
         first += f"; data on {filesystem_of(tmp)}"
         print(f"temporary directory {tmp} on {filesystem_of(tmp)}", flush=True)
-        shop = build_shop(args, tmp, args.parts) if args.parts - {"ingest", "catchup"} else {}
+        shop = {}
+        if args.parts - {"ingest", "catchup"}:
+            shop = build_shop(args.customers, args.seed, tmp, bool(args.parts & SERVED),
+                              "serve-catchup" in args.parts, "import" in args.parts)  # fmt: skip
         if args.parts & SERVED:
             attempt(res, "served", served_parts, args, tmp, shop, res)
         if "import" in args.parts:
