@@ -67,18 +67,32 @@ def create_customer(fields: dict[str, Any]) -> dict[str, Any]:
     """Create a customer from validated profile fields."""
     customer_id = uuid7()
     with changes.recording("customer.created", customer_id) as change:
-        change.insert("customer", {
-            "id": customer_id,
-            "name": fields["name"],
-            "email": fields.get("email"),
-            "phone": fields.get("phone"),
-            "address": fields.get("address"),
-            "notes": fields.get("notes"),
-            "tags": json.dumps(fields.get("tags", [])),
-            "credit_limit": fields.get("credit_limit"),
-            "created_at": now_iso(),
-        })  # fmt: skip
+        change.insert("customer", new_customer(customer_id, fields, now_iso()))
     return get_customer(customer_id, with_history=False)
+
+
+def create_customers(many: list[dict[str, Any]]) -> list[str]:
+    """Create customers from validated profile fields in the caller's transaction, each
+    logged as create_customer logs one, in one statement per table (CSV import); their ids."""
+    created_at = now_iso()
+    facts = [new_customer(uuid7(), fields, created_at) for fields in many]
+    changes.record_each("customer.created", "customer", facts)
+    return [fact["id"] for fact in facts]
+
+
+def new_customer(customer_id: str, fields: dict[str, Any], created_at: str) -> dict[str, Any]:
+    """The customer.created fact of a new customer."""
+    return {
+        "id": customer_id,
+        "name": fields["name"],
+        "email": fields.get("email"),
+        "phone": fields.get("phone"),
+        "address": fields.get("address"),
+        "notes": fields.get("notes"),
+        "tags": json.dumps(fields.get("tags", [])),
+        "credit_limit": fields.get("credit_limit"),
+        "created_at": created_at,
+    }
 
 
 def find_customer(customer_id: str) -> dict[str, Any]:

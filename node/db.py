@@ -96,8 +96,8 @@ def node_identity() -> str:
 
 # Hand-written SQL through these helpers is for the paths the benchmarks time: peewee takes
 # ~150 us to build a statement that runs in ~10 us. Requests (bench/money.py), search
-# (bench/search.py) and catch-up (bench/sync.py) use them; the rest uses the models' query
-# builder (node/models.py).
+# (bench/search.py), catch-up (bench/sync.py) and CSV import use them; the rest uses the
+# models' query builder (node/models.py).
 def fetch_all(sql: str, params: tuple | list = ()) -> list[dict]:
     """Rows of a query as dicts keyed by column name."""
     cursor = database.execute_sql(sql, params)
@@ -113,6 +113,14 @@ def marks(values: Iterable[Any]) -> str:
 def insert_row(table: str, row: dict[str, Any]) -> None:
     """INSERT one row given as {column: value}."""
     execute(f"INSERT INTO {table}({', '.join(row)}) VALUES ({marks(row)})", tuple(row.values()))
+
+
+def insert_rows(table: str, rows: list[dict[str, Any]]) -> None:
+    """INSERT many rows with the same columns: one prepared statement, run for each row."""
+    if rows:
+        columns = list(rows[0])
+        sql = f"INSERT INTO {table}({', '.join(columns)}) VALUES ({marks(columns)})"
+        database.cursor().executemany(sql, [tuple(r[c] for c in columns) for r in rows])
 
 
 def fetch_one(sql: str, params: tuple | list = ()) -> dict | None:

@@ -3,9 +3,51 @@
 from __future__ import annotations
 
 import csv
+import json
+import os
+import pty
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
+from node import hlc
 from tests.conftest import call
-from tests.processes import shopnode
+from tests.processes import REPO, child_env, shopnode, spawn, stop
+
+HEADER = "name,email,phone,tags\n"
+
+
+def people(path: Path, count: int, start: int = 0) -> Path:
+    """A CSV of `count` distinct customers (and a header)."""
+    rows = (f"Customer {n:06d},c{n}@example.com,+1 555 {n:07d},regular\n"
+            for n in range(start, start + count))  # fmt: skip
+    path.write_text(HEADER + "".join(rows))
+    return path
+
+
+def read_db(data_dir: Path, sql: str) -> list[tuple]:
+    """A query on the shop's database file, read-only, as another process would."""
+    with sqlite3.connect(f"file:{data_dir / 'shop.db'}?mode=ro", uri=True, timeout=30) as db:
+        return db.execute(sql).fetchall()
+
+
+def books(data_dir: Path) -> dict:
+    """What a sync ships and a re-run checks: customers, their created changes (gap-free
+    sequence), import fingerprints, each customer once."""
+    seqs = [s for (s,) in read_db(data_dir, "SELECT origin_seq FROM change_log ORDER BY 1")]
+    assert seqs == list(range(1, len(seqs) + 1))  # gap-free, as sync requires
+    return {
+        "customers": read_db(data_dir, "SELECT COUNT(*), COUNT(DISTINCT name) FROM customer")[0],
+        "created": read_db(data_dir, "SELECT COUNT(*), COUNT(DISTINCT entity_id) FROM change_log "
+                                     "WHERE kind = 'customer.created' AND entity_id IN "
+                                     "(SELECT id FROM customer)")[0],
+        "marks": read_db(data_dir, "SELECT COUNT(*) FROM import_mark WHERE customer_id IN "
+                                   "(SELECT id FROM customer)")[0][0],
+    }  # fmt: skip
 
 
 def test_import_reports_bad_rows_and_never_imports_twice(node, tmp_path):
@@ -59,3 +101,100 @@ def test_export_customers_and_ledger(node, tmp_path):
         entries = list(csv.DictReader(handle))
     assert [(e["type"], e["amount"], e["balance_after"]) for e in entries] == [
         ("debit", "15000", "-15000"), ("credit", "10000", "-5000")]  # fmt: skip
+
+
+def test_imported_customer_is_logged_as_one_created_through_the_api(node, tmp_path):
+    source = tmp_path / "one.csv"
+    source.write_text(HEADER + "Asha Rao,asha@example.com,+91 98200 11111,vip\n")
+    assert shopnode("import", "customers", str(source), env=node.env).returncode == 0
+    status, made = call(node, "POST", "/api/v1/customers", {
+        "name": "Asha Rao", "email": "asha@example.com", "phone": "+91 98200 11111",
+        "tags": ["vip"]})  # fmt: skip
+    assert status == 201
+    data_dir = Path(node.env["SHOPNODE_NODE_DATA_DIR"])
+    logged = read_db(data_dir, "SELECT kind, entity_id, body, hlc FROM change_log "
+                               "ORDER BY origin_seq")  # fmt: skip
+    (kind_a, id_a, body_a, hlc_a), (kind_b, id_b, body_b, hlc_b) = logged
+    assert kind_a == kind_b == "customer.created" and id_b == made["id"]
+    imported, created = json.loads(body_a)["customer"], json.loads(body_b)["customer"]
+    assert imported[0]["id"] == id_a and hlc.decode(hlc_a) < hlc.decode(hlc_b)
+    strip = [{k: v for k, v in row.items() if k not in ("id", "created_at")}
+             for row in (*imported, *created)]  # fmt: skip
+    assert strip[0] == strip[1]
+
+
+def test_import_killed_midway_keeps_whole_batches_and_a_rerun_completes_it(node_env, tmp_path):
+    count = 10_000
+    source = people(tmp_path / "many.csv", count)
+    data_dir = Path(node_env["SHOPNODE_NODE_DATA_DIR"])
+    importing = spawn("import", "customers", str(source), env=node_env, log=tmp_path / "kill.log")
+    try:
+        deadline = time.monotonic() + 60
+        while importing.poll() is None and time.monotonic() < deadline:
+            if (data_dir / "shop.db").exists() and read_db(
+                    data_dir, "SELECT 1 FROM sqlite_master WHERE name = 'import_mark'") and \
+                    read_db(data_dir, "SELECT COUNT(*) FROM import_mark")[0][0]:  # fmt: skip
+                break
+            time.sleep(0.005)
+    finally:
+        assert stop(importing, signal.SIGKILL) == -signal.SIGKILL  # killed, not finished
+    kept = books(data_dir)
+    done = kept["marks"]
+    assert 0 < done < count
+    assert kept == {"customers": (done, done), "created": (done, done), "marks": done}
+
+    again = shopnode("import", "customers", str(source), env=node_env, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"imported {count - done}, already present {done}, rejected 0" in again.stdout
+    assert books(data_dir) == {"customers": (count, count), "created": (count, count),
+                               "marks": count}  # fmt: skip
+    assert shopnode("verify", env=node_env).returncode == 0
+
+
+def test_import_while_the_node_serves_writes(node, tmp_path):
+    source = people(tmp_path / "busy.csv", 3000)
+    answers: list[int] = []
+    importing = spawn("import", "customers", str(source), env=node.env,
+                      log=tmp_path / "busy.log", out=tmp_path / "busy.out")  # fmt: skip
+
+    def till() -> None:
+        """A till adding customers for as long as the import runs."""
+        while importing.poll() is None or len(answers) < 5:
+            answers.append(call(node, "POST", "/api/v1/customers", {"name": "Walk-in"})[0])
+
+    writer = threading.Thread(target=till)
+    writer.start()
+    assert importing.wait(300) == 0, (tmp_path / "busy.log").read_text()
+    writer.join()
+    assert set(answers) == {201}  # no request waited out the busy timeout
+    assert "imported 3000, already present 0, rejected 0" in (tmp_path / "busy.out").read_text()
+    names = read_db(Path(node.env["SHOPNODE_NODE_DATA_DIR"]),
+                    "SELECT name = 'Walk-in', COUNT(*) FROM customer GROUP BY 1 ORDER BY 1")
+    assert names == [(0, 3000), (1, len(answers))]
+
+
+def test_progress_bar_on_a_terminal_only(node_env, tmp_path):
+    source = people(tmp_path / "bar.csv", 2000)
+    parent, child = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "node", "import", "customers", str(source)],
+            env=child_env(node_env), cwd=REPO, stdout=subprocess.DEVNULL, stderr=child,
+        )  # fmt: skip
+        os.close(child)
+        shown = b""
+        while chunk := _read_pty(parent):
+            shown += chunk
+        assert proc.wait(120) == 0
+    finally:
+        os.close(parent)
+    assert b"importing [" + b"#" * 30 + b"] 2000/2000 rows" in shown
+    piped = shopnode("import", "customers", str(source), env=node_env)
+    assert "already present 2000" in piped.stdout and piped.stderr == ""
+
+
+def _read_pty(fd: int) -> bytes:
+    try:
+        return os.read(fd, 4096)
+    except OSError:  # the child closed its end
+        return b""

@@ -10,7 +10,7 @@ import sqlite3
 from pathlib import Path
 
 from tests.conftest import call
-from tests.processes import Central, NodeProcess
+from tests.processes import Central, NodeProcess, shopnode
 from tests.sync.conftest import Shops, get, post, sync, synced
 from tests.sync.faults import raw_push, restart_central
 
@@ -32,6 +32,17 @@ def test_customer_created_at_one_shop_is_found_at_another(shops: Shops):
     found = get(b, "/api/v1/customers?search=98200")
     assert [c["id"] for c in found] == [created["id"]]
     assert found[0]["name"] == "Meera Shah"
+
+
+def test_customers_imported_at_one_shop_are_found_at_another(shops: Shops, tmp_path: Path):
+    a, b = shops.start("shop-a"), shops.start("shop-b")
+    source = tmp_path / "customers.csv"
+    source.write_text("name,phone\nMeera Shah,+91 98200 12345\nRavi Kumar,\n")
+    imported = shopnode("import", "customers", str(source), env=a.env)  # while shop-a serves
+    assert imported.returncode == 0, imported.stderr
+    synced(a, b)
+    assert sorted(c["name"] for c in get(b, "/api/v1/customers")) == ["Meera Shah", "Ravi Kumar"]
+    assert [c["name"] for c in get(b, "/api/v1/customers?search=98200")] == ["Meera Shah"]
 
 
 def test_offline_sale_and_payment_converge_on_every_node(shops: Shops, tmp_path: Path):
