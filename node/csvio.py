@@ -42,7 +42,7 @@ LEDGER_EXPORT = ("customer_id", "customer_name", "entry_id", "type", "amount", "
                  "description", "reference_id", "reverses_id", "created_at")  # fmt: skip
 PAGE = 1000
 # Import batches: sized to hold the write lock ~BATCH_SECONDS, from FIRST_BATCH rows.
-BATCH_SECONDS = 0.05
+BATCH_SECONDS = 0.1
 FIRST_BATCH = 1000
 BATCH_ROWS = (250, 5000)
 READ_AHEAD = 250  # rows read and validated in a thread per hand-over
@@ -145,7 +145,8 @@ def import_customers(path: Path, progress: Progress | None = None) -> dict[str, 
                     done, batch = done + len(batch), []
                     if progress:
                         progress(done, total)
-        _import_batch(batch, report)
+        if batch:
+            _import_batch(batch, report)
     if progress:
         progress(total, total)
     return report
@@ -188,7 +189,7 @@ def _import_batch(rows: list[Row], report: dict[str, Any]) -> float:
         started = time.perf_counter()
         held = _imported_marks(r.mark for r in rows)
         new = [r for r in rows if r.fields is not None and r.mark not in held]
-        ids = customers.create_customers([r.fields for r in new if r.fields is not None])
+        ids = customers.create_customers([r.fields for r in new])
         stamp = now_iso()
         insert_rows("import_mark", [
             {"fingerprint": r.mark, "customer_id": customer_id, "imported_at": stamp}

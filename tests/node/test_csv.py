@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from node import hlc
+from node import changes, clock, db, hlc
 from tests.conftest import call
 from tests.processes import REPO, child_env, shopnode, spawn, stop
 
@@ -198,3 +198,19 @@ def _read_pty(fd: int) -> bytes:
         return os.read(fd, 4096)
     except OSError:  # the child closed its end
         return b""
+
+
+def test_stamps_taken_for_a_batch_are_those_taken_one_by_one(tmp_path):
+    database = db.open_database(tmp_path / "shop.db")
+    try:
+        origin = changes.origin_id()
+        ahead = clock.wall_ms() + 60_000  # our last stamp is ahead: counters, then a carry
+        db.set_meta("hlc", hlc.encode(ahead, hlc.MAX_COUNTER - 1, origin))
+        batch = hlc.ticks(origin, 3)
+        db.set_meta("hlc", hlc.encode(ahead, hlc.MAX_COUNTER - 1, origin))
+        assert [hlc.tick(origin) for _ in range(3)] == batch
+        assert batch == [hlc.encode(ahead, hlc.MAX_COUNTER, origin),
+                         hlc.encode(ahead + 1, 0, origin), hlc.encode(ahead + 1, 1, origin)]
+        assert db.get_meta("hlc") == batch[-1]
+    finally:
+        database.close()
