@@ -23,7 +23,7 @@ from node import db, files, hlc, tokens
 from node.api import access
 from node.api.keys import HEALTH
 from node.api.server import GuardedSite, connection_limit
-from node.config import Config, ConfigError, load_config
+from node.config import Config, ConfigError, find_config_path, load_config
 from node.errors import DomainError, NotFound
 from node.migrations import SchemaTooNew
 
@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         export.add_argument("file", type=Path)
         export.set_defaults(run=run_export, what=what)
 
+    doctor = commands.add_parser("doctor", parents=[common],
+                                 help="health checks in plain words, one line each")
+    doctor.set_defaults(run=run_doctor)
+
     backup = commands.add_parser("backup", parents=[common], help="online backup of the db")
     backup.add_argument("file", type=Path)
     backup.set_defaults(run=run_backup)
@@ -118,6 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         hlc.MAX_DRIFT_MS = config.sync.max_clock_skew_seconds * 1000
         return args.run(config, args)
     except ConfigError as exc:
+        if args.command == "doctor":  # its report goes on, in its own words
+            from node.doctor import config_failure
+
+            print(config_failure(exc, find_config_path(getattr(args, "config", None))))
+            return 2
         print(f"shopnode: configuration error: {exc}", file=sys.stderr)
         return 2
     except SchemaTooNew as exc:
@@ -198,6 +207,15 @@ def run_backup(config: Config, args: argparse.Namespace) -> int:
         source.close()
     print(f"backed up {config.database_path} to {args.file}")
     return 0
+
+
+def run_doctor(config: Config, args: argparse.Namespace) -> int:
+    """Plain-language health checks; exit 0 when nothing failed."""
+    from node import doctor
+
+    text, code = doctor.report(doctor.examine(config))
+    print(text)
+    return code
 
 
 def first_start(config: Config) -> None:
