@@ -8,6 +8,7 @@ when nothing failed, 1 otherwise (a configuration that does not load: 2, like ev
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import sqlite3
 from dataclasses import dataclass
@@ -205,8 +206,11 @@ def reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return f"no answer within {NETWORK_TIMEOUT:.0f} s"
     os_error = getattr(exc, "os_error", None)
-    if os_error is not None and os_error.strerror:
-        return os_error.strerror.lower()
+    if os_error is not None:
+        # "Connection refused" rather than asyncio's "Connect call failed (host, port)".
+        text = os.strerror(os_error.errno) if (os_error.errno or 0) > 0 else os_error.strerror
+        if text:
+            return text.lower()
     return type(exc).__name__
 
 

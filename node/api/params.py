@@ -160,9 +160,10 @@ PAGE = whole_number("page", 1, 1_000_000, 1, "page number")
 # Checked together by node.periods.period (which also refuses `from` after `to`).
 PERIOD = (
     Query("from", str, {"type": "string", "pattern": periods.PATTERN}, None,
-          f"inclusive start: {periods.FORMS}; empty: none"),
+          f"inclusive start: {periods.FORMS} (a date: the shop's day, [node] timezone); "
+          "empty: none"),
     Query("to", str, {"type": "string", "pattern": periods.PATTERN}, None,
-          f"inclusive end: {periods.FORMS} (a date: the whole day); empty: none"),
+          f"inclusive end: {periods.FORMS} (a date: the shop's whole day); empty: none"),
 )  # fmt: skip
 
 
