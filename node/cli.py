@@ -19,7 +19,7 @@ from typing import Any
 import peewee
 from aiohttp import web
 
-from node import db, files, hlc, tokens
+from node import db, files, hlc, metrics, tokens
 from node.api import access
 from node.api.keys import HEALTH
 from node.api.server import GuardedSite, connection_limit
@@ -336,9 +336,13 @@ def run_sync(config: Config, args: argparse.Namespace) -> int:
 def run_central_serve(config: Config, args: argparse.Namespace) -> int:
     from sync.central import create_central_app, running_lock
 
+    if config.metrics.enabled and not config.metrics.token:
+        raise ConfigError("metrics.token: central serves /metrics only to this bearer token; "
+                          "set one (e.g. `openssl rand -hex 32`) or metrics.enabled = false")
     with running_lock(config.central.database):
         app = create_central_app(config.central.database)
         access.install(app)
+        metrics.install_central(app, config.metrics)
         asyncio.run(serve_until_signalled(app, config.central.host, config.central.port))
     return 0
 

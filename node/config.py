@@ -44,7 +44,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "port": 9090,
         "database": "sqlite:///./central-data/central.db",
     },
+    "log": {"format": "text", "level": "info"},
+    "metrics": {"enabled": False, "token": ""},
 }
+LOG_FORMATS = ("text", "json")
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# Central's /metrics token: long enough that guessing it is hopeless.
+MIN_METRICS_TOKEN = 16
 
 ENV_PREFIX = "SHOPNODE_"
 ENV_NOT_KEYS = {"SHOPNODE_CONFIG"}
@@ -72,6 +78,8 @@ class Config:
     sync: Section
     bot: Section
     central: Section
+    log: Section
+    metrics: Section
     path: Path | None
 
     @property
@@ -157,6 +165,11 @@ def _env_key(name: str) -> tuple[str, str]:
 def _from_env(section: str, key: str, raw: str) -> Any:
     default = DEFAULTS[section][key]
     where = f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+    if isinstance(default, bool):
+        flag = raw.strip().lower()
+        if flag not in BOOLEANS:
+            raise ConfigError(f"{where}: must be true or false, got {shown(key, raw)}")
+        return BOOLEANS[flag]
     if isinstance(default, int):
         try:
             return int(raw.strip())
@@ -177,6 +190,7 @@ def _from_env(section: str, key: str, raw: str) -> Any:
 
 
 SECRET_WORDS = ("token", "secret", "password")
+BOOLEANS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
 
 
 def shown(key: str, value: Any) -> str:
@@ -231,6 +245,16 @@ def _validate(values: dict[str, dict[str, Any]]) -> None:
     if digest and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", digest):
         raise ConfigError(f"bot.digest_time: must be HH:MM (24h) or empty, got {digest!r}")
     _validate_reminders(values["bot"])
+    if values["log"]["format"] not in LOG_FORMATS:
+        raise ConfigError(f"log.format: must be one of {', '.join(LOG_FORMATS)}, "
+                          f"got {values['log']['format']!r}")  # fmt: skip
+    if values["log"]["level"] not in LOG_LEVELS:
+        raise ConfigError(f"log.level: must be one of {', '.join(LOG_LEVELS)}, "
+                          f"got {values['log']['level']!r}")  # fmt: skip
+    token = values["metrics"]["token"]
+    if token and (len(token) < MIN_METRICS_TOKEN or not re.fullmatch(r"[!-~]+", token)):
+        raise ConfigError(f"metrics.token: must be at least {MIN_METRICS_TOKEN} printable ASCII "
+                          "characters without spaces (e.g. `openssl rand -hex 32`)")
     for section in ("sync",):
         url = values[section]["central_url"]
         if url and not re.match(r"https?://", url):

@@ -23,6 +23,7 @@ from aiohttp import web
 
 from node.api.problems import problem, problems_middleware
 from node.config import Config, ConfigError
+from node.metrics import central_pulled, central_pushed
 from sync.protocol import (
     MAX_BATCH_BYTES,
     MAX_BATCH_CHANGES,
@@ -132,6 +133,7 @@ async def push(request: web.Request) -> web.Response:
     if result["conflicts"]:
         log.warning("quarantined %d conflicting changes from origin %s",
                     len(result["conflicts"]), origin)  # fmt: skip
+    central_pushed(request.app, request[STORE_ID], result.pop("stored"))
     return web.json_response(result)
 
 
@@ -150,6 +152,7 @@ async def pull(request: web.Request) -> web.Response:
         return problem(400, f"pull needs after (0 to {MAX_CURSOR}), limit (int) and "
                             f"origin: {exc}")  # fmt: skip
     page = await run_db(request, request.app[STORE].pull, after, limit, origin, after_id, epoch)
+    central_pulled(request.app, request[STORE_ID], page)
     response = web.json_response(page)
     response.enable_compression()
     return response

@@ -313,6 +313,7 @@ class CentralStore:
         id: the sender was restored from an old backup and must take a new origin identity.
         Nothing of those is stored. `acked`/`epoch`: what the sender last heard from us; more
         than we hold, in this epoch, means we were restored from a backup: a new epoch.
+        `stored`: how many changes of the batch were new (central's ingest metric).
         """
         if any(change["origin"] != origin for change in batch):
             raise Forbidden("every change in a push must carry the push's origin")
@@ -354,7 +355,8 @@ class CentralStore:
                         self._tombstone(change["entity_id"], change["id"])
         if any(change["kind"] in TOMBSTONE_KINDS for change in fresh):
             self._checkpoint()
-        answer = {"acked_seq": high, "conflicts": conflicts, "reused": reused, "epoch": current}
+        answer = {"acked_seq": high, "conflicts": conflicts, "reused": reused, "epoch": current,
+                  "stored": len(fresh)}  # fmt: skip
         return {**answer, "moved": moved} if moved else answer
 
     def _claim_origin(self, store_id: str, origin: str) -> tuple[int, str]:

@@ -33,6 +33,7 @@ from node import changes, writer
 from node.api.keys import HEALTH
 from node.clock import now_iso, uuid7
 from node.db import checkpoint, database, fetch_all, fetch_one, get_meta, set_meta
+from node.metrics import observe_sync_round
 from node.writer import read, write
 from sync import merge
 from sync.progress import ACKED, CURSOR, CURSOR_ID, PULL_EPOCH, PUSH_EPOCH, queue_status
@@ -164,12 +165,15 @@ class SyncWorker:
                 result = await sync_round(HttpTransport(http, self.central_url), self.state)
         except (aiohttp.ClientError, TimeoutError, ValueError, CentralUnreachable) as exc:
             self.state.last_error = f"{type(exc).__name__}: {exc}"
+            observe_sync_round("refused" if isinstance(exc, CentralRefused) else "unreachable")
             raise CentralUnreachable(self.state.last_error) from exc
         except Exception as exc:  # a local failure: shown in the status, not only the log
             self.state.last_error = f"{type(exc).__name__}: {exc}"
+            observe_sync_round("failed")
             raise
         finally:
             self.state.running = False
+        observe_sync_round("ok")
         self.state.last_success_at = now_iso()
         self.state.last_error = None
         return result

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node import db
+from node import db, metrics
 from node.api import access, customers, ledger, loyalty, openapi, reports, sales, settings
 from node.api import telegram as telegram_routes
 from node.api.auth import FailedAuth, auth_middleware
@@ -100,6 +100,7 @@ def create_app(
     app[HEALTH] = {}
     app[AUTH_FAILURES] = FailedAuth()
     access.install(app)
+    metrics.install(app, config.metrics)
     app.add_routes(routes)
     for module in (customers, ledger, loyalty, sales, settings, reports, openapi):
         app.add_routes(module.routes)

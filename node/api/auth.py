@@ -17,6 +17,8 @@ from node.errors import Forbidden
 PUBLIC = {"/api/v1/openapi.json", "/healthz"}
 # An integration token (a POS plug-in, a standalone bot's feed) reads the events feed only.
 INTEGRATION_PATHS = {"/api/v1/events"}
+# Outside /api/, these need a token too (node.metrics checks the role).
+GUARDED = {"/metrics"}
 
 # Tokens hold 256 random bits, so guessing is hopeless; the brake only keeps the noise cheap.
 # 60: schemathesis' ignored_auth check (tests/node/test_fuzz.py) sends about 3 bad tokens
@@ -71,8 +73,9 @@ def present_secret(header: str) -> str | None:
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every /api/v1 route needs a valid token, except the OpenAPI document."""
-    if request.path in PUBLIC or not request.path.startswith("/api/"):
+    """Every /api/v1 route needs a valid token, except the OpenAPI document; so does /metrics."""
+    guarded = request.path.startswith("/api/") or request.path in GUARDED
+    if request.path in PUBLIC or not guarded:
         return await handler(request)
     failures = request.app[AUTH_FAILURES]
     address = request.remote or "unknown"
