@@ -19,7 +19,7 @@ from typing import Any
 import peewee
 from aiohttp import web
 
-from node import db, files, hlc, metrics, tokens
+from node import db, files, hlc, logs, metrics, tokens
 from node.api import access
 from node.api.keys import HEALTH
 from node.api.server import GuardedSite, connection_limit
@@ -114,11 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     # Everything this program writes (databases, backups, exports) is the shop's business
     # only; the modules also set modes explicitly, this catches what they do not know of.
     os.umask(0o077)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         config = load_config(getattr(args, "config", None))
+        logs.configure(config.log)
         hlc.MAX_DRIFT_MS = config.sync.max_clock_skew_seconds * 1000
         return args.run(config, args)
     except ConfigError as exc:

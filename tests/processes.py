@@ -32,7 +32,7 @@ from typing import Any, Self
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0  # seconds until a server must listen
 STOP_TIMEOUT = 15.0  # seconds a child gets to exit after its signal, before SIGKILL
-LISTENING = re.compile(r"listening on (http://\S+)")
+LISTENING = re.compile(r'listening on (http://[^\s"]+)')  # in a text or a JSON line
 
 
 class StartFailed(RuntimeError):
