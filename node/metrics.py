@@ -29,7 +29,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from node.api.auth import present_secret, require_owner
-from node.api.keys import HEALTH
+from node.api.keys import HEALTH, WRITER
 from node.api.problems import Handler, problem, route_of
 from node.clock import seconds_since
 from node.config import Section
@@ -140,6 +140,12 @@ def install(app: web.Application, settings: Section) -> None:
     metrics.registry.register(NodeFigures(app))
     app[METRICS] = metrics
     _install(app, metrics, node_metrics)
+    app.on_startup.append(watch_writer)
+
+
+async def watch_writer(app: web.Application) -> None:
+    """Count the writer's groups (it starts in the app's database context, before this)."""
+    app[WRITER].stats.observers.append(observe_write_group)
 
 
 async def node_metrics(request: web.Request) -> web.Response:

@@ -40,6 +40,9 @@ def test_an_owner_scrapes_requests_by_route_pattern_and_status(node_env, tmp_pat
 
         status, text, after = scrape(node.url, node.token)
         assert status == 200
+        # The customer's creation went through the writer: one write, in one group at least.
+        assert value(after, "shopnode_writes_committed_total") >= 1
+        assert value(after, "shopnode_write_group_size_count") >= 1
         assert value(after, REQUESTS, method="GET", route=CUSTOMER, status="200") == 2
         assert value(after, REQUESTS, method="GET", route=CUSTOMER, status="404") == 1
         assert value(after, REQUESTS, method="POST", route="/api/v1/customers", status="201") == 1
