@@ -70,10 +70,10 @@ async def list_customers(request: web.Request) -> web.Response:
     """Customers, searched, sorted and paged."""
     query = read_query(request, LIST_QUERY)
     page, limit = query["page"], query["limit"]
-    rows, total = await read(partial(
+    found = await read(partial(
         customers.list_customers, page, limit, query["search"], query["sort"], query["order"]
     ))  # fmt: skip
-    return list_response(request, rows, total, page, limit)
+    return list_response(request, found.rows, found.total, page, limit, found.capped, found.more)
 
 
 @routes.get("/api/v1/customers/{id}")

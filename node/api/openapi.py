@@ -17,6 +17,7 @@ from node import idempotency, settings
 from node.api import customers, ledger, loyalty, reports, sales, telegram
 from node.api import settings as settings_api
 from node.api.params import Query
+from node.customers import COUNT_CAP
 from node.models import ENTRY_TYPES, PAYMENT_METHODS
 from node.money import CURRENCY_EXPONENTS
 from node.validation import UUID_SCHEMA, Body
@@ -250,6 +251,21 @@ LIST_HEADERS = {
     "X-Total-Count": {"schema": INT, "description": "matching items in all pages"},
     "Link": {"schema": STR, "description": 'RFC 8288 rel="next" / rel="prev"'},
 }
+# A search counts matching customers only up to COUNT_CAP (node.customers.list_customers).
+CUSTOMER_LIST_HEADERS = {
+    **LIST_HEADERS,
+    "X-Total-Count": {
+        "schema": INT,
+        "description": f"matching customers in all pages; for a search at most {COUNT_CAP}, "
+                       f"which with X-Total-Count-Capped means more than {COUNT_CAP} match",
+    },
+    "X-Total-Count-Capped": {
+        "schema": {"type": "string", "const": "true"},
+        "description": f"sent only when more than {COUNT_CAP} customers match a search: "
+                       f"X-Total-Count is then {COUNT_CAP}, not the number of matches; "
+                       'rel="next" is sent while a later page holds customers',
+    },
+}  # fmt: skip
 
 
 def ok(schema: dict, status: int = 200, desc: str = "OK", headers: dict | None = None) -> dict:
@@ -324,7 +340,8 @@ PATHS = {
                                        ok({"type": "object"}), security=False)},
     "/api/v1/customers": {
         "get": op("listCustomers", "customers", "List and search customers",
-                  ok(listing("Customer"), headers=LIST_HEADERS), query(customers.LIST_QUERY)),
+                  ok(listing("Customer"), headers=CUSTOMER_LIST_HEADERS),
+                  query(customers.LIST_QUERY)),
         "post": op("createCustomer", "customers", "Create a customer",
                    ok(ref("Customer"), 201, "Created"), request=customers.CUSTOMER_INPUT),
     },

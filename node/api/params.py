@@ -171,15 +171,23 @@ def per_page(default: int) -> Query:
     return whole_number("limit", 1, MAX_LIMIT, default, f"items per page (at most {MAX_LIMIT})")
 
 
-def list_response(request: web.Request, rows: list, total: int, page: int, limit: int):
-    """A bare JSON array with X-Total-Count and an RFC 8288 Link header."""
+def list_response(
+    request: web.Request, rows: list, total: int, page: int, limit: int,
+    capped: bool = False, more: bool = False,
+):  # fmt: skip
+    """A bare JSON array with X-Total-Count and an RFC 8288 Link header. A `capped` total
+    counted only the first `total` items (X-Total-Count-Capped says so): whether a next page
+    has any is then `more`, and the last page is not known."""
     links = []
-    if page * limit < total:
+    has_next = more if capped else page * limit < total
+    if has_next:
         links.append(f'<{request.rel_url.update_query(page=page + 1)}>; rel="next"')
     if page > 1:
-        last = max(1, -(-total // limit))
+        last = page - 1 if capped else max(1, -(-total // limit))
         links.append(f'<{request.rel_url.update_query(page=min(page - 1, last))}>; rel="prev"')
     headers = {"X-Total-Count": str(total)}
+    if capped:
+        headers["X-Total-Count-Capped"] = "true"
     if links:
         headers["Link"] = ", ".join(links)
     return json_response(rows, headers=headers)
