@@ -42,11 +42,12 @@ def store_fact(table: str, fact: dict[str, Any]) -> None:
     """INSERT one fact with the local columns it implies (no change recorded: merge uses
     this too, so a fact is stored the same way wherever it was made). Hand-written SQL, like
     the change log's: catch-up stores every fact through it (bench/sync.py, node/db.py)."""
-    insert_row(table, _stored_row(table, fact))
+    insert_row(table, fact_row(table, fact))
 
 
-def _stored_row(table: str, fact: dict[str, Any]) -> dict[str, Any]:
-    """A fact's row as stored: the fact plus the local columns it implies."""
+def fact_row(table: str, fact: dict[str, Any]) -> dict[str, Any]:
+    """A fact's row as stored: the fact plus the local columns it implies (merge stores a
+    pulled page's facts through this too, a table at a time)."""
     row = dict(fact)
     if table == "customer":
         row["phone_digits"] = derive.phone_digits(row.get("phone"))
@@ -100,7 +101,7 @@ def record_each(kind: str, table: str, facts: list[dict[str, Any]]) -> None:
     for each, in one statement per table for all (CSV import: thousands per transaction)."""
     if not facts:
         return
-    insert_rows(table, [_stored_row(table, fact) for fact in facts])
+    insert_rows(table, [fact_row(table, fact) for fact in facts])
     logged = []
     for fact in facts:
         derive.after_fact(table, fact)

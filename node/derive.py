@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from node.db import execute, fetch_one
+from node.db import execute, fetch_one, marks
 
 # Each derived column as a SQL expression over the facts of one row of its table. The
 # covering indexes of migration 5 let each sum read only an index (bench/sync.py).
@@ -49,12 +49,13 @@ SALE_COUNTERS = {
 }  # fmt: skip
 
 
-def _update(table: str, alias: str, exprs: dict[str, str], row_id: str) -> None:
+def _update(table: str, alias: str, exprs: dict[str, str], ids: list[str]) -> None:
     assignments = ", ".join(f"{column} = {expr}" for column, expr in exprs.items())
     # SQLite has no UPDATE aliases: the subqueries name the row through a one-row join.
     execute(
-        f"UPDATE {table} SET {assignments.replace(f'{alias}.', f'{table}.')} WHERE id = ?",
-        (row_id,),
+        f"UPDATE {table} SET {assignments.replace(f'{alias}.', f'{table}.')} "
+        f"WHERE id IN ({marks(ids)})",
+        ids,
     )
 
 
@@ -70,14 +71,20 @@ FEEDS = {
 
 def customer(customer_id: str, columns: Iterable[str] | None = None) -> None:
     """Recompute a customer's totals (or only `columns` of them) from their facts."""
+    customers([customer_id], columns)
+
+
+def customers(ids: list[str], columns: Iterable[str] | None = None) -> None:
+    """customer() for many customers, a statement per 500 (a merged page's customers)."""
     exprs = CUSTOMER_TOTALS if columns is None else {c: CUSTOMER_TOTALS[c] for c in columns}
-    _update("customer", "c", exprs, customer_id)
+    for start in range(0, len(ids), 500):
+        _update("customer", "c", exprs, ids[start : start + 500])
 
 
 def sale(sale_id: str, with_customer: bool = True) -> str | None:
     """Recompute a sale's counters from its refunds and late discounts, then (unless told
     not to) its customer's totals; returns the customer id (None if the sale is not held)."""
-    _update("sale", "s", SALE_COUNTERS, sale_id)
+    _update("sale", "s", SALE_COUNTERS, [sale_id])
     row = fetch_one("SELECT customer_id FROM sale WHERE id = ?", (sale_id,))
     if row is None:
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import shutil
 import sqlite3
@@ -153,9 +154,17 @@ async def pull(request: web.Request) -> web.Response:
                             f"origin: {exc}")  # fmt: skip
     page = await run_db(request, request.app[STORE].pull, after, limit, origin, after_id, epoch)
     central_pulled(request.app, request[STORE_ID], page)
-    response = web.json_response(page)
+    # orjson: ~10x json.dumps on a page, in the event loop that takes every push too.
+    response = web.json_response(page, dumps=_json_text)
     response.enable_compression()
     return response
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # text orjson refuses (a lone surrogate of an old body): escaped
+        return json.dumps(value)
 
 
 @routes.get(STATUS_PATH)

@@ -34,7 +34,7 @@ from node import changes, derive, hlc
 from node.changes import TOMBSTONE_KINDS
 from node.clock import now_iso
 from node.customers import scrub_customer, set_profile
-from node.db import database, execute, fetch_all, fetch_one, insert_row, marks
+from node.db import database, execute, fetch_all, fetch_one, marks
 from node.ledger import credit_limit_for
 from node.models import SCRUBBED_ROW
 from sync.protocol import FACTS
@@ -71,9 +71,9 @@ def apply_change(change: dict[str, Any], my_origin: str) -> str:
     if taken is not None:
         report("conflict", f"origin sequence reused by another change {taken}", change["id"])
         return "conflict"
-    body = orjson.loads(change["body"])
+    body = _body(change)
     outcome = _hold_or_apply(change, body, my_origin)
-    if outcome == "applied":
+    if outcome == "applied" and _maybe_waiting:
         _release(_made_by(change, body), my_origin)
     return outcome
 
@@ -85,6 +85,7 @@ def _logged_as(change: dict[str, Any]) -> tuple[str | None, str | None]:
         bodies, numbered = _log_view
         taken = numbered.get((change["origin"], change["origin_seq"]))
         return bodies.get(change["id"]), taken if taken != change["id"] else None
+    _write_rows()
     found = fetch_all(
         "SELECT id, body FROM change_log WHERE id = ? OR (origin = ? AND origin_seq = ?)",
         (change["id"], change["origin"], change["origin_seq"]),
@@ -95,7 +96,9 @@ def _logged_as(change: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _read_log(page: list[dict[str, Any]]) -> LogView:
-    """What the change log holds of a page's changes, in a few queries for the page."""
+    """What the change log holds of a page's changes, and which of the customers they name
+    are held here or tombstoned, in a few queries for the page."""
+    _read_customers(page)
     bodies: dict[str, str] = {}
     numbered: dict[tuple[str, int], str] = {}
     by_origin: dict[str, list[int]] = {}
@@ -116,12 +119,69 @@ def _read_log(page: list[dict[str, Any]]) -> LogView:
     return bodies, numbered
 
 
+def _read_customers(page: list[dict[str, Any]]) -> None:
+    global _page_customers
+    named: set[str] = set()
+    for change in page:
+        try:
+            customer_id = _customer_of(change, _body(change))
+        except UNAPPLICABLE:  # applying it says why (quarantined)
+            continue
+        if isinstance(customer_id, str):
+            named.add(customer_id)
+    stones: set[str] = set()
+    for chunk in _chunks(sorted(named)):
+        _customers_held.update(row["id"] for row in fetch_all(
+            f"SELECT id FROM customer WHERE id IN ({marks(chunk)})", chunk))  # fmt: skip
+        stones.update(row["customer_id"] for row in fetch_all(
+            f"SELECT customer_id FROM tombstone WHERE customer_id IN ({marks(chunk)})", chunk))
+    _page_customers = (named, stones)
+
+
 def _chunks(values: list[Any], size: int = 500) -> list[list[Any]]:
     return [values[i : i + size] for i in range(0, len(values), size)]
 
 
+def _body(change: dict[str, Any]) -> dict[str, Any]:
+    """The change's body, parsed once for the page (sync/worker.py checked it)."""
+    body = _parsed_bodies.get(change["body"])
+    return body if body is not None else orjson.loads(change["body"])
+
+
+def _tombstoned(customer_id: str) -> bool:
+    if _page_customers is not None and customer_id in _page_customers[0]:
+        return customer_id in _page_customers[1]
+    return changes.tombstoned(customer_id)
+
+
+def _insert(table: str, row: dict[str, Any]) -> None:
+    """Hold a row back, to be written with the page's other rows of its table."""
+    _held_rows.setdefault((table, tuple(row)), []).append(tuple(row.values()))
+
+
+def _write_rows() -> None:
+    """Write the rows held back, a statement per table (referenced tables first), then
+    report receipt numbers they reuse. Before anything reads what they may hold."""
+    if _held_rows:
+        cursor = database.cursor()
+        held = sorted(_held_rows.items(), key=lambda item: INSERT_ORDER[item[0][0]])
+        _held_rows.clear()
+        with peewee.__exception_wrapper__:  # sqlite3 errors as peewee ones, as execute_sql has
+            for (table, columns), rows in held:
+                cursor.executemany(f"INSERT INTO {table}({', '.join(columns)}) "
+                                   f"VALUES ({marks(columns)})", rows)  # fmt: skip
+    if _new_receipts:
+        _report_receipt_clashes()
+
+
+def _drop_rows() -> None:
+    """Forget rows held back by a savepoint that rolled back."""
+    _held_rows.clear()
+    _new_receipts.clear()
+
+
 def _log(change: dict[str, Any]) -> None:
-    changes.insert_change(change)
+    _insert("change_log", change)
     if _log_view is not None:
         bodies, numbered = _log_view
         bodies[change["id"]] = change["body"]
@@ -131,9 +191,10 @@ def _log(change: dict[str, Any]) -> None:
 def _forget_page_reads() -> None:
     """What this page read may be stale (a savepoint rolled back, or a scrub rewrote logged
     bodies): look things up again."""
-    global _log_view
+    global _log_view, _page_customers
     _customers_held.clear()
     _log_view = None
+    _page_customers = None
 
 
 def _hold_or_apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> str:
@@ -154,12 +215,17 @@ def apply_isolated(change: dict[str, Any], my_origin: str, release: bool = True)
     """apply_change in its own savepoint: a change that cannot be applied is quarantined
     (reported, rolled back) and never takes the changes around it down with it. Without
     `release`, the changes that waited for it stay for the caller's worklist."""
+    _write_rows()  # what came before stays, whatever becomes of this one
     try:
         with database.atomic():
             if release:
-                return apply_change(change, my_origin)
-            return _hold_or_apply(change, orjson.loads(change["body"]), my_origin)
+                outcome = apply_change(change, my_origin)
+            else:
+                outcome = _hold_or_apply(change, _body(change), my_origin)
+            _write_rows()  # inside the savepoint: a row that cannot be stored is this change's
+            return outcome
     except UNAPPLICABLE as exc:
+        _drop_rows()
         _forget_page_reads()  # what the rolled-back savepoint saw may be gone
         report("quarantined", f"{change['kind']} could not be applied: "
                f"{type(exc).__name__}: {exc}", change["id"])  # fmt: skip
@@ -183,6 +249,8 @@ def _held_customer(customer_id: str) -> bool:
     about customers already seen in it)."""
     if customer_id in _customers_held:
         return True
+    if _page_customers is not None and customer_id in _page_customers[0]:
+        return False  # read for the page: not here
     if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is None:
         return False
     _customers_held.add(customer_id)
@@ -190,7 +258,7 @@ def _held_customer(customer_id: str) -> bool:
 
 
 def _known_customer(customer_id: str) -> bool:
-    return _held_customer(customer_id) or changes.tombstoned(customer_id)
+    return _held_customer(customer_id) or _tombstoned(customer_id)
 
 
 def _missing(change: dict[str, Any], body: dict[str, Any]) -> str | None:
@@ -206,13 +274,17 @@ def _missing(change: dict[str, Any], body: dict[str, Any]) -> str | None:
     rows = [row for table in FACTS.get(kind, {}) for row in body.get(table, [])]
     own_sale = change["entity_id"] if kind == "sale.recorded" else None
     for sale_id in sorted({r["sale_id"] for r in rows if r.get("sale_id")} - {own_sale}):
-        if fetch_one("SELECT 1 FROM sale WHERE id = ?", (sale_id,)) is None:
+        if not _stored("sale", sale_id):
             return sale_id
     for row in body.get("ledger_entry", []):
-        reverses = row["reverses_id"]
-        if reverses and fetch_one("SELECT 1 FROM ledger_entry WHERE id = ?", (reverses,)) is None:
-            return reverses
+        if row["reverses_id"] and not _stored("ledger_entry", row["reverses_id"]):
+            return row["reverses_id"]
     return None
+
+
+def _stored(table: str, row_id: str) -> bool:
+    _write_rows()
+    return fetch_one(f"SELECT 1 FROM {table} WHERE id = ?", (row_id,)) is not None
 
 
 def _hold(change: dict[str, Any], waits_for: str) -> None:
@@ -222,8 +294,8 @@ def _hold(change: dict[str, Any], waits_for: str) -> None:
         ahead = hlc.ahead_ms(change["hlc"]) / 1000
         report("clock_ahead", f"an edit stamped {ahead:.0f} s ahead of this node's clock "
                "waits until the clock gets there", change["id"])  # fmt: skip
-    customer_id = _customer_of(change, orjson.loads(change["body"])) or change["entity_id"]
-    if customer_id and changes.tombstoned(customer_id):
+    customer_id = _customer_of(change, _body(change)) or change["entity_id"]
+    if customer_id and _tombstoned(customer_id):
         change = {**change, "body": changes.scrubbed_text(change["kind"], change["body"])}
     execute(
         "INSERT INTO sync_pending(change_id, entity_id, waits_for, change, received_at) "
@@ -245,8 +317,6 @@ def _made_by(change: dict[str, Any], body: dict[str, Any]) -> set[str]:
 def _release(made: set[str], my_origin: str) -> None:
     """Apply the changes that waited for these ids, and those that waited for them in turn
     (a worklist, not recursion: a chain of any length), each in its own savepoint."""
-    if not _maybe_waiting:
-        return
     todo = set(made)
     while todo:
         waiting = fetch_all(
@@ -281,10 +351,12 @@ def _apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> None
     global _latest_stamp
     if hlc.too_far_ahead(change["hlc"]):
         report("clock_ahead", f"remote clock {change['hlc']} is far ahead of ours", change["id"])
-    elif _latest_stamp is None or hlc.decode(change["hlc"]) > hlc.decode(_latest_stamp):
-        _latest_stamp = change["hlc"]  # folded into our clock once, when the page ends
+    else:
+        stamp = hlc.decode(change["hlc"])
+        if _latest_stamp is None or stamp > _latest_stamp[0]:
+            _latest_stamp = (stamp, change["hlc"])  # folded into our clock when the page ends
     profile = kind in ("customer.created", "customer.updated")
-    if profile and changes.tombstoned(_customer_of(change, body)):
+    if profile and _tombstoned(_customer_of(change, body)):
         # A late creation or edit of a deleted customer: keep the change, not the data;
         # the tombstone wins, so nothing else is done with it.
         _log({**change, "body": changes.scrubbed_text(kind, change["body"])})
@@ -301,13 +373,15 @@ def _apply(change: dict[str, Any], body: dict[str, Any], my_origin: str) -> None
 
 
 def _create_customer(row: dict[str, Any], change: dict[str, Any]) -> None:
-    if fetch_one("SELECT 1 FROM customer WHERE id = ?", (row["id"],)):
+    if _held_customer(row["id"]):
         report("conflict", f"customer {row['id']} was created twice", change["id"])
         return
-    changes.store_fact("customer", row)
+    _insert("customer", changes.fact_row("customer", row))
+    _customers_held.add(row["id"])
 
 
 def _merge_fields(customer_id: str, fields: dict[str, Any], stamp: str) -> None:
+    _write_rows()
     clocks = {
         r["field"]: hlc.decode(r["hlc"])
         for r in fetch_all(
@@ -324,6 +398,7 @@ def _merge_fields(customer_id: str, fields: dict[str, Any], stamp: str) -> None:
 def _tombstone(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
     global scrubbed
     customer_id = body["customer_id"]
+    _write_rows()
     changes.add_tombstone(customer_id, kind.split(".")[1], body.get("created_at"), change["id"])
     _forget_page_reads()
     if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is not None:
@@ -341,7 +416,8 @@ def _ensure_customer(customer_id: str, fact_created_at: str) -> None:
     row = {"id": customer_id, **SCRUBBED_ROW,
            "created_at": (stone and stone["created_at"]) or fact_created_at,
            "updated_at": stamp, "anonymized_at": stamp}  # fmt: skip
-    insert_row("customer", row)
+    _insert("customer", row)
+    _customers_held.add(customer_id)
 
 
 def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
@@ -356,9 +432,9 @@ def _store_facts(kind: str, body: dict[str, Any], change: dict[str, Any]) -> Non
             if table == "ledger_entry" and row["reverses_id"]:
                 if not _keep_one_reversal(row, change):
                     continue
-            changes.store_fact(table, row)
+            _insert(table, changes.fact_row(table, row))
             if table == "sale":
-                _report_receipt_clash(row, change["id"])
+                _new_receipts.append((row, change["id"]))
             takes_away |= (table == "ledger_entry" and row["type"] == "debit"
                            or table == "loyalty_event" and row["points"] < 0)  # fmt: skip
             sales.add(row["id"] if table == "sale" else row.get("sale_id"))
@@ -393,26 +469,47 @@ touched_totals: dict[str, set[str]] = {}  # customer -> the totals its new facts
 _maybe_waiting = True
 # Customers known to have a row here, and the latest remote stamp seen, in this page.
 _customers_held: set[str] = set()
-_latest_stamp: str | None = None
+_latest_stamp: tuple[tuple[int, int, str], str] | None = None  # (parsed, text)
 # What the change log holds of the page's changes (read once for the page, kept current as
 # its changes are logged): change id -> body, (origin, origin_seq) -> change id. None
 # outside a page or once it may be stale: then each change looks itself up.
 LogView = tuple[dict[str, str], dict[tuple[str, int], str]]
 _log_view: LogView | None = None
+# The customers the page's changes name (those held are in _customers_held), and which of
+# them are tombstoned; None outside a page or once it may be stale.
+_page_customers: tuple[set[str], set[str]] | None = None
+# Bodies of the page's changes as parsed when they were checked: body text -> body.
+_parsed_bodies: dict[str, dict[str, Any]] = {}
+# Rows of the page held back to be written a table at a time (executemany): (table,
+# columns) -> rows; and new sales whose receipt numbers are checked once they are written.
+# Referenced tables are written first (foreign keys).
+_held_rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = {}
+_new_receipts: list[tuple[dict[str, Any], str]] = []
+INSERT_ORDER = {table: n for n, table in enumerate((
+    "customer", "sale", "refund", "sale_discount", "ledger_entry", "loyalty_event",
+    "change_log"))}  # fmt: skip
 
 
-def apply_page(page: list[dict[str, Any]], my_origin: str) -> list[str]:
+def apply_page(page: list[dict[str, Any]], my_origin: str,
+               bodies: list[dict[str, Any]] | None = None) -> list[str]:  # fmt: skip
     """Apply a page of checked changes (caller holds a transaction), totals derived once
-    for the page. The page goes in one savepoint; only when a change in it cannot be
-    applied is the page applied again change by change, each in its own savepoint, so the
-    bad one is quarantined and the others kept (two statements a change saved on the
-    common path: bench/sync.py's catch-up)."""
+    for the page; `bodies` are their bodies as parsed by the check, if at hand. The page
+    goes in one savepoint, its rows written a table at a time; only when a change in it
+    cannot be applied is the page applied again change by change, each in its own
+    savepoint, so the bad one is quarantined and the others kept (bench/sync.py's
+    catch-up)."""
+    _parsed_bodies.clear()
+    if bodies is not None:
+        _parsed_bodies.update(zip((change["body"] for change in page), bodies, strict=True))
     try:
-        with database.atomic(), totals_derived(page):
-            return [apply_change(change, my_origin) for change in page]
-    except UNAPPLICABLE:
-        with totals_derived(page):
-            return [apply_isolated(change, my_origin) for change in page]
+        try:
+            with database.atomic(), totals_derived(page):
+                return [apply_change(change, my_origin) for change in page]
+        except UNAPPLICABLE:
+            with totals_derived(page):
+                return [apply_isolated(change, my_origin) for change in page]
+    finally:
+        _parsed_bodies.clear()
 
 
 @contextmanager
@@ -426,21 +523,23 @@ def totals_derived(page: list[dict[str, Any]] | None = None) -> Iterator[None]:
     _log_view = _read_log(page) if page else None
     try:
         yield
+        _write_rows()
         _flush()
         if _latest_stamp is not None:
-            hlc.observe(_latest_stamp, changes.origin_id())
+            hlc.observe(_latest_stamp[1], changes.origin_id())
     finally:
         _start_page()
 
 
 def _start_page() -> None:
-    global _maybe_waiting, _latest_stamp, _log_view
+    global _maybe_waiting, _latest_stamp, _log_view, _page_customers
     for touched in (touched_sales, refunded_sales, new_sales, fed_sales, touched_customers,
-                    touched_totals, _customers_held):  # fmt: skip
+                    touched_totals, _customers_held, _held_rows, _new_receipts):  # fmt: skip
         touched.clear()
     _latest_stamp = None
     _maybe_waiting = True
     _log_view = None
+    _page_customers = None
 
 
 def _flush() -> None:
@@ -453,15 +552,19 @@ def _flush() -> None:
             touched_totals.setdefault(customer_id, set()).update(derive.FEEDS["sale"])
             if sale_id in refunded_sales:
                 _report_over_refund(sale_id)
-    for customer_id, took in sorted(touched_customers.items()):
-        derive.customer(customer_id, sorted(touched_totals.get(customer_id, ())) or None)
-        if took is not None:
-            _report_overdraft(customer_id, took)
+    by_totals: dict[tuple[str, ...], list[str]] = {}
+    for customer_id in sorted(touched_customers):
+        totals = tuple(sorted(touched_totals.get(customer_id, ())))
+        by_totals.setdefault(totals, []).append(customer_id)
+    for totals, ids in sorted(by_totals.items()):
+        derive.customers(ids, totals or None)
+    _report_overdrafts({c: took for c, took in touched_customers.items() if took is not None})
 
 
 def _keep_one_reversal(row: dict[str, Any], change: dict[str, Any]) -> bool:
     """True to store this reversal: the entry has none yet, or this one is earlier (then
     the later one goes). The loser is reported; every node keeps the same one."""
+    _write_rows()
     original = fetch_one(
         "SELECT customer_id, type, amount, reverses_id FROM ledger_entry WHERE id = ?",
         (row["reverses_id"],),
@@ -489,15 +592,29 @@ def _keep_one_reversal(row: dict[str, Any], change: dict[str, Any]) -> bool:
     return keep
 
 
-def _report_receipt_clash(sale: dict[str, Any], change_id: str) -> None:
-    clash = fetch_one(
-        "SELECT id FROM sale WHERE origin = ? AND receipt_number = ? AND id <> ?",
-        (sale["origin"], sale["receipt_number"], sale["id"]),
-    )
-    if clash:
-        detail = (f"receipt {sale['receipt_number']} was issued twice by one shop "
-                  f"(sales {clash['id']} and {sale['id']}), after a restore")  # fmt: skip
-        report("receipt_reused", detail, change_id)
+def _report_receipt_clashes() -> None:
+    """Each new sale whose receipt number its shop had already issued to a sale stored
+    before it (an earlier one of the page, or one held before the page)."""
+    new = list(_new_receipts)
+    _new_receipts.clear()
+    later = {sale["id"] for sale, _ in new}
+    holders: dict[tuple[str, str], list[str]] = {}
+    by_origin: dict[str, set[str]] = {}
+    for sale, _ in new:
+        by_origin.setdefault(sale["origin"], set()).add(sale["receipt_number"])
+    for origin, numbers in by_origin.items():
+        for chunk in _chunks(sorted(numbers)):
+            for row in fetch_all("SELECT id, receipt_number FROM sale WHERE origin = ? "
+                                 f"AND receipt_number IN ({marks(chunk)})", (origin, *chunk)):
+                holders.setdefault((origin, row["receipt_number"]), []).append(row["id"])
+    for sale, change_id in new:
+        later.discard(sale["id"])
+        clash = next((held for held in holders[(sale["origin"], sale["receipt_number"])]
+                      if held != sale["id"] and held not in later), None)  # fmt: skip
+        if clash:
+            detail = (f"receipt {sale['receipt_number']} was issued twice by one shop "
+                      f"(sales {clash} and {sale['id']}), after a restore")  # fmt: skip
+            report("receipt_reused", detail, change_id)
 
 
 def _report_over_refund(sale_id: str) -> None:
@@ -512,17 +629,23 @@ def _report_over_refund(sale_id: str) -> None:
                f"{sale['refunded_amount']} of {sale['paid']} paid, at two shops", sale_id)
 
 
-def _report_overdraft(customer_id: str, change_id: str) -> None:
-    customer = fetch_one(
-        "SELECT id, ledger_balance, loyalty_points, credit_limit FROM customer WHERE id = ?",
-        (customer_id,),
-    )
-    if customer is None:
-        return
+def _report_overdrafts(took: dict[str, str]) -> None:
+    """For each customer a merged change took something from (id -> that change's id)."""
+    for chunk in _chunks(sorted(took)):
+        for customer in fetch_all("SELECT id, ledger_balance, loyalty_points, credit_limit "
+                                  f"FROM customer WHERE id IN ({marks(chunk)}) ORDER BY id",
+                                  chunk):  # fmt: skip
+            _report_overdraft(customer, took[customer["id"]])
+
+
+def _report_overdraft(customer: dict[str, Any], change_id: str) -> None:
+    customer_id = customer["id"]
     if customer["loyalty_points"] < 0:
         report("points_below_zero",
                f"customer {customer_id} has {customer['loyalty_points']} points after a merge",
                change_id)  # fmt: skip
+    if customer["ledger_balance"] >= 0:
+        return  # owes nothing: no limit to pass
     limit = credit_limit_for(customer)
     if limit is not None and -customer["ledger_balance"] > limit:
         report("credit_limit_exceeded",

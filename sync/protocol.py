@@ -321,6 +321,11 @@ _CHANGE_CHECKS: dict[str, Check] = {
 
 def check_change(change: Any) -> dict[str, Any]:
     """A change with exactly the expected fields, types and fact shape, or ProtocolError."""
+    return checked_change(change)[0]
+
+
+def checked_change(change: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """check_change, with the body it parsed (a node applying the change reuses it)."""
     if not isinstance(change, dict) or (change.keys() != _CHANGE_FIELD_SET
                                         and change.keys() != _PULLED_FIELD_SET):  # fmt: skip
         raise ProtocolError(f"a change needs exactly the fields {', '.join(CHANGE_FIELDS)}")
@@ -334,7 +339,9 @@ def check_change(change: Any) -> dict[str, Any]:
     except (ValueError, RecursionError):
         raise ProtocolError("must be JSON text", "body") from None
     check_body(change["kind"], change["entity_id"], body)
-    return change if len(change) == len(CHANGE_FIELDS) else {f: change[f] for f in CHANGE_FIELDS}
+    if len(change) != len(CHANGE_FIELDS):
+        change = {f: change[f] for f in CHANGE_FIELDS}
+    return change, body
 
 
 def gzip_json(payload: Any) -> bytes:

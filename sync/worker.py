@@ -43,7 +43,7 @@ from sync.protocol import (
     PUSH_PATH,
     ProtocolError,
     batches,
-    check_change,
+    checked_change,
     gzip_json,
 )
 
@@ -440,49 +440,64 @@ def _retry_clock_waits(origin: str) -> int:
 def apply_one(raw: dict[str, Any], origin: str) -> str:
     """Apply one pulled change and bring the totals it feeds up to date."""
     merge.scrubbed = False
+    checked, malformed = _check_page([raw])
     with database.atomic(), merge.totals_derived():
-        change = _checked(raw)
-        outcome = "invalid" if change is None else merge.apply_isolated(change, origin)
+        _quarantine_malformed(malformed)
+        outcome = merge.apply_isolated(checked[0][0], origin) if checked else "invalid"
     if merge.scrubbed:
         checkpoint()
     return outcome
 
 
-def _checked(raw: dict[str, Any]) -> dict[str, Any] | None:
-    """A pulled change checked for its shape, or None: a malformed change is quarantined
-    (reported, not applied) rather than blocking every later one."""
-    try:
-        return check_change(raw)
-    except ProtocolError as exc:
-        change_id = raw.get("id") if isinstance(raw, dict) else None
-        merge.report("quarantined", f"malformed change: {exc}",
-                     change_id if isinstance(change_id, str) else None)  # fmt: skip
-        return None
+Checked = tuple[dict[str, Any], dict[str, Any]]  # a change and its parsed body
+
+
+def _check_page(page: list[Any]) -> tuple[list[Checked], list[tuple[str | None, str]]]:
+    """The changes checked for their shape, with their parsed bodies, and the malformed ones
+    (id, why): those are quarantined (reported, not applied) rather than blocking every
+    later one. Before the write transaction: checking takes no lock."""
+    checked, malformed = [], []
+    for raw in page:
+        try:
+            checked.append(checked_change(raw))
+        except ProtocolError as exc:
+            change_id = raw.get("id") if isinstance(raw, dict) else None
+            malformed.append((change_id if isinstance(change_id, str) else None, str(exc)))
+    return checked, malformed
+
+
+def _quarantine_malformed(malformed: list[tuple[str | None, str]]) -> None:
+    for change_id, why in malformed:
+        merge.report("quarantined", f"malformed change: {why}", change_id)
 
 
 def apply_page(
     page: list[dict[str, Any]], next_cursor: int, next_id: str, origin: str, epoch: str = ""
 ) -> tuple[int, int]:
-    """Apply one pulled page and its cursor in one transaction: (applied, conflicts)."""
+    """Apply one pulled page and its cursor in one transaction: (applied, conflicts).
+    A slice of a page may be applied alone, with the cursor and id of its last change."""
     with database.atomic():
         counts = apply_changes(page, origin)
         set_meta(CURSOR, str(next_cursor))
         set_meta(CURSOR_ID, next_id)
         set_meta(PULL_EPOCH, epoch)
+    if merge.scrubbed:
+        checkpoint()  # now that the page is committed (inside it, checkpoint waits)
     return counts
 
 
 def apply_changes(page: list[dict[str, Any]], origin: str) -> tuple[int, int]:
     """Apply pulled changes, leaving the cursor where it is: (applied, conflicts)."""
     merge.scrubbed = False
+    checked, malformed = _check_page(page)
     with database.atomic():
-        checked = [change for change in map(_checked, page) if change is not None]
-        outcomes = merge.apply_page(checked, origin)
+        _quarantine_malformed(malformed)
+        outcomes = merge.apply_page([change for change, _ in checked], origin,
+                                    [body for _, body in checked])  # fmt: skip
     if merge.scrubbed:
         checkpoint()
-    malformed = len(page) - len(checked)
     quiet = ("applied", "duplicate", "pending")
-    return outcomes.count("applied"), malformed + sum(o not in quiet for o in outcomes)
+    return outcomes.count("applied"), len(malformed) + sum(o not in quiet for o in outcomes)
 
 
 def install(app: web.Application, central_url: str, token: str, interval: int) -> None:
