@@ -228,6 +228,35 @@ def test_a_sale_refunded_at_two_shops_offline_is_kept_and_refused_a_third_time(c
     assert customers.get_customer(cid)["ledger_balance"] == 1000
 
 
+def test_debts_and_points_a_merge_reveals_are_reported_once_per_customer(chain: Chain):
+    """Two shops each stay within a customer's limit and points offline; together they do
+    not: the node that merges both reports each such customer once, and nobody else."""
+    chain.use("a")
+    capped = customers.create_customer({"name": "Capped", "credit_limit": 1000})["id"]
+    saver = customers.create_customer({"name": "Saver"})["id"]
+    payer = customers.create_customer({"name": "Payer", "credit_limit": 1000})["id"]
+    sales.record_sale(saver, 5000, "cash")  # earns 50 points
+    chain.sync()
+    chain.use("b")
+    chain.sync()
+    ledger.record_entry(capped, "debit", 700, None)
+    loyalty.redeem_points(saver, 40)
+    ledger.record_entry(payer, "debit", 900, None)
+    chain.sync()
+    chain.use("a")
+    ledger.record_entry(capped, "debit", 800, None)
+    loyalty.redeem_points(saver, 30)
+    ledger.record_entry(payer, "credit", 500, None)
+    chain.sync()
+    assert customers.get_customer(capped)["ledger_balance"] == -1500
+    assert customers.get_customer(saver)["loyalty_points"] == -20
+    assert customers.get_customer(payer)["ledger_balance"] == -400
+    assert reports() == {"credit_limit_exceeded": 1, "points_below_zero": 1}
+    details = " ".join(r["detail"] for r in db.fetch_all("SELECT detail FROM sync_report"))
+    assert capped in details and saver in details and payer not in details
+    assert verify.differences() == []
+
+
 def _log(kind: str | None = None) -> list[dict[str, Any]]:
     where = f"WHERE kind = '{kind}'" if kind else ""
     return db.fetch_all("SELECT id, origin, origin_seq, hlc, kind, entity_id, body, recorded_at "
