@@ -17,6 +17,9 @@ A change already held (same id) is skipped; the same id with another body is rep
 never applied over the original. Overdrafts revealed by a merge are kept and reported.
 
 The SQL here is hand-written: bench/sync.py's catch-up runs it for every change (node/db.py).
+A page's rows are held back and written a table at a time (executemany), before anything
+reads the tables they go to; what a page needs to know (changes held, customers held or
+tombstoned) is read once for the page.
 """
 
 from __future__ import annotations
