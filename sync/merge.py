@@ -17,7 +17,7 @@ A change already held (same id) is skipped; the same id with another body is rep
 never applied over the original. Overdrafts revealed by a merge are kept and reported.
 
 The SQL here is hand-written: bench/sync.py's catch-up runs it for every change (node/db.py).
-A page's rows are held back and written a table at a time (executemany), before anything
+A page's rows are held back and written a table at a time (node/db.py insert_rows), before anything
 reads the tables they go to; what a page needs to know (changes held, customers held or
 tombstoned) is read once for the page.
 """
@@ -37,7 +37,7 @@ from node import changes, derive, hlc
 from node.changes import TOMBSTONE_KINDS
 from node.clock import now_iso
 from node.customers import scrub_customer, set_profile
-from node.db import database, execute, fetch_all, fetch_one, marks
+from node.db import database, execute, fetch_all, fetch_one, insert_rows, marks
 from node.ledger import credit_limit_for
 from node.models import SCRUBBED_ROW
 from sync.protocol import FACTS
@@ -159,20 +159,17 @@ def _tombstoned(customer_id: str) -> bool:
 
 def _insert(table: str, row: dict[str, Any]) -> None:
     """Hold a row back, to be written with the page's other rows of its table."""
-    _held_rows.setdefault((table, tuple(row)), []).append(tuple(row.values()))
+    _held_rows.setdefault((table, tuple(row)), []).append(row)
 
 
 def _write_rows() -> None:
     """Write the rows held back, a statement per table (referenced tables first), then
     report receipt numbers they reuse. Before anything reads what they may hold."""
     if _held_rows:
-        cursor = database.cursor()
         held = sorted(_held_rows.items(), key=lambda item: INSERT_ORDER[item[0][0]])
         _held_rows.clear()
-        with peewee.__exception_wrapper__:  # sqlite3 errors as peewee ones, as execute_sql has
-            for (table, columns), rows in held:
-                cursor.executemany(f"INSERT INTO {table}({', '.join(columns)}) "
-                                   f"VALUES ({marks(columns)})", rows)  # fmt: skip
+        for (table, _), rows in held:
+            insert_rows(table, rows)
     if _new_receipts:
         _report_receipt_clashes()
 
@@ -483,10 +480,10 @@ _log_view: LogView | None = None
 _page_customers: tuple[set[str], set[str]] | None = None
 # Bodies of the page's changes as parsed when they were checked: body text -> body.
 _parsed_bodies: dict[str, dict[str, Any]] = {}
-# Rows of the page held back to be written a table at a time (executemany): (table,
+# Rows of the page held back to be written a table at a time (node/db.py insert_rows): (table,
 # columns) -> rows; and new sales whose receipt numbers are checked once they are written.
 # Referenced tables are written first (foreign keys).
-_held_rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = {}
+_held_rows: dict[tuple[str, tuple[str, ...]], list[dict[str, Any]]] = {}
 _new_receipts: list[tuple[dict[str, Any], str]] = []
 INSERT_ORDER = {table: n for n, table in enumerate((
     "customer", "sale", "refund", "sale_discount", "ledger_entry", "loyalty_event",
