@@ -891,28 +891,6 @@ def profile_catchup(work: Path, data: list[StoreData], limit: int) -> None:
             entry[1] += time.perf_counter() - t0
 
     db.execute_sql = timed
-    cursor_of = db.cursor
-
-    class TimedCursor:
-        """sync/merge.py writes a page's rows with executemany on a cursor: one statement
-        per call (its rows are not counted as statements)."""
-
-        def __init__(self, cursor: Any) -> None:
-            self.cursor = cursor
-
-        def executemany(self, sql: str, rows: Any) -> Any:
-            t0 = time.perf_counter()
-            try:
-                return self.cursor.executemany(sql, rows)
-            finally:
-                entry = stats.setdefault("executemany " + MARKS.sub("(..)", sql), [0, 0.0])
-                entry[0] += 1
-                entry[1] += time.perf_counter() - t0
-
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self.cursor, name)
-
-    db.cursor = lambda *args, **kw: TimedCursor(cursor_of(*args, **kw))
     rounds = max(len(d.payloads) for d in data)
     pages = [d.payloads[i][0] for i in range(rounds) for d in data if i < len(d.payloads)]
     # Newer worker versions also store the id of the change at the cursor.
