@@ -19,7 +19,7 @@ from typing import Any
 import peewee
 from aiohttp import web
 
-from node import db, files, hlc, logs, metrics, tokens
+from node import db, hlc, logs, metrics, tokens
 from node.api import access
 from node.api.keys import HEALTH
 from node.api.server import GuardedSite, connection_limit
@@ -105,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", parents=[common], help="online backup of the db")
     backup.add_argument("file", type=Path)
     backup.set_defaults(run=run_backup)
+
+    restore = commands.add_parser("restore", parents=[common],
+                                  help="install a backup (node stopped); the current db is kept")
+    restore.add_argument("file", type=Path)
+    restore.set_defaults(run=run_restore)
     return parser
 
 
@@ -191,18 +196,10 @@ def run_export(config: Config, args: argparse.Namespace) -> int:
 
 
 def run_backup(config: Config, args: argparse.Namespace) -> int:
-    """Copy the live database page by page with SQLite's online backup API."""
-    if not config.database_path.exists():
-        raise OSError(f"no shop database at {config.database_path}")
-    files.private_file(args.file)  # 0600 before the first byte of customer data lands
-    source = sqlite3.connect(config.database_path, timeout=30)
-    target = sqlite3.connect(args.file)
-    try:
-        with target:
-            source.backup(target)
-    finally:
-        target.close()
-        source.close()
+    """A consistent, checked copy of the live database (node.backup)."""
+    from node.backup import write_backup
+
+    write_backup(config.database_path, args.file)
     print(f"backed up {config.database_path} to {args.file}")
     return 0
 
@@ -214,6 +211,19 @@ def run_doctor(config: Config, args: argparse.Namespace) -> int:
     text, code = doctor.report(doctor.examine(config))
     print(text)
     return code
+
+
+def run_restore(config: Config, args: argparse.Namespace) -> int:
+    """Install a backup while the node is stopped; it then syncs as a new origin."""
+    from node.restore import RestoreRefused, restore
+    from sync.worker import start_over_after_restore
+
+    try:
+        print(restore(config.database_path, args.file, start_over_after_restore))
+    except RestoreRefused as exc:
+        print(f"shopnode: restore refused: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 def first_start(config: Config) -> None:
@@ -228,12 +238,19 @@ def first_start(config: Config) -> None:
 
 
 def run_serve(config: Config, args: argparse.Namespace) -> int:
-    first_start(config)
     from node.api.app import create_app  # the HTTP stack loads only for serve
+    from node.backup import NodeRunning, serving
 
-    app = create_app(config, extensions=serve_extensions(config), guard_loop_writes=True)
-    on_ready = [lambda url: bot_in_node(config, url, app)] if config.bot.token else []
-    asyncio.run(serve_until_signalled(app, config.api.host, config.api.port, on_ready))
+    try:
+        with serving(config.database_path):  # `shopnode restore` refuses meanwhile
+            first_start(config)
+            app = create_app(config, extensions=serve_extensions(config),
+                             guard_loop_writes=True)
+            on_ready = [lambda url: bot_in_node(config, url, app)] if config.bot.token else []
+            asyncio.run(serve_until_signalled(app, config.api.host, config.api.port, on_ready))
+    except NodeRunning as exc:
+        print(f"shopnode: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -305,8 +322,13 @@ def run_bot(config: Config, args: argparse.Namespace) -> int:
 
 
 def serve_extensions(config: Config) -> list[Callable[[web.Application], None]]:
-    """The sync worker joins the node's event loop when configured (the bot: bot_in_node)."""
+    """Scheduled backups and the sync worker join the node's event loop when configured
+    (the bot: bot_in_node)."""
     extensions: list[Callable[[web.Application], None]] = []
+    if config.backup.every_hours:
+        from node.backup import BackupSchedule, install
+
+        extensions.append(lambda app: install(app, BackupSchedule.from_config(config)))
     if config.sync.central_url:
         from sync import worker
 

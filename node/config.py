@@ -46,6 +46,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     },
     "log": {"format": "text", "level": "info"},
     "metrics": {"enabled": False, "token": ""},
+    # every_hours is a float: fractional hours are allowed (0.5 = every 30 minutes).
+    "backup": {"dir": "", "every_hours": 24.0, "keep": 14},
 }
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -80,6 +82,7 @@ class Config:
     central: Section
     log: Section
     metrics: Section
+    backup: Section
     path: Path | None
 
     @property
@@ -94,6 +97,11 @@ class Config:
     def zone(self) -> tzinfo:
         """The shop's day: `[node] timezone`, else the machine's zone."""
         return shop_zone(self.node.timezone) if self.node.timezone else machine_zone()
+
+    @property
+    def backup_dir(self) -> Path:
+        """Where scheduled backups go: `[backup] dir`, else `backups` in the data dir."""
+        return Path(self.backup.dir) if self.backup.dir else self.data_dir / "backups"
 
 
 def shop_zone(name: str) -> ZoneInfo:
@@ -170,6 +178,11 @@ def _from_env(section: str, key: str, raw: str) -> Any:
         if flag not in BOOLEANS:
             raise ConfigError(f"{where}: must be true or false, got {shown(key, raw)}")
         return BOOLEANS[flag]
+    if isinstance(default, float):
+        try:
+            return float(raw.strip())
+        except ValueError:
+            raise ConfigError(f"{where}: must be a number, got {shown(key, raw)}") from None
     if isinstance(default, int):
         try:
             return int(raw.strip())
@@ -208,6 +221,10 @@ def _check(section: str, key: str, value: Any) -> Any:
             raise ConfigError(f"{name}: must be {type(default).__name__}, got {shown(key, value)}")
     if name == "loyalty.earn_rate" and isinstance(value, float):
         return value  # points per major unit may be fractional (0.5)
+    if isinstance(default, float):
+        if not isinstance(value, int | float) or value != value:  # NaN
+            raise ConfigError(f"{name}: must be a number, got {shown(key, value)}")
+        return float(value)
     if isinstance(default, int):
         if not isinstance(value, int):
             raise ConfigError(f"{name}: must be an integer, got {shown(key, value)}")
@@ -241,6 +258,10 @@ def _validate(values: dict[str, dict[str, Any]]) -> None:
         raise ConfigError("sync.interval_seconds: must be at least 1")
     if not 1 <= values["sync"]["max_clock_skew_seconds"] <= 86400:
         raise ConfigError("sync.max_clock_skew_seconds: must be between 1 and 86400")
+    if not 0 <= values["backup"]["every_hours"] <= 24 * 366:
+        raise ConfigError("backup.every_hours: must be between 0 (off) and 8784 (a year)")
+    if values["backup"]["keep"] < 1:
+        raise ConfigError("backup.keep: must be at least 1")
     digest = values["bot"]["digest_time"]
     if digest and not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", digest):
         raise ConfigError(f"bot.digest_time: must be HH:MM (24h) or empty, got {digest!r}")

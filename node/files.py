@@ -42,3 +42,12 @@ def tighten(path: Path) -> None:
     """0600 for a file SQLite or another library created (a -wal or -shm, a backup)."""
     if Path(path).exists():
         os.chmod(path, FILE_MODE)
+
+
+def sync_dir(directory: Path) -> None:
+    """fsync a directory, so a file renamed into it is still there after a power cut."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -332,15 +332,33 @@ def _take_new_identity(old: str, first_unheld: int | None) -> str:
                 "UPDATE change_log SET origin = ?, origin_seq = ? WHERE id = ?",
                 (new, seq, row["id"]),
             )
-        set_meta("origin_id", new)
-        set_meta("previous_origin_ids", json.dumps([*changes.previous_origins(), old]))
-        set_meta(ACKED, "0")
-        # Pulls skipped the old origin's changes as our own; central holds some we lost in
-        # the restore: read everything again (ids dedupe) to get them back.
-        set_meta(CURSOR, "0")
-        set_meta(CURSOR_ID, "")
+        _switch_origin(old, new)
     log.warning("central holds changes of origin %s this node lacks: restored from a "
                 "backup; continuing as origin %s", old, new)  # fmt: skip
+    return new
+
+
+def _switch_origin(old: str, new: str) -> None:
+    """Continue as origin `new`, nothing of it acknowledged yet. Pulls skipped `old`'s
+    changes as our own, and central holds some this database lacks (it was restored): read
+    everything again (ids dedupe) to get them back."""
+    set_meta("origin_id", new)
+    set_meta("previous_origin_ids", json.dumps([*changes.previous_origins(), old]))
+    set_meta(ACKED, "0")
+    set_meta(CURSOR, "0")
+    set_meta(CURSOR_ID, "")
+
+
+def start_over_after_restore() -> str:
+    """A database just restored from a backup (`shopnode restore`) takes a new origin id
+    before it writes anything: central may hold the numbers after the backup's last change,
+    for changes this database lacks. The next round pulls those back, and sends central
+    what it lacks of every earlier origin (changes made before the backup but never sent):
+    as after a restore of central, every origin is checked. Returns the new id."""
+    with database.atomic():
+        new = uuid7()
+        _switch_origin(changes.origin_id(), new)
+        set_meta(PUSH_EPOCH, "")
     return new
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from node import db, metrics
-from node.api import access, customers, ledger, loyalty, openapi, reports, sales, settings
+from node.api import access, customers, ledger, loyalty, openapi, reports, sales, settings, status
 from node.api import telegram as telegram_routes
 from node.api.auth import FailedAuth, auth_middleware
 from node.api.keys import AUTH_FAILURES, CONFIG, GUARD_LOOP_WRITES, HEALTH, STARTED_AT, WRITER
@@ -102,7 +102,7 @@ def create_app(
     access.install(app)
     metrics.install(app, config.metrics)
     app.add_routes(routes)
-    for module in (customers, ledger, loyalty, sales, settings, reports, openapi):
+    for module in (customers, ledger, loyalty, sales, settings, reports, status, openapi):
         app.add_routes(module.routes)
     app.add_routes(telegram_routes.routes)
     app.cleanup_ctx.append(database_context)

@@ -19,3 +19,5 @@ WRITER = web.AppKey("writer", Any)
 GUARD_LOOP_WRITES = web.AppKey("guard_loop_writes", bool)
 # The authenticated token of a request: {"id", "name", "role"}.
 TOKEN = web.RequestKey("token", dict[str, Any])
+# The scheduled backups (node.backup.BackupSchedule), when `serve` runs them.
+BACKUPS = web.AppKey("backups", Any)

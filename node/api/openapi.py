@@ -29,6 +29,7 @@ NSTR = {"type": ["string", "null"]}
 INT = {"type": "integer"}
 UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
+NTIME = {"type": ["string", "null"], "format": "date-time"}
 
 
 def ref(name: str) -> dict[str, str]:
@@ -187,6 +188,27 @@ SCHEMAS: dict[str, Any] = {
             "kind": STR, "change_id": NSTR, "detail": STR, "created_at": TIME})},
     }, required=["enabled", "origin", "push_queue_depth", "oldest_unsent_age_seconds",
                  "push_acked_seq", "pull_cursor", "reports", "recent_reports"]),
+    "Status": obj({
+        "version": STR, "shop_name": STR,
+        "timezone": {**STR, "description": "IANA zone of the shop's day"},
+        "database_size_bytes": {**INT, "description": "the database file and its WAL"},
+        "backup": obj({
+            "last_at": {**NTIME, "description": "when the newest backup was taken"},
+            "size_bytes": {"type": ["integer", "null"]},
+            "file": {**NSTR, "description": "its file name in [backup] dir"},
+            "every_hours": {"type": "number", "description": "0: not scheduled"},
+            "next_at": NTIME,
+            "last_error": {**NSTR, "description": "why the latest scheduled backup failed; "
+                           "null once one succeeds"},
+            "last_error_at": NTIME,
+        }),
+        "sync": obj({
+            "enabled": {"type": "boolean"}, "last_success_at": NSTR, "last_error": NSTR,
+            "push_queue_depth": INT, "oldest_unsent_age_seconds": {"type": ["number", "null"]},
+            "pull_lag": {"type": ["integer", "null"]}, "pending": INT,
+            "reports": {"type": "object", "additionalProperties": INT},
+        }, required=["enabled", "push_queue_depth", "pending", "reports"]),
+    }),
     "Message": obj({"message": STR}),
     "Health": obj({"status": {"const": "ok"}, "version": STR, "uptime_seconds": {"type": "number"},
                    "sync": ref("ComponentHealth"), "bot": ref("ComponentHealth")},
@@ -329,6 +351,7 @@ TAGS = [
     {"name": "events", "description": "the node's facts in commit order, for integrations"},
     {"name": "telegram", "description": "customers' own Telegram links, receipts, reminders "
                                         "(the bot's work)"},
+    {"name": "status", "description": "the node at a glance: database, backups, sync"},
     {"name": "health", "description": "liveness, without a token"},
     {"name": "openapi", "description": "this document, without a token"},
 ]
@@ -402,6 +425,11 @@ PATHS = {
     "/api/v1/reports/loyalty": {
         "get": op("getLoyaltyReport", "reports", "Points outstanding and moved in a period",
                   ok(ref("LoyaltyReport")), query(reports.LOYALTY_QUERY)),
+    },
+    "/api/v1/status": {
+        "get": op("getStatus", "status",
+                  "Version, shop, timezone, database size, last backup, sync (owner only)",
+                  ok(ref("Status"))),
     },
     "/api/v1/sync/status": {
         "get": op("getSyncStatus", "sync",

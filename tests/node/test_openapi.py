@@ -147,6 +147,8 @@ async def test_real_responses_match_their_schemas(api):
         "/api/v1/reports/loyalty",
     )
     await check(await api.get("/api/v1/sync/status"), "GET", "/api/v1/sync/status")
+    await check(await api.get("/api/v1/status"), "GET", "/api/v1/status")
+    await check(await api.get("/api/v1/status", staff=True), "GET", "/api/v1/status")  # 403
     await check(await api.client.get("/healthz"), "GET", "/healthz")
     await check(await api.client.get("/api/v1/customers"), "GET", "/api/v1/customers")  # 401
     await check_telegram(api, check, cid)

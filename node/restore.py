@@ -1,0 +1,128 @@
+"""`shopnode restore FILE`: install a backup in place of the shop database, node stopped.
+
+The backup is copied next to the database first and everything is checked on that copy
+(integrity, that it is a shop's database, its schema version; an older one is upgraded
+there), so a refusal leaves the current database exactly as it was. Only then is the
+current database moved aside (never deleted, its -wal and -shm with it) and the copy renamed
+into its place.
+
+A restored node must not number new changes as it did after the backup: central may already
+hold those numbers, for the changes made after the backup. So the copy takes a new origin
+id before it is installed (`start_over`, which the CLI gives: sync/worker.py), and the next
+sync round brings back from central what was recorded after the backup.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from node import db, files
+from node.backup import NodeRunning, integrity_problems, serving
+from node.migrations import SCHEMA_VERSION
+
+COMPANIONS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a database
+
+
+class RestoreRefused(Exception):
+    """The backup was not installed and nothing was changed; the message says why."""
+
+
+def restore(database: Path, backup: Path, start_over: Callable[[], str]) -> str:
+    """Install `backup` as `database`; what was done, a line each."""
+    if not backup.is_file():
+        raise RestoreRefused(f"no backup file at {backup}")
+    wal = Path(f"{backup}-wal")
+    if wal.exists() and wal.stat().st_size:
+        raise RestoreRefused(f"{wal} holds changes that are not in {backup}: take backups with "
+                             "`shopnode backup FILE`, which makes one whole file")  # fmt: skip
+    try:
+        with serving(database, exclusive=True):
+            return _install(database, backup, start_over)
+    except NodeRunning as exc:
+        raise RestoreRefused(f"{exc}; stop it first") from None
+
+
+def _install(database: Path, backup: Path, start_over: Callable[[], str]) -> str:
+    staged = database.with_name(f".{database.name}.restoring")
+    _remove(staged)  # a restore cut short left it
+    try:
+        files.private_file(staged)
+        shutil.copyfile(backup, staged)
+        version = check_backup(staged, backup)
+        db.open_database(staged)  # upgrades an older schema, here on the copy
+        try:
+            origin = start_over()
+        finally:
+            db.database.close()
+        if any(Path(f"{staged}{suffix}").exists() for suffix in COMPANIONS):
+            raise OSError(f"{staged} kept a journal after it was closed; nothing was changed")
+        with open(staged, "rb+") as installed:
+            os.fsync(installed.fileno())  # its bytes on disk before its name is the database's
+        aside = _move_aside(database)
+        os.replace(staged, database)
+        files.sync_dir(database.parent)
+    finally:
+        _remove(staged)
+    upgraded = f" (upgraded from schema version {version})" if version < SCHEMA_VERSION else ""
+    lines = [f"restored {backup}{upgraded}"]
+    if aside:
+        lines.append(f"the previous database is kept as {aside}")
+    lines += [f"the node now writes as origin {origin}: its next sync gets back from central "
+              "what was recorded after this backup",
+              "API tokens and settings are as they were when the backup was taken "
+              "(check `shopnode token list`)"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def check_backup(copy: Path, backup: Path) -> int:
+    """The schema version of a sound backup of a shop database; RestoreRefused otherwise."""
+    with open(copy, "rb") as file:
+        if file.read(16) != b"SQLite format 3\x00":
+            raise RestoreRefused(f"{backup} is not a SQLite database")
+    connection = sqlite3.connect(copy)
+    try:
+        problems = integrity_problems(connection)
+        if problems:
+            raise RestoreRefused(f"{backup} fails its integrity check: {problems}")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    finally:
+        connection.close()
+    if version > SCHEMA_VERSION:
+        raise RestoreRefused(
+            f"{backup} was written by a newer shopnode (schema version {version}; this one "
+            f"knows up to {SCHEMA_VERSION}): upgrade shopnode, then restore"
+        )
+    if version < 1 or not {"meta", "customer"} <= tables:
+        raise RestoreRefused(f"{backup} is not a backup of a shop database")
+    return version
+
+
+def _move_aside(database: Path) -> Path | None:
+    """Rename the database, then its -wal, -shm or -journal, to `NAME.before-restore-STAMP`
+    (a companion left alone by a restore cut short goes too: it must never meet the new
+    database)."""
+    present = [suffix for suffix in ("", *COMPANIONS) if Path(f"{database}{suffix}").exists()]
+    if not present:
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = database.with_name(f"{database.name}.before-restore-{stamp}")
+    for n in itertools.count(2):  # never over an earlier one
+        if not any(Path(f"{aside}{suffix}").exists() for suffix in ("", *COMPANIONS)):
+            break
+        aside = database.with_name(f"{database.name}.before-restore-{stamp}-{n}")
+    for suffix in present:
+        os.replace(Path(f"{database}{suffix}"), Path(f"{aside}{suffix}"))
+    files.sync_dir(database.parent)
+    return aside
+
+
+def _remove(staged: Path) -> None:
+    for suffix in ("", *COMPANIONS):
+        Path(f"{staged}{suffix}").unlink(missing_ok=True)
