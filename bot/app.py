@@ -81,6 +81,7 @@ def build_application(settings: BotSettings, nodes: dict[str, NodeClient]) -> Ap
         "ledger": handlers.ledger,
         "dues": handlers.dues,
         "statement": handlers.statement,
+        "status": handlers.status,
         "pay": confirm.pay,
         "credit": confirm.credit,
         "debit": confirm.debit,

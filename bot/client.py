@@ -108,6 +108,11 @@ class NodeClient:
         """The currency the node keeps amounts in, as its settings report it."""
         return Currency.of(await self.settings())
 
+    async def status(self) -> dict[str, Any]:
+        """The node at a glance (owners): version, last backup, sync, database size."""
+        body, _ = await self._request("GET", "/status")
+        return body
+
     async def receivables(self, limit: int = 10) -> dict[str, Any]:
         body, _ = await self._request("GET", "/reports/receivables", params={"limit": str(limit)})
         return body

@@ -1,7 +1,7 @@
 """Handlers for all but the money commands (bot.confirm): views, picks and the rest.
 
-/start, /help, /find, /balance, /ledger, /dues and /statement only read. A tap on a customer
-picked from a list goes on with the command it came from: one of those views or, for money,
+/start, /help, /find, /balance, /ledger, /dues, /statement and /status only read. A tap on a
+customer picked from a list goes on with the command it came from: one of those views or, for money,
 a confirmation (bot.confirm.ask). Last come the answers to stale buttons, unknown messages
 and failures.
 """
@@ -27,7 +27,14 @@ from bot.context import NoNodeAccess, client_for, shop
 from bot.lookup import MAX_CHOICES, NO_MATCH, choices, find_customer
 from bot.roles import NO_STAFF_TOKEN, OWNER_ONLY, commands_for, may_act, owner_only, role_of
 from bot.statement import statement_csv, statement_filename
-from bot.texts import balance_text, customer_line, dues_text, ledger_text, shop_zone
+from bot.texts import (
+    balance_text,
+    customer_line,
+    dues_text,
+    ledger_text,
+    shop_zone,
+    status_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +99,13 @@ async def dues(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
     client = client_for(update, context)
     report = await client.receivables(limit=DUES_SHOWN)
     await update.effective_message.reply_text(dues_text(report, await client.currency()))
+
+
+@owner_only
+async def status(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
+    """Show the shop node at a glance: its last backup, sync and database size."""
+    report = await client_for(update, context).status()
+    await update.effective_message.reply_text(status_text(report))
 
 
 async def on_pick(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:

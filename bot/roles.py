@@ -32,6 +32,7 @@ COMMANDS: list[tuple[str, str, str]] = [
     ("statement", "QUERY: the customer's whole ledger as a CSV file", OWNER),
     ("debit", "QUERY AMOUNT [note]: post a manual debit (e.g. an opening balance)", OWNER),
     ("remind", "QUERY or overdue: a polite reminder to linked customers who owe", OWNER),
+    ("status", "the shop node at a glance: last backup, sync", OWNER),
     ("help", "what I can do for you", STAFF),
 ]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -116,6 +116,54 @@ def dues_text(report: dict[str, Any], currency: Currency) -> str:
         ages = [f"{k} days {format_amount(int(v or 0), currency)}" for k, v in buckets.items()]
         lines += ["", "By age: " + " · ".join(ages)]
     return "\n".join(lines)
+
+
+def status_text(status: dict[str, Any]) -> str:
+    """The /status answer: the node, its last backup (or why there is none), sync, size;
+    times in the shop's zone."""
+    zone = shop_zone(status)
+    backup = status.get("backup") or {}
+    lines = [f"{status.get('shop_name')} · shopnode {status.get('version')}"]
+    if backup.get("last_at"):
+        lines.append(f"Last backup: {when(backup['last_at'], zone)} ({ago(backup['last_at'])}), "
+                     f"{megabytes(backup.get('size_bytes'))}, {backup.get('file')}")  # fmt: skip
+    elif backup.get("every_hours"):
+        lines.append(f"No backup yet; the first is due {when(backup.get('next_at'), zone)}.")
+    else:
+        lines.append("No backup yet, and none scheduled ([backup] every_hours = 0).")
+    if backup.get("last_error"):
+        lines.append(f"⚠ The latest backup failed ({when(backup.get('last_error_at'), zone)}): "
+                     f"{backup['last_error']}")  # fmt: skip
+    lines.append(sync_line(status.get("sync") or {}, zone))
+    lines.append(f"Database: {megabytes(status.get('database_size_bytes'))}")
+    return "\n".join(lines)
+
+
+def sync_line(sync: dict[str, Any], zone: tzinfo | None) -> str:
+    if not sync.get("enabled"):
+        return "Sync: off"
+    last = sync.get("last_success_at")
+    parts = [f"last success {when(last, zone)}" if last else "no success yet"]
+    if sync.get("last_error"):
+        parts.append("the latest round failed")
+    waiting = int(sync.get("push_queue_depth") or 0)
+    parts.append(f"{waiting} change{'s' if waiting != 1 else ''} waiting to be sent")
+    return "Sync: " + "; ".join(parts)
+
+
+def megabytes(size: Any) -> str:
+    return f"{int(size or 0) / 1_000_000:.1f} MB"
+
+
+def ago(timestamp: str) -> str:
+    """'5 min ago', '3 h ago', '2 days ago'."""
+    seconds = (datetime.now(UTC) - datetime.fromisoformat(timestamp)).total_seconds()
+    minutes = max(0, int(seconds // 60))
+    if minutes < 60:
+        return f"{minutes} min ago"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h ago"
+    return f"{minutes // (24 * 60)} days ago"
 
 
 def sentence(text: str) -> str:

@@ -186,7 +186,7 @@ class BackupSchedule:
         try:
             made = await asyncio.to_thread(take_backup, self.database, self.directory, self.keep)
         except Exception as exc:
-            self.last_error, self.last_error_at = str(exc), now_iso()
+            self.last_error, self.last_error_at = reason(exc), now_iso()
             log.error("scheduled backup failed; the node serves on: %s", exc)
         else:
             self.last_error = self.last_error_at = None
@@ -195,6 +195,15 @@ class BackupSchedule:
     def next_at(self) -> datetime | None:
         job = self.scheduler.get_job("backup") if self.scheduler else None
         return job.next_run_time if job else None
+
+
+def reason(exc: BaseException) -> str:
+    """Why a backup failed, without the machine's paths (the log has them; the status may be
+    shown in a chat): 'No space left on device', 'database or disk is full'."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, OSError) and cause.strerror:
+        return cause.strerror
+    return str(cause)
 
 
 def report(directory: Path, schedule: BackupSchedule | None) -> dict[str, Any]:
