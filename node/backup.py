@@ -103,17 +103,15 @@ def write_backup(database: Path, target: Path) -> int:
     partial = target.with_name(f".{target.name}.partial")
     files.private_file(partial)  # 0600 before the first byte of customer data lands
     try:
-        source = sqlite3.connect(database, timeout=30)
-        copy = sqlite3.connect(partial)
-        try:
+        with (
+            contextlib.closing(sqlite3.connect(database, timeout=30)) as source,
+            contextlib.closing(sqlite3.connect(partial)) as copy,
+        ):
             with copy:
                 source.backup(copy)
             # One self-contained file (the source's WAL mode would be copied with its pages).
             copy.execute("PRAGMA journal_mode = DELETE")
             problems = integrity_problems(copy)
-        finally:
-            copy.close()
-            source.close()
         if problems:
             raise BackupFailed(f"the copy fails its integrity check: {problems}")
         os.replace(partial, target)
@@ -177,7 +175,8 @@ class BackupSchedule:
     def first_due(self, moment: datetime) -> datetime:
         """One interval after the last backup, but not sooner than a short while after start."""
         last = last_backup(self.directory)
-        due = last.taken_at + self.interval if last else moment
+        # A backup stamped in the future (the clock was wrong then) does not put this off.
+        due = last.taken_at + self.interval if last and last.taken_at <= moment else moment
         return max(due, moment + min(self.interval, START_DELAY))
 
     async def run(self) -> None:
