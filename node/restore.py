@@ -73,8 +73,8 @@ def _install(database: Path, backup: Path, start_over: Callable[[], str]) -> str
     lines = [f"restored {backup}{upgraded}"]
     if aside:
         lines.append(f"the previous database is kept as {aside}")
-    lines += [f"the node now writes as origin {origin}: its next sync gets back from central "
-              "what was recorded after this backup",
+    lines += [f"the node now writes as origin {origin}; if it syncs, its next round gets back "
+              "from central what was recorded after this backup",
               "API tokens and settings are as they were when the backup was taken "
               "(check `shopnode token list`)"]  # fmt: skip
     return "\n".join(lines)
