@@ -10,6 +10,7 @@ from node import backup
 from node.api.auth import require_owner
 from node.api.keys import BACKUPS, CONFIG, HEALTH
 from node.api.params import json_response
+from node.clock import current_clock
 from sync.progress import queue_status
 
 routes = web.RouteTableDef()
@@ -29,7 +30,7 @@ async def status(request: web.Request) -> web.Response:
     return json_response({
         "version": VERSION,
         "shop_name": config.node.name,
-        "timezone": "UTC",  # the shop's day (receipt numbers, date filters, reports)
+        "timezone": str(current_clock().zone),  # [node] timezone: the shop's day
         "database_size_bytes": backup.database_size(config.database_path),
         "backup": backup.report(config.backup_dir, request.app.get(BACKUPS)),
         "sync": sync_summary(request.app),

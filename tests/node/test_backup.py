@@ -48,8 +48,8 @@ def query(path: Path, sql: str) -> list[tuple]:
 def scheduled(tmp_path: Path) -> dict[str, str]:
     """A node's environment with a backup every 2 seconds, 2 kept."""
     return {"SHOPNODE_NODE_DATA_DIR": str(tmp_path / "data"), "SHOPNODE_API_PORT": "0",
-            "SHOPNODE_BACKUP_EVERY_HOURS": EVERY_2_SECONDS,
-            "SHOPNODE_BACKUP_KEEP": "2"}  # fmt: skip
+            "SHOPNODE_BACKUP_EVERY_HOURS": EVERY_2_SECONDS, "SHOPNODE_BACKUP_KEEP": "2",
+            "SHOPNODE_NODE_TIMEZONE": "Asia/Karachi"}  # fmt: skip
 
 
 def test_scheduled_backups_are_checked_private_pruned_and_in_the_status(scheduled, tmp_path):
@@ -79,6 +79,7 @@ def test_scheduled_backups_are_checked_private_pruned_and_in_the_status(schedule
     assert reported["last_at"].replace("-", "").replace(":", "").startswith(stamp[:-1])
     assert reported["last_error"] is None and reported["every_hours"] == pytest.approx(2 / 3600)
     assert body["shop_name"] == "My Shop" and body["version"]
+    assert body["timezone"] == "Asia/Karachi"
     assert body["database_size_bytes"] >= (tmp_path / "data" / "shop.db").stat().st_size
     assert body["sync"]["enabled"] is False
 
