@@ -18,6 +18,8 @@ from pathlib import Path
 
 import aiohttp
 
+from node.backup import START_DELAY, integrity_problems, last_backup
+from node.clock import now
 from node.config import Config, ConfigError
 from node.migrations import SCHEMA_VERSION
 
@@ -44,7 +46,8 @@ class Finding:
 
 def examine(config: Config) -> list[Finding]:
     """Every check, in the order an owner would go through them."""
-    findings = [config_finding(config), database_finding(config), disk_finding(config)]
+    findings = [config_finding(config), database_finding(config), disk_finding(config),
+                backup_finding(config)]
     return findings + asyncio.run(network_findings(config))
 
 
@@ -89,16 +92,16 @@ def database_finding(config: Config) -> Finding:
                 return Finding(FAIL, "database", f"{path} was written by a newer shopnode "
                                f"(schema {version}, this one knows {SCHEMA_VERSION}): install "
                                "that newer shopnode again.")  # fmt: skip
-            problems = [row[0] for row in connection.execute("PRAGMA integrity_check")]
+            problems = integrity_problems(connection)
             customers = connection.execute("SELECT COUNT(*) FROM customer").fetchone()[0]
         finally:
             connection.close()
     except sqlite3.Error as exc:
         return Finding(FAIL, "database", f"{path} cannot be read ({exc}). Stop the shop and "
                        "restore the newest backup (`shopnode restore FILE`).")  # fmt: skip
-    if problems != ["ok"]:
+    if problems:
         return Finding(FAIL, "database", f"{path} is damaged (the integrity check says: "
-                       f"{problems[0]}). Stop the shop and restore the newest backup "
+                       f"{problems}). Stop the shop and restore the newest backup "
                        "(`shopnode restore FILE`).")  # fmt: skip
     return Finding(OK, "database", f"{path} passes the integrity check "
                    f"({size_text(path.stat().st_size)}, {customers} customers)")  # fmt: skip
@@ -116,6 +119,27 @@ def disk_finding(config: Config) -> Finding:
                        f"free at least {size_text(needed)} (old backups, downloads): when the "
                        "disk is full the shop cannot record sales.")  # fmt: skip
     return Finding(OK, "disk", f"{size_text(free)} free on the disk of {folder}")
+
+
+def backup_finding(config: Config) -> Finding:
+    """The newest backup in `[backup] dir` is no older than two backup intervals."""
+    every_hours = config.backup.every_hours
+    if not every_hours:
+        return Finding(SKIP, "backups", "scheduled backups are off ([backup] every_hours = 0)")
+    directory = config.backup_dir
+    newest = last_backup(directory)
+    if newest is None:
+        return Finding(FAIL, "backups", f"there is no backup in {directory} yet. The node "
+                       "takes the first a minute after it starts: if it has been running "
+                       "longer, look in its log for 'backup failed'.")  # fmt: skip
+    age = (now() - newest.taken_at).total_seconds()
+    when = f"is {duration_text(age)} old" if age >= 60 else "was taken just now"
+    if age > 2 * every_hours * 3600 + START_DELAY.total_seconds():
+        return Finding(FAIL, "backups", f"the newest backup, {newest.path.name}, {when}, but "
+                       f"one is due every {every_hours:g} hours: is the node running? If it "
+                       "is, look in its log for 'backup failed' (a full disk, a folder it may "
+                       "not write to).")  # fmt: skip
+    return Finding(OK, "backups", f"the newest, {newest.path.name}, {when} ({directory})")
 
 
 async def network_findings(config: Config) -> list[Finding]:

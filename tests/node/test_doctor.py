@@ -59,8 +59,11 @@ async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
             "SHOPNODE_SYNC_TOKEN": store["token"],
             "SHOPNODE_BOT_TOKEN": BOT_TOKEN,
             "SHOPNODE_BOT_API_URL": telegram.url,
+            # A backup every 3.6 s, the first 3.6 s after start: the shop has one to check.
+            "SHOPNODE_BACKUP_EVERY_HOURS": "0.001",
         }
         node = await asyncio.to_thread(start_node, env, tmp_path / "node.log")
+        await first_backup(tmp_path / "shop" / "backups")
         yield Shop(node, central, telegram, env)
         node.stop(signal.SIGKILL)
     finally:
@@ -68,12 +71,20 @@ async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
         await telegram.close()
 
 
+async def first_backup(backups: Path, timeout: float = 60) -> None:
+    for _ in range(int(timeout * 10)):
+        if list(backups.glob("shop-*.db")):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no scheduled backup in {backups} after {timeout} s")
+
+
 async def test_a_healthy_shop_passes_every_check(shop: Shop):
     code, checks, output = await shop.doctor()
     assert code == 0, output
     assert {check: status for check, (status, _) in checks.items()} == {
-        "config": "ok", "database": "ok", "disk": "ok", "central": "ok", "clock": "ok",
-        "bot": "ok"}  # fmt: skip
+        "config": "ok", "database": "ok", "disk": "ok", "backups": "ok", "central": "ok",
+        "clock": "ok", "bot": "ok"}  # fmt: skip
     assert output.splitlines()[-1] == "All is well."
     assert "'Corner Store', time zone Asia/Karachi" in checks["config"][1]
     assert "passes the integrity check" in checks["database"][1]
@@ -145,3 +156,19 @@ def test_clock_skew_against_centrals_date_header(their_offset: timedelta, words:
     assert f"this computer's clock is {words} central's" in finding.text
     in_time = clock_finding(asked, answered, format_datetime(asked, usegmt=True))
     assert in_time.status == "ok"
+
+
+async def test_a_stale_backup_says_what_to_look_for(shop: Shop):
+    shop.node.stop()
+    backups = Path(shop.env["SHOPNODE_NODE_DATA_DIR"]) / "backups"
+    for made in backups.glob("shop-*.db"):
+        made.unlink()
+    old = backups / "shop-20200101T000000Z.db"  # named as the schedule names its copies
+    done = await asyncio.to_thread(shopnode, "backup", str(old), env=shop.env)
+    assert done.returncode == 0, done.stderr
+    code, checks, _ = await shop.doctor()
+    assert code == 1
+    status, text = checks["backups"]
+    assert status == "FAIL"
+    assert text.startswith("the newest backup, shop-20200101T000000Z.db, is ")
+    assert " days " in text and "old, but one is due every" in text and "backup failed" in text
