@@ -416,16 +416,17 @@ async def serve_until_signalled(
 ) -> None:
     """Serve until SIGTERM/SIGINT; `on_ready` contexts get the node's own URL once it listens."""
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
+    # Before the ready line: a SIGTERM right after it is a clean stop, not a kill.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     await runner.setup()
     try:
         site = GuardedSite(runner, host, port, connection_limit())
         await site.start()
         bound = site.bound_port  # the real one when port is 0
         log.info("listening on http://%s:%s", host, bound)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         async with contextlib.AsyncExitStack() as stack:
             for start in on_ready:
                 await stack.enter_async_context(start(f"http://{local_host(host)}:{bound}"))
