@@ -28,10 +28,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
+from node import backup
 from node.api.auth import present_secret, require_owner
-from node.api.keys import HEALTH, WRITER
+from node.api.keys import CONFIG, HEALTH, WRITER
 from node.api.problems import Handler, problem, route_of
-from node.clock import seconds_since
+from node.clock import now, seconds_since
 from node.config import Section
 
 PATH = "/metrics"
@@ -161,7 +162,7 @@ def gauge(name: str, documentation: str, value: float | None) -> Iterator[Metric
 
 
 class NodeFigures(Collector):
-    """Read at scrape time: the sync queue and progress."""
+    """Read at scrape time: the sync queue and progress, and the last backup's age."""
 
     def __init__(self, app: web.Application) -> None:
         self.app = app
@@ -170,6 +171,10 @@ class NodeFigures(Collector):
         report = self.app[HEALTH].get("sync")
         if report is not None:  # sync is configured
             yield from sync_figures(report())
+        last = backup.last_backup(self.app[CONFIG].backup_dir)
+        yield from gauge("shopnode_backup_last_age_seconds",
+                         "Seconds since the newest backup in the backup dir was taken",
+                         (now() - last.taken_at).total_seconds() if last else None)  # fmt: skip
 
 
 def sync_figures(status: dict[str, Any]) -> Iterator[Metric]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from node import metrics
@@ -114,3 +115,20 @@ def test_metrics_settings_that_are_not_a_yes_or_no_are_refused(shopnode_main, tm
     config.write_text('[metrics]\nenabled = "yes"\n')
     refused = shopnode_main("serve", "--config", str(config), env={})
     assert refused.returncode == 2 and "metrics.enabled: must be bool" in refused.stderr
+
+
+def test_the_last_backups_age(node_env, tmp_path: Path) -> None:
+    env = {**node_env, "SHOPNODE_METRICS_ENABLED": "true",
+           "SHOPNODE_BACKUP_DIR": str(tmp_path / "backups")}  # fmt: skip
+    node = start_node(env, tmp_path / "node.log")
+    try:
+        assert samples(scrape(node.url, node.token)[2], "shopnode_backup_last_age_seconds") == []
+        # A backup from 2 hours ago, as a schedule or `shopnode backup` would name it.
+        backups = tmp_path / "backups"
+        backups.mkdir(exist_ok=True)
+        taken = datetime.now(UTC) - timedelta(hours=2)
+        (backups / f"shop-{taken.strftime('%Y%m%dT%H%M%SZ')}.db").write_bytes(b"")
+        age = value(scrape(node.url, node.token)[2], "shopnode_backup_last_age_seconds")
+        assert 7190 <= age <= 7300
+    finally:
+        node.stop()
