@@ -140,12 +140,15 @@ class Writer:
             for job in group:
                 job.error = job.error or not_saved
         else:
-            checkpoint_if_due()
-        self.stats.groups += 1
-        self.stats.writes += len(group)
-        self.stats.largest_group = max(self.stats.largest_group, len(group))
-        for observe in self.stats.observers:
-            observe(len(group))
+            self.stats.groups += 1
+            self.stats.writes += len(group)
+            self.stats.largest_group = max(self.stats.largest_group, len(group))
+            for observe in self.stats.observers:
+                observe(len(group))
+            try:
+                checkpoint_if_due()
+            except Exception as exc:  # the writes are committed; the next scrub tries again
+                log.warning("checkpoint after a scrub failed: %s", exc)
         for job in group:
             with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
                 job.loop.call_soon_threadsafe(_settle, job)

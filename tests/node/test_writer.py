@@ -108,6 +108,7 @@ async def test_a_commit_that_fails_fails_its_group_and_records_nothing(api) -> N
         )
 
     async with HeldWriter(api) as held:
+        committed = held.writer.stats.writes
         payment = asyncio.ensure_future(pay(api, customer["id"], 700, key="pay-dara-1"))
         await held.queued(1)
         broken = asyncio.ensure_future(held.writer.write(dangling_entry))
@@ -118,6 +119,7 @@ async def test_a_commit_that_fails_fails_its_group_and_records_nothing(api) -> N
         await broken
     assert (await api.get_customer(customer["id"]))["ledger_balance"] == 0
     assert fetch_one("SELECT COUNT(*) AS n FROM change_log")["n"] == log_before
+    assert held.writer.stats.writes == committed + 1  # the held job only: /metrics agrees
     # The same request again, with its key: recorded once.
     retried = await pay(api, customer["id"], 700, key="pay-dara-1")
     assert retried.status == 201 and "Idempotent-Replayed" not in retried.headers
