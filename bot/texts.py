@@ -130,7 +130,7 @@ def status_text(status: dict[str, Any]) -> str:
     elif backup.get("every_hours"):
         lines.append(f"No backup yet; the first is due {when(backup.get('next_at'), zone)}.")
     else:
-        lines.append("No backup yet, and none scheduled ([backup] every_hours = 0).")
+        lines.append("No backup yet, and none scheduled (set [backup] dir and every_hours).")
     if backup.get("last_error"):
         lines.append(f"⚠ The latest backup failed ({when(backup.get('last_error_at'), zone)}): "
                      f"{backup['last_error']}")  # fmt: skip

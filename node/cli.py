@@ -325,7 +325,7 @@ def serve_extensions(config: Config) -> list[Callable[[web.Application], None]]:
     """Scheduled backups and the sync worker join the node's event loop when configured
     (the bot: bot_in_node)."""
     extensions: list[Callable[[web.Application], None]] = []
-    if config.backup.every_hours:
+    if config.scheduled_backups:
         from node.backup import BackupSchedule, install
 
         extensions.append(lambda app: install(app, BackupSchedule.from_config(config)))

@@ -99,8 +99,14 @@ class Config:
         return shop_zone(self.node.timezone) if self.node.timezone else machine_zone()
 
     @property
+    def scheduled_backups(self) -> bool:
+        """`serve` backs up by itself when `[backup] dir` names a folder (CONTRACT §6: empty
+        is off) and `every_hours` is not 0."""
+        return bool(self.backup.dir) and self.backup.every_hours > 0
+
+    @property
     def backup_dir(self) -> Path:
-        """Where scheduled backups go: `[backup] dir`, else `backups` in the data dir."""
+        """Where backups are looked for: `[backup] dir`, else `backups` in the data dir."""
         return Path(self.backup.dir) if self.backup.dir else self.data_dir / "backups"
 
 

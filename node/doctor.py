@@ -124,8 +124,9 @@ def disk_finding(config: Config) -> Finding:
 def backup_finding(config: Config) -> Finding:
     """The newest backup in `[backup] dir` is no older than two backup intervals."""
     every_hours = config.backup.every_hours
-    if not every_hours:
-        return Finding(SKIP, "backups", "scheduled backups are off ([backup] every_hours = 0)")
+    if not config.scheduled_backups:
+        return Finding(SKIP, "backups", "scheduled backups are off: to have them, set [backup] "
+                       "dir to a folder, better on another disk, and every_hours above 0")
     directory = config.backup_dir
     newest = last_backup(directory)
     if newest is None:

@@ -18,7 +18,7 @@ async def test_status_shows_the_last_backup_and_sync_to_owners(
 
     lines = before.text.splitlines()
     assert lines[0].startswith("My Shop · shopnode ")
-    assert lines[1].startswith("No backup yet; the first is due ")
+    assert lines[1] == "No backup yet, and none scheduled (set [backup] dir and every_hours)."
     assert "Sync: off" in lines and lines[-1].startswith("Database: ")
     size = f"{backup.stat().st_size / 1_000_000:.1f} MB"
     backup_line = after.text.splitlines()[1]

@@ -49,6 +49,7 @@ def scheduled(tmp_path: Path) -> dict[str, str]:
     """A node's environment with a backup every 2 seconds, 2 kept."""
     return {"SHOPNODE_NODE_DATA_DIR": str(tmp_path / "data"), "SHOPNODE_API_PORT": "0",
             "SHOPNODE_BACKUP_EVERY_HOURS": EVERY_2_SECONDS, "SHOPNODE_BACKUP_KEEP": "2",
+            "SHOPNODE_BACKUP_DIR": str(tmp_path / "data" / "backups"),
             "SHOPNODE_NODE_TIMEZONE": "Asia/Karachi"}  # fmt: skip
 
 
@@ -90,9 +91,9 @@ def test_status_is_for_owners_only(node: NodeProcess):
     status, problem = call(node, "GET", "/api/v1/status", token=token)
     assert status == 403 and "owner" in problem["detail"]
     status, body = call(node, "GET", "/api/v1/status")
-    # The default schedule: the first backup a minute after start, none yet.
-    assert status == 200 and body["backup"]["every_hours"] == 24
-    assert body["backup"]["last_at"] is None and body["backup"]["next_at"]
+    # By default (no [backup] dir) nothing is scheduled, and the status says so.
+    assert status == 200 and body["backup"]["every_hours"] == 0
+    assert body["backup"]["last_at"] is None and body["backup"]["next_at"] is None
 
 
 def test_a_failing_backup_is_reported_and_the_node_serves_on(scheduled, tmp_path):

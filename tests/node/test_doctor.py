@@ -61,6 +61,7 @@ async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
             "SHOPNODE_BOT_API_URL": telegram.url,
             # A backup every 3.6 s, the first 3.6 s after start: the shop has one to check.
             "SHOPNODE_BACKUP_EVERY_HOURS": "0.001",
+            "SHOPNODE_BACKUP_DIR": str(tmp_path / "shop" / "backups"),
         }
         node = await asyncio.to_thread(start_node, env, tmp_path / "node.log")
         await first_backup(tmp_path / "shop" / "backups")
