@@ -68,12 +68,15 @@ class NodeClient:
 
     # Reads
 
-    async def search_customers(self, query: str, limit: int = 10) -> tuple[list[dict], int]:
-        """Customers whose name, phone or email contains `query`, and how many match in all."""
+    async def search_customers(self, query: str, limit: int = 10) -> tuple[list[dict], str]:
+        """Customers whose name, phone or email contains `query`, and how many match in all,
+        as the shop reads it: "12", or "over 1000" when the node capped its count."""
         params = {"search": query, "limit": str(limit), "sort": "name", "order": "ASC"}
         body, headers = await self._request("GET", "/customers", params=params)
         total = headers.get("X-Total-Count", "")
-        return body, int(total) if total.isdigit() else len(body)
+        if not total.isdigit():
+            return body, str(len(body))
+        return body, f"over {total}" if headers.get("X-Total-Count-Capped") else total
 
     async def customer(self, customer_id: str) -> dict[str, Any]:
         body, _ = await self._request("GET", _customer_path(customer_id))

@@ -71,8 +71,8 @@ async def find(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         return
     currency = await client.currency()
     lines = [customer_line(c, currency) for c in matches]
-    if total > len(matches):
-        lines.append(f"…and {total - len(matches)} more; type more of the name to narrow it.")
+    if total != str(len(matches)):
+        lines.append(f"…{total} match in all; type more of the name to narrow it.")
     # A tap on a name shows that customer's balance.
     await message.reply_text("\n".join(lines), reply_markup=choices(matches, BALANCE))
 

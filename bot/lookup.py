@@ -55,7 +55,7 @@ async def find_customer(
         await message.reply_text(NO_MATCH.format(query=query))
         return None
     text = f"{total} customers match “{query}”. Which one?"
-    if total > len(matches):
+    if total != str(len(matches)):
         text += f"\n(Showing the first {len(matches)}; type more of the name to narrow it.)"
     await respond(message, text, choices(matches, kind, amount))
     return None
