@@ -37,16 +37,13 @@ from node import changes, derive, hlc
 from node.changes import TOMBSTONE_KINDS
 from node.clock import now_iso
 from node.customers import scrub_customer, set_profile
-from node.db import database, execute, fetch_all, fetch_one, insert_rows, marks
+from node.db import checkpoint, database, execute, fetch_all, fetch_one, insert_rows, marks
 from node.ledger import credit_limit_for
 from node.models import SCRUBBED_ROW
 from sync.protocol import FACTS
 
 CLOCK = "clock"  # what an edit stamped too far ahead waits for
 
-# Set when a tombstone scrubbed personal data, so the caller checkpoints the WAL once the
-# transaction has committed (the old bytes must not linger in the -wal file).
-scrubbed = False
 
 
 def report(kind: str, detail: str, change_id: str | None = None) -> None:
@@ -396,7 +393,6 @@ def _merge_fields(customer_id: str, fields: dict[str, Any], stamp: str) -> None:
 
 
 def _tombstone(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
-    global scrubbed
     customer_id = body["customer_id"]
     _write_rows()
     changes.add_tombstone(customer_id, kind.split(".")[1], body.get("created_at"), change["id"])
@@ -404,7 +400,8 @@ def _tombstone(kind: str, body: dict[str, Any], change: dict[str, Any]) -> None:
     if fetch_one("SELECT 1 FROM customer WHERE id = ?", (customer_id,)) is not None:
         scrub_customer(customer_id)
     changes.scrub_logged_changes(customer_id)
-    scrubbed = True
+    # The old bytes must not linger in the -wal file: done once the transaction commits.
+    checkpoint()
 
 
 def _ensure_customer(customer_id: str, fact_created_at: str) -> None:

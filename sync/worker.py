@@ -32,7 +32,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from node import changes, writer
 from node.api.keys import HEALTH
 from node.clock import now_iso, uuid7
-from node.db import checkpoint, database, fetch_all, fetch_one, get_meta, set_meta
+from node.db import checkpoint_if_due, database, fetch_all, fetch_one, get_meta, set_meta
 from node.metrics import observe_sync_round
 from node.writer import read, write
 from sync import merge
@@ -460,13 +460,11 @@ def _retry_clock_waits(origin: str) -> int:
 
 def apply_one(raw: dict[str, Any], origin: str) -> str:
     """Apply one pulled change and bring the totals it feeds up to date."""
-    merge.scrubbed = False
     checked, malformed = _check_page([raw])
     with database.atomic(), merge.totals_derived():
         _quarantine_malformed(malformed)
         outcome = merge.apply_isolated(checked[0][0], origin) if checked else "invalid"
-    if merge.scrubbed:
-        checkpoint()
+    checkpoint_if_due()
     return outcome
 
 
@@ -502,21 +500,18 @@ def apply_page(
         set_meta(CURSOR, str(next_cursor))
         set_meta(CURSOR_ID, next_id)
         set_meta(PULL_EPOCH, epoch)
-    if merge.scrubbed:
-        checkpoint()  # now that the page is committed (inside it, checkpoint waits)
+    checkpoint_if_due()  # a scrub's, now that the page is committed
     return counts
 
 
 def apply_changes(page: list[dict[str, Any]], origin: str) -> tuple[int, int]:
     """Apply pulled changes, leaving the cursor where it is: (applied, conflicts)."""
-    merge.scrubbed = False
     checked, malformed = _check_page(page)
     with database.atomic():
         _quarantine_malformed(malformed)
         outcomes = merge.apply_page([change for change, _ in checked], origin,
                                     [body for _, body in checked])  # fmt: skip
-    if merge.scrubbed:
-        checkpoint()
+    checkpoint_if_due()
     quiet = ("applied", "duplicate", "pending")
     return outcomes.count("applied"), len(malformed) + sum(o not in quiet for o in outcomes)
 
