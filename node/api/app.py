@@ -102,9 +102,9 @@ def create_app(
     access.install(app)
     metrics.install(app, config.metrics)
     app.add_routes(routes)
-    for module in (customers, ledger, loyalty, sales, settings, reports, status, openapi):
+    for module in (customers, ledger, loyalty, sales, settings, reports, status,
+                   telegram_routes, openapi):  # fmt: skip
         app.add_routes(module.routes)
-    app.add_routes(telegram_routes.routes)
     app.cleanup_ctx.append(database_context)
     for extend in extensions:
         extend(app)
