@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import table
+from bench.common import INGEST_TARGETS, table
 
 README = Path(__file__).resolve().parent / "README.md"
 CHART = Path(__file__).resolve().parent / "run.png"
@@ -115,8 +115,8 @@ def rows(res: dict[str, Any]) -> list[Row]:
                        f"in {sc['load']['elapsed']:.0f} s)", f"{g['p99_ms']:.1f} ms" + errors(g),
                        f"GET alone {get['p99_ms']:.1f} ms" if get else "", None, "≤ 50 ms",
                        g["p99_ms"] <= 50 and not g["non_2xx"] and sc["applied"] > 0))  # fmt: skip
-    for engine, label, floor in (("sqlite", "SQLite", 0.6), ("postgresql", "PostgreSQL", 0.8)):
-        i = res.get(f"ingest_{engine}")
+    for engine, label in (("sqlite", "SQLite"), ("postgresql", "PostgreSQL")):
+        i, floor = res.get(f"ingest_{engine}"), INGEST_TARGETS[engine]
         if i:
             out.append(Row(f"central ingest, {label}", f"{i['ingest']:,.0f} changes/s",
                            f"raw batched insert {i['raw']:,.0f} rows/s", i["ratio"],
