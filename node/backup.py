@@ -44,7 +44,20 @@ class BackupFailed(OSError):
 
 
 class NodeRunning(Exception):
-    """A `shopnode serve` holds the database (see serving())."""
+    """`serve` or another command holds the database (see serving())."""
+
+
+COMPANIONS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a database
+
+
+def is_part_of(database: Path, target: Path) -> bool:
+    """Whether `target` is `database` itself or one of the files beside it (its journal,
+    shared memory or lock), under whatever name or link."""
+    parts = [database, *(Path(f"{database}{s}") for s in COMPANIONS), lock_path(database)]
+    if target.resolve() in {part.resolve() for part in parts}:
+        return True
+    return target.exists() and any(part.exists() and os.path.samefile(part, target)
+                                   for part in parts)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -100,6 +113,9 @@ def write_backup(database: Path, target: Path) -> int:
     """
     if not database.exists():
         raise BackupFailed(f"no shop database at {database}")
+    if is_part_of(database, target):
+        raise BackupFailed(f"{target} is the shop's database (or a file SQLite keeps beside "
+                           "it): back up to another file, better on another disk")  # fmt: skip
     partial = target.with_name(f".{target.name}.partial")
     files.private_file(partial)  # 0600 before the first byte of customer data lands
     try:
@@ -252,9 +268,10 @@ def lock_path(database: Path) -> Path:
 
 @contextlib.contextmanager
 def serving(database: Path, exclusive: bool = False) -> Iterator[None]:
-    """Held while `serve` runs on `database` (shared: several may), so that `shopnode
-    restore` (exclusive) can tell the node runs and refuse, and a node cannot start while a
-    restore swaps the files. The lock goes with the process, however it ends."""
+    """Held while `serve` or another command that opens `database` runs (shared: several
+    may; node.cli), so that `shopnode restore` (exclusive) can tell and refuse, and none
+    starts while a restore swaps the files. The lock goes with the process, however it
+    ends."""
     path = lock_path(database)
     files.private_dir(path.parent)
     with path.open("a") as handle:
@@ -262,7 +279,8 @@ def serving(database: Path, exclusive: bool = False) -> Iterator[None]:
             fcntl.flock(handle, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except BlockingIOError:
             if exclusive:
-                raise NodeRunning(f"a shopnode serve is running on {database}") from None
-            raise NodeRunning(f"a restore is being installed at {database}; start the node "
-                              "once it is done") from None  # fmt: skip
+                raise NodeRunning(f"shopnode is running on {database} (serve, or a command "
+                                  "such as import or sync)") from None  # fmt: skip
+            raise NodeRunning(f"a restore is being installed at {database}; run this once "
+                              "it is done") from None  # fmt: skip
         yield

@@ -23,6 +23,7 @@ from node import db, hlc, logs, metrics, tokens
 from node.api import access
 from node.api.keys import HEALTH
 from node.api.server import GuardedSite, connection_limit
+from node.backup import NodeRunning, serving
 from node.config import Config, ConfigError, find_config_path, load_config
 from node.errors import DomainError, NotFound
 from node.migrations import SchemaTooNew
@@ -113,6 +114,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The commands that open the shop's database hold its lock while they run (shared: several
+# may), so that `shopnode restore` cannot swap the file under any of them (node.backup).
+USES_DATABASE = {"serve", "token", "import", "export", "verify", "sync", "backup"}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = build_parser().parse_args(argv)
@@ -123,7 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(getattr(args, "config", None))
         logs.configure(config.log)
         hlc.MAX_DRIFT_MS = config.sync.max_clock_skew_seconds * 1000
-        return args.run(config, args)
+        if args.command not in USES_DATABASE:
+            return args.run(config, args)
+        with serving(config.database_path):  # `shopnode restore` refuses meanwhile
+            return args.run(config, args)
+    except NodeRunning as exc:
+        print(f"shopnode: {exc}", file=sys.stderr)
+        return 1
     except ConfigError as exc:
         if args.command == "doctor":  # its report goes on, in its own words
             from node.doctor import config_failure
@@ -239,18 +251,11 @@ def first_start(config: Config) -> None:
 
 def run_serve(config: Config, args: argparse.Namespace) -> int:
     from node.api.app import create_app  # the HTTP stack loads only for serve
-    from node.backup import NodeRunning, serving
 
-    try:
-        with serving(config.database_path):  # `shopnode restore` refuses meanwhile
-            first_start(config)
-            app = create_app(config, extensions=serve_extensions(config),
-                             guard_loop_writes=True)
-            on_ready = [lambda url: bot_in_node(config, url, app)] if config.bot.token else []
-            asyncio.run(serve_until_signalled(app, config.api.host, config.api.port, on_ready))
-    except NodeRunning as exc:
-        print(f"shopnode: {exc}", file=sys.stderr)
-        return 1
+    first_start(config)
+    app = create_app(config, extensions=serve_extensions(config), guard_loop_writes=True)
+    on_ready = [lambda url: bot_in_node(config, url, app)] if config.bot.token else []
+    asyncio.run(serve_until_signalled(app, config.api.host, config.api.port, on_ready))
     return 0
 
 

@@ -14,6 +14,7 @@ sync round brings back from central what was recorded after the backup.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -22,11 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from node import db, files
-from node.backup import NodeRunning, integrity_problems, serving
+from node import db, events, files
+from node.backup import COMPANIONS, NodeRunning, integrity_problems, serving
 from node.migrations import SCHEMA_VERSION
-
-COMPANIONS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a database
 
 
 class RestoreRefused(Exception):
@@ -55,8 +54,12 @@ def _install(database: Path, backup: Path, start_over: Callable[[], str]) -> str
         files.private_file(staged)
         shutil.copyfile(backup, staged)
         version = check_backup(staged, backup)
+        feed_head = _feed_head(database)
         db.open_database(staged)  # upgrades an older schema, here on the copy
         try:
+            _carry_feed_on(feed_head)
+            held = db.fetch_one("SELECT (SELECT COUNT(*) FROM customer) AS customers, "
+                                "(SELECT MAX(recorded_at) FROM change_log) AS newest")
             origin = start_over()
         finally:
             db.database.close()
@@ -70,7 +73,8 @@ def _install(database: Path, backup: Path, start_over: Callable[[], str]) -> str
     finally:
         _remove(staged)
     upgraded = f" (upgraded from schema version {version})" if version < SCHEMA_VERSION else ""
-    lines = [f"restored {backup}{upgraded}"]
+    lines = [f"restored {backup}{upgraded}: it holds {held['customers']} customers, its "
+             f"newest change recorded at {held['newest'] or 'none'}; check it is this shop's"]
     if aside:
         lines.append(f"the previous database is kept as {aside}")
     lines += [f"the node now writes as origin {origin}; if it syncs, its next round gets back "
@@ -78,6 +82,26 @@ def _install(database: Path, backup: Path, start_over: Callable[[], str]) -> str
               "API tokens and settings are as they were when the backup was taken "
               "(check `shopnode token list`)"]  # fmt: skip
     return "\n".join(lines)
+
+
+def _feed_head(database: Path) -> int:
+    """How far the events feed of the database being replaced had got (0 if unreadable)."""
+    if not database.exists():
+        return 0
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as old:
+            rows = old.execute("SELECT COALESCE(MAX(rowid), 0) FROM change_log").fetchone()[0]
+            shift = old.execute("SELECT value FROM meta WHERE key = ?", (events.BASE,)).fetchone()
+    except sqlite3.Error:
+        return 0
+    return rows + int(shift[0] if shift else 0)
+
+
+def _carry_feed_on(feed_head: int) -> None:
+    """Changes recorded after the restore get cursors past `feed_head` (node.events), so a
+    reader of the feed that had got there misses none of them."""
+    if feed_head > events.head():
+        db.set_meta(events.BASE, str(feed_head - (events.head() - events.base())))
 
 
 def check_backup(copy: Path, backup: Path) -> int:
