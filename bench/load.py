@@ -14,7 +14,14 @@ Spec:
                  "paths": ["/api/v1/customers/..."],  # one is picked at random per request
                  "headers": {"Authorization": "Bearer ..."},
                  "body": null,                         # JSON sent with every request
-                 "idempotency_key": false}]}           # a new Idempotency-Key per request
+                 "idempotency_key": false,             # a new Idempotency-Key per request
+                 "rate": null}]}                       # open loop: requests/s offered
+
+A group without a rate is a closed loop: each connection sends its next request when the last
+answer is read. A group with a rate is an open loop (as wrk2 does): requests come due at that
+rate on average (Poisson arrivals) whatever the answers take, go out on a free connection of
+the group's pool, and each one's latency counts from when it was due, so a stall delays every
+request due meanwhile and shows in the percentiles (no "coordinated omission").
 
 Run: python bench/load.py spec.json   (bench/run.py starts it through `Load`, below)
 """
@@ -81,40 +88,65 @@ class Tally:
         }
 
 
-async def connection(
-    http: aiohttp.ClientSession,
-    group: dict[str, Any],
-    rng: random.Random,
-    until: float,
-    stopping: asyncio.Event,
-    tally: Tally | None,
-) -> None:
-    """One client: a request, its whole answer, the next, on one keep-alive connection."""
-    body = json.dumps(group["body"]).encode() if group.get("body") is not None else None
-    base_headers = dict(group.get("headers", {}))
-    if body is not None:
-        base_headers["Content-Type"] = "application/json"
-    while time.perf_counter() < until and not stopping.is_set():
-        headers = base_headers
-        if group.get("idempotency_key"):
-            headers = {**base_headers, "Idempotency-Key": str(uuid.uuid4())}
-        path = rng.choice(group["paths"])
-        t0 = time.perf_counter()
+class Sender:
+    """One group's requests: the next one's path, headers and body; send it, tally it."""
+
+    def __init__(self, http: aiohttp.ClientSession, group: dict[str, Any],
+                 rng: random.Random) -> None:  # fmt: skip
+        self.http, self.group, self.rng = http, group, rng
+        self.body = json.dumps(group["body"]).encode() if group.get("body") is not None else None
+        self.headers = dict(group.get("headers", {}))
+        if self.body is not None:
+            self.headers["Content-Type"] = "application/json"
+
+    async def send(self, due: float, tally: Tally | None) -> None:
+        """One request, its whole answer; its latency counted from `due`."""
+        headers = self.headers
+        if self.group.get("idempotency_key"):
+            headers = {**headers, "Idempotency-Key": str(uuid.uuid4())}
+        path = self.rng.choice(self.group["paths"])
         try:
-            async with http.request(group["method"], path, data=body, headers=headers) as answer:
+            async with self.http.request(self.group["method"], path, data=self.body,
+                                         headers=headers) as answer:  # fmt: skip
                 content = await answer.read()
                 status = answer.status
                 total = answer.headers.get("X-Total-Count")
         except (aiohttp.ClientError, TimeoutError) as exc:
             status, content, total = type(exc).__name__, b"", None
         if tally is None:
-            continue
-        tally.latencies.append(time.perf_counter() - t0)
+            return
+        tally.latencies.append(time.perf_counter() - due)
         tally.statuses[status] += 1
         if not ok(status) and len(tally.failures) < 3:
             tally.failures.append(f"{status} {content[:300].decode(errors='replace')}")
         if total is not None and total.isdigit():
             tally.totals.append(int(total))
+
+
+async def closed_loop(sender: Sender, until: float, stopping: asyncio.Event,
+                      tally: Tally | None) -> None:  # fmt: skip
+    """One connection: a request, its whole answer, the next."""
+    while time.perf_counter() < until and not stopping.is_set():
+        await sender.send(time.perf_counter(), tally)
+
+
+async def open_loop(sender: Sender, rate: float, until: float, stopping: asyncio.Event,
+                    tally: Tally | None) -> None:  # fmt: skip
+    """Requests due at `rate` per second on average, each sent when due on a free connection
+    of the group's pool (queued in the pool while all are busy); waits for the last answers."""
+    pending: set[asyncio.Task] = set()
+    due = time.perf_counter()
+    while not stopping.is_set():
+        due += sender.rng.expovariate(rate)
+        if due >= until:
+            break
+        if (wait := due - time.perf_counter()) > 0:
+            await asyncio.sleep(wait)
+        task = asyncio.create_task(sender.send(due, tally))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.wait(pending)
 
 
 async def phase(
@@ -129,12 +161,17 @@ async def phase(
     tallies = {g["name"]: Tally() for g in spec["groups"]}
     start = time.perf_counter()
     until = start + seconds
-    await asyncio.gather(*(
-        connection(http, group, random.Random(rng.random()), until, stopping,
-                   tallies[group["name"]] if count else None)
-        for http, group in zip(sessions, spec["groups"], strict=True)
-        for _ in range(group["connections"])
-    ))  # fmt: skip
+    loops = []
+    for http, group in zip(sessions, spec["groups"], strict=True):
+        tally = tallies[group["name"]] if count else None
+        if group.get("rate"):
+            sender = Sender(http, group, random.Random(rng.random()))
+            loops.append(open_loop(sender, group["rate"], until, stopping, tally))
+        else:
+            senders = [Sender(http, group, random.Random(rng.random()))
+                       for _ in range(group["connections"])]  # fmt: skip
+            loops += [closed_loop(sender, until, stopping, tally) for sender in senders]
+    await asyncio.gather(*loops)
     return tallies, time.perf_counter() - start
 
 
@@ -173,7 +210,8 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             "client_cpu": (own_cpu() - mine) / elapsed,
             "watch_cpu": {n: (cpu_seconds(p) - before[n]) / elapsed for n, p in watch.items()},
             "groups": {
-                g["name"]: {**tallies[g["name"]].report(elapsed), "connections": g["connections"]}
+                g["name"]: {**tallies[g["name"]].report(elapsed), "connections": g["connections"],
+                            "offered": g.get("rate")}
                 for g in spec["groups"]
             },
         }
@@ -229,11 +267,13 @@ class Load:
 
 
 def group(name: str, connections: int, method: str, paths: list[str],
-          headers: dict[str, str] | None = None, body: Any = None) -> dict[str, Any]:  # fmt: skip
-    """A group of the spec; a POST gets a new Idempotency-Key per request."""
+          headers: dict[str, str] | None = None, body: Any = None,
+          rate: float | None = None) -> dict[str, Any]:  # fmt: skip
+    """A group of the spec; a POST gets a new Idempotency-Key per request; with a `rate`,
+    an open loop offering that many requests per second over `connections` connections."""
     return {"name": name, "connections": connections, "method": method, "paths": paths,
-            "headers": headers or {}, "body": body,
-            "idempotency_key": method == "POST"}  # fmt: skip
+            "headers": headers or {}, "body": body, "idempotency_key": method == "POST",
+            "rate": rate}  # fmt: skip
 
 
 if __name__ == "__main__":

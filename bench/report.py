@@ -64,12 +64,17 @@ def rows(res: dict[str, Any]) -> list[Row]:
     if "search" in res:
         s = group(res["search"], "search")
         ok = not s["non_2xx"]
-        matches = f", {s['matches_p50']:,.0f} matches p50" if s["matches_p50"] is not None else ""
-        out.append(Row(f"search p99 (4 letters of a surname or 4 digits{matches})",
-                       f"{s['p99_ms']:.1f} ms" + errors(s), "", None, "≤ 25 ms",
-                       s["p99_ms"] <= 25 and ok))  # fmt: skip
+        if "search_latency" in res:
+            o = group(res["search_latency"], "search")
+            matches = f"; {o['matches_p50']:,.0f} matches p50" if o["matches_p50"] else ""
+            out.append(Row(f"search p99, open loop at {o['offered']:,.0f}/s (½ of its req/s"
+                           f"{matches})",
+                           f"{o['p99_ms']:.1f} ms" + errors(o),
+                           f"closed loop {s['p99_ms']:.1f} ms", None, "≤ 25 ms",
+                           o["p99_ms"] <= 25 and not o["non_2xx"]))  # fmt: skip
         r = ratio(s["rate"], hello)
-        out.append(Row("search req/s", f"{s['rate']:,.0f} req/s",
+        out.append(Row("search req/s (4 letters of a surname or 4 digits)",
+                       f"{s['rate']:,.0f} req/s" + errors(s),
                        f"bare aiohttp {hello:,.0f} req/s" if hello else "", r, "≥ 0.1×",
                        at_least(r, 0.1) and ok))  # fmt: skip
     if "payment" in res:
@@ -82,14 +87,18 @@ def rows(res: dict[str, Any]) -> list[Row]:
                        at_least(r, 0.5) and not p["non_2xx"]))  # fmt: skip
     if "mixed" in res and get:
         m, pay = group(res["mixed"], "GET"), group(res["mixed"], "payment")
-        ok = not (m["non_2xx"] or pay["non_2xx"])
-        out.append(Row("GET p99 while payments post (half the clients each)",
-                       f"{m['p99_ms']:.1f} ms" + errors(m, pay),
-                       f"GET alone {get['p99_ms']:.1f} ms", None, "≤ 8 ms",
-                       m["p99_ms"] <= 8 and ok))  # fmt: skip
-        r = ratio(m["rate"], get["rate"])
-        out.append(Row(f"GET req/s while payments post ({pay['rate']:,.0f} payments/s)",
-                       f"{m['rate']:,.0f} req/s", f"GET alone {get['rate']:,.0f} req/s", r,
+        if "mixed_latency" in res:
+            lm, lp = group(res["mixed_latency"], "GET"), group(res["mixed_latency"], "payment")
+            out.append(Row(f"GET p99 while payments post, open loop at {lm['offered']:,.0f} "
+                           f"GET/s + {lp['offered']:,.0f} payments/s (½ of the next row's)",
+                           f"{lm['p99_ms']:.1f} ms" + errors(lm, lp),
+                           f"closed loop {m['p99_ms']:.1f} ms", None, "≤ 8 ms",
+                           lm["p99_ms"] <= 8 and not (lm["non_2xx"] or lp["non_2xx"])))  # fmt: skip
+        r, ok = ratio(m["rate"], get["rate"]), not (m["non_2xx"] or pay["non_2xx"])
+        out.append(Row(f"GET req/s while payments post (half the clients each; "
+                       f"{pay['rate']:,.0f} payments/s)",
+                       f"{m['rate']:,.0f} req/s" + errors(m, pay),
+                       f"GET alone {get['rate']:,.0f} req/s", r,
                        "≥ 0.6×", at_least(r, 0.6) and ok))  # fmt: skip
     if "import" in res:
         i = res["import"]
@@ -147,14 +156,18 @@ def markdown_table(found: list[Row]) -> str:
 def details(res: dict[str, Any]) -> str:
     """Every HTTP load of the run: rate, latencies, failures and who used the CPU."""
     out = []
-    for key in ("hello", "get", "search", "payment", "mixed"):
+    for key in ("hello", "get", "search", "search_latency", "payment", "mixed",
+                "mixed_latency"):  # fmt: skip
         if key not in res:
             continue
         load = res[key]
         server = next(iter(load["watch_cpu"].values()), 0.0)
         for name, g in load["groups"].items():
+            kind = f"{key.removesuffix('_latency')}: {name}"
+            if g.get("offered"):
+                kind += f", open loop ({g['offered']:,.0f}/s offered)"
             out.append([
-                f"{key}: {name}", str(g["connections"]), f"{g['rate']:,.0f}",
+                kind, str(g["connections"]), f"{g['rate']:,.0f}",
                 f"{g['p50_ms']:.1f}", f"{g['p99_ms']:.1f}", f"{g['max_ms']:.0f}",
                 str(g["non_2xx"]), f"{server:.0%}", f"{load['client_cpu']:.0%}",
             ])  # fmt: skip
@@ -182,7 +195,13 @@ REQS = [
     ("mixed", "GET", "GET while paying"),
     ("mixed", "payment", "payment while GETs"),
 ]
-TARGET_P99 = {"search": 25, "GET while paying": 8, "GET during catch-up": 50}
+# The p99 panel: the closed loops above, then the open loops the latency targets are read on.
+LATENCY_REQS = [
+    ("search_latency", "search", "search, open loop at ½"),
+    ("mixed_latency", "GET", "GET while paying, open loop at ½"),
+]
+TARGET_P99 = {"search, open loop at ½": 25, "GET while paying, open loop at ½": 8,
+              "GET during catch-up": 50}  # fmt: skip
 
 
 def chart(res: dict[str, Any], path: Path, title: str) -> Path | None:
@@ -200,6 +219,7 @@ def chart(res: dict[str, Any], path: Path, title: str) -> Path | None:
     if not bars:
         return None
     rates = [(label, g["rate"]) for label, g in bars]
+    bars += [(label, group(res[key], name)) for key, name, label in LATENCY_REQS if key in res]
     if "raw_commits" in res:
         rates.insert(4, ("raw SQLite commits (baseline)", res["raw_commits"]["rate"]))
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * len(rates) + 2.2))
