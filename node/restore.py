@@ -10,6 +10,11 @@ A restored node must not number new changes as it did after the backup: central 
 hold those numbers, for the changes made after the backup. So the copy takes a new origin
 id before it is installed (`start_over`, which the CLI gives: sync/worker.py), and the next
 sync round brings back from central what was recorded after the backup.
+
+What was taken back after the backup stays taken back (`_carry_withdrawals`): an API token
+revoked since (a lost phone's) must not work again, nor a customer's Telegram /stop or
+"receipts off" be undone, nor a receipt already sent be sent again when sync brings its
+fact back. They are read from the database being replaced, when it can be read.
 """
 
 from __future__ import annotations
@@ -21,11 +26,13 @@ import shutil
 import sqlite3
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from node import db, events, files
 from node.backup import COMPANIONS, NodeRunning, integrity_problems, serving
 from node.migrations import SCHEMA_VERSION
+from node.models import TelegramMessage
 
 
 class RestoreRefused(Exception):
@@ -55,9 +62,11 @@ def _install(database: Path, backup: Path, start_over: Callable[[], str]) -> str
         shutil.copyfile(backup, staged)
         version = check_backup(staged, backup)
         feed_head = _feed_head(database)
+        withdrawn = _withdrawn(database)
         db.open_database(staged)  # upgrades an older schema, here on the copy
         try:
             _carry_feed_on(feed_head)
+            kept = _carry_withdrawals(withdrawn)
             held = db.fetch_one("SELECT (SELECT COUNT(*) FROM customer) AS customers, "
                                 "(SELECT MAX(recorded_at) FROM change_log) AS newest")
             origin = start_over()
@@ -79,9 +88,69 @@ def _install(database: Path, backup: Path, start_over: Callable[[], str]) -> str
         lines.append(f"the previous database is kept as {aside}")
     lines += [f"the node now writes as origin {origin}; if it syncs, its next round gets back "
               "from central what was recorded after this backup",
-              "API tokens and settings are as they were when the backup was taken "
-              "(check `shopnode token list`)"]  # fmt: skip
+              "API tokens and settings are as they were when the backup was taken, but for "
+              "revocations (check `shopnode token list`)", kept]  # fmt: skip
     return "\n".join(lines)
+
+
+@dataclass
+class Withdrawn:
+    """What the database being replaced had taken back or done, that a backup may predate."""
+
+    revoked: list[tuple[str, str]]  # (token_hash, revoked_at)
+    links: dict[tuple[str, int], int]  # (customer_id, telegram_user_id) -> receipts on
+    messages: list[tuple]  # telegram_message rows: receipts and reminders sent
+
+
+def _withdrawn(database: Path) -> Withdrawn | None:
+    """Read from the database being replaced; None if there is none or it cannot be read
+    (a restore is often for a damaged one)."""
+    if not database.exists():
+        return Withdrawn([], {}, [])
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as old:
+            revoked = old.execute("SELECT token_hash, revoked_at FROM api_token "
+                                  "WHERE revoked_at IS NOT NULL").fetchall()  # fmt: skip
+            tables = {row[0] for row in old.execute("SELECT name FROM sqlite_master")}
+            if "telegram_link" not in tables:  # written before customers were on Telegram
+                return Withdrawn(revoked, {}, [])
+            links = {(c, u): r for c, u, r in old.execute(
+                "SELECT customer_id, telegram_user_id, receipts FROM telegram_link")}  # fmt: skip
+            messages = old.execute(f"SELECT {MESSAGE_COLUMNS} FROM telegram_message").fetchall()
+    except sqlite3.Error:
+        return None
+    return Withdrawn(revoked, links, messages)
+
+
+MESSAGE_COLUMNS = ", ".join(f.column_name for f in TelegramMessage._meta.sorted_fields)
+
+
+def _carry_withdrawals(withdrawn: Withdrawn | None) -> str:
+    """Apply `withdrawn` to the restored copy (open as node.db); what was kept, as a line."""
+    if withdrawn is None:
+        return ("the database being replaced could not be read: API tokens revoked and "
+                "Telegram links stopped since the backup work again; revoke and unlink them "
+                "again (`shopnode token list`, the bot's /customers)")  # fmt: skip
+    with db.database.atomic():
+        tokens = sum(db.execute("UPDATE api_token SET revoked_at = ? WHERE token_hash = ? "
+                                "AND revoked_at IS NULL", (at, token_hash))
+                     for token_hash, at in withdrawn.revoked)  # fmt: skip
+        links = 0
+        for link in db.fetch_all("SELECT customer_id, telegram_user_id, receipts "
+                                 "FROM telegram_link"):  # fmt: skip
+            key = (link["customer_id"], link["telegram_user_id"])
+            if key not in withdrawn.links:  # unlinked (/stop) or relinked since the backup
+                links += db.execute("DELETE FROM telegram_link WHERE customer_id = ?", key[:1])
+            elif link["receipts"] and not withdrawn.links[key]:  # receipts turned off since
+                links += db.execute("UPDATE telegram_link SET receipts = 0 "
+                                    "WHERE customer_id = ?", key[:1])  # fmt: skip
+        for row in withdrawn.messages:
+            db.execute(f"INSERT OR IGNORE INTO telegram_message({MESSAGE_COLUMNS}) "
+                       f"VALUES ({db.marks(row)})", row)  # fmt: skip
+    return (f"kept from the database being replaced: {tokens} API token revocation(s) and "
+            f"{links} Telegram unlink(s) or receipts turned off made after the backup, and "
+            f"its record of {len(withdrawn.messages)} Telegram message(s) sent, so none is "
+            "sent twice; customers who linked Telegram after the backup link again")
 
 
 def _feed_head(database: Path) -> int:

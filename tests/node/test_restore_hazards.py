@@ -120,3 +120,63 @@ def test_events_feed_never_reuses_a_cursor_after_a_restore(tmp_path: Path) -> No
         node.stop(signal.SIGKILL)
     seen = {event["entity_id"] for event in page["events"]}
     assert len(seen) == 4, f"after restore the integration at cursor {cursor} sees {page}"
+
+
+def test_what_was_taken_back_after_the_backup_stays_taken_back(tmp_path: Path) -> None:
+    """Restoring last night's backup undid what was taken back since: the till token revoked
+    this morning (its phone was stolen) worked again, a customer's Telegram /stop and another's
+    "receipts off" were undone, and a receipt already sent could be sent again."""
+    import re
+
+    from tests.conftest import call
+
+    env = {"SHOPNODE_NODE_DATA_DIR": str(tmp_path / "data"), "SHOPNODE_API_PORT": "0"}
+    node = start_node(env, tmp_path / "node.log")
+    try:
+        created = shopnode("token", "create", "--name", "till", "--role", "staff", env=env)
+        [till] = re.findall(r"sn_\S+", created.stdout)
+        assert call(node, "GET", "/api/v1/customers", token=till)[0] == 200
+        ids = {}
+        for user, name in ((101, "Asha"), (102, "Bala"), (103, "Chitra")):
+            ids[name] = call(node, "POST", "/api/v1/customers", {"name": name})[1]["id"]
+            code = call(node, "POST", f"/api/v1/customers/{ids[name]}/telegram/invite", {})[1]
+            assert call(node, "POST", "/api/v1/telegram/links",
+                        {"code": code["code"], "telegram_user_id": user})[0] == 201  # fmt: skip
+        assert call(node, "POST", f"/api/v1/customers/{ids['Chitra']}/ledger",
+                    {"type": "credit", "amount": 500})[0] == 201  # fmt: skip
+        events = call(node, "GET", "/api/v1/events?after=0&limit=100")[1]["events"]
+        [paid] = [e["id"] for e in events if e["kind"].startswith("ledger")]
+        assert shopnode("backup", str(tmp_path / "bk.db"), env=env).returncode == 0
+
+        assert shopnode("token", "revoke", "till", env=env).returncode == 0
+        assert call(node, "DELETE", "/api/v1/telegram/links/101")[0] == 200
+        assert call(node, "PATCH", "/api/v1/telegram/links/102", {"receipts": False})[0] == 200
+        assert call(node, "POST", "/api/v1/telegram/receipts", {"change_id": paid})[0] == 201
+    finally:
+        node.stop(signal.SIGTERM)
+    restored = shopnode("restore", str(tmp_path / "bk.db"), env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert "1 API token revocation(s) and 2 Telegram" in restored.stdout
+    node.start()
+    try:
+        assert call(node, "GET", "/api/v1/customers", token=till)[0] == 401
+        assert call(node, "GET", "/api/v1/telegram/links/101")[0] == 404
+        assert call(node, "GET", "/api/v1/telegram/links/102")[1]["receipts"] is False
+        assert call(node, "GET", "/api/v1/telegram/links/103")[1]["receipts"] is True
+        status, claim = call(node, "POST", "/api/v1/telegram/receipts", {"change_id": paid})
+        assert status == 200 and claim["send"] is False
+    finally:
+        node.stop(signal.SIGKILL)
+
+
+def test_restoring_over_a_damaged_database_says_what_it_could_not_keep(tmp_path: Path) -> None:
+    """A restore is often for a damaged database: it still restores, and says that
+    revocations made since the backup could not be carried over."""
+    env = {"SHOPNODE_NODE_DATA_DIR": str(tmp_path / "data"), "SHOPNODE_API_PORT": "0"}
+    start_node(env, tmp_path / "node.log").stop(signal.SIGTERM)
+    assert shopnode("backup", str(tmp_path / "bk.db"), env=env).returncode == 0
+    (tmp_path / "data" / "shop.db").write_bytes(b"SQLite format 3\x00" + b"\xff" * 8192)
+    restored = shopnode("restore", str(tmp_path / "bk.db"), env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert "could not be read" in restored.stdout and "revoke" in restored.stdout
+    assert shopnode("verify", env=env).returncode == 0
