@@ -25,7 +25,7 @@ from node import events
 from node.clock import iso, now, now_iso, uuid7
 from node.customers import find_customer
 from node.db import database, execute, fetch_all, fetch_one, get_meta, set_meta
-from node.errors import Conflict, NotFound
+from node.errors import Conflict, NotFound, Unprocessable
 from node.reports import age_days, owing_since
 
 INVITE_DAYS = 7
@@ -151,6 +151,13 @@ def receipts_cursor() -> int:
 
 
 def set_receipts_cursor(cursor: int) -> int:
+    """Receipts are handled up to `cursor`; never past the feed's head, or the receipts of
+    the events that get those cursors later would never be sent."""
+    head = events.head()
+    if cursor > head:
+        raise Unprocessable(f"cursor {cursor} is past the events feed's head ({head}): the "
+                            "receipts of the events to come would never be sent",
+                            [("cursor", f"at most {head}")])  # fmt: skip
     set_meta(CURSOR_KEY, str(cursor))
     return cursor
 

@@ -128,6 +128,19 @@ async def test_receipts_are_claimed_once_and_never_for_older_facts(shop):
     assert not (await api.ok("POST", f"{T}/receipts", json={"change_id": last["id"]}))["send"]
 
 
+async def test_the_receipts_cursor_cannot_pass_the_feeds_head(shop):
+    """A cursor set past the head (a typo, a bot restored from elsewhere) would skip the
+    receipts of every event that later gets a cursor below it."""
+    api, _ = shop
+    await api.customer("Eve Cursor")
+    head = (await api.ok("GET", "/api/v1/events?limit=1"))["head"]
+    await api.ok("PUT", f"{T}/receipts/cursor", json={"cursor": head})
+    too_far = await api.request("PUT", f"{T}/receipts/cursor", json={"cursor": head + 1})
+    refused = await problem(too_far, 422)
+    assert str(head) in refused["detail"]
+    assert (await api.ok("GET", f"{T}/receipts/cursor"))["cursor"] == head
+
+
 async def test_reminders_once_per_n_days_whoever_asks(shop):
     api, clock = shop
     eve = await api.customer("Eve Link")
