@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import os
 import shutil
 import sqlite3
@@ -61,6 +62,7 @@ def _install(database: Path, backup: Path, start_over: Callable[[], str]) -> str
         files.private_file(staged)
         shutil.copyfile(backup, staged)
         version = check_backup(staged, backup)
+        _check_lineage(database, staged, backup)
         feed_head = _feed_head(database)
         withdrawn = _withdrawn(database)
         db.open_database(staged)  # upgrades an older schema, here on the copy
@@ -151,6 +153,38 @@ def _carry_withdrawals(withdrawn: Withdrawn | None) -> str:
             f"{links} Telegram unlink(s) or receipts turned off made after the backup, and "
             f"its record of {len(withdrawn.messages)} Telegram message(s) sent, so none is "
             "sent twice; customers who linked Telegram after the backup link again")
+
+
+def _check_lineage(database: Path, staged: Path, backup: Path) -> None:
+    """Refuse a backup of another shop over a database that holds this shop's own changes:
+    the two must share an origin id this shop has written under (its ids change at each
+    restore, and each database keeps its earlier ones). A database that cannot be read, or
+    holds nothing of its own (a node started once on a new machine), and a backup that never
+    wrote (no origin id), are not checked."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as old:
+            ours = _own_origins(old)
+            own = old.execute(f"SELECT COUNT(*) FROM change_log WHERE origin IN ({db.marks(ours)})",
+                              ours).fetchone()[0]  # fmt: skip
+    except (sqlite3.Error, ValueError):
+        return
+    with contextlib.closing(sqlite3.connect(staged)) as copy:
+        theirs = _own_origins(copy)
+    if own and theirs and not set(ours) & set(theirs):
+        raise RestoreRefused(
+            f"{backup} is a backup of another shop (it wrote as origin {theirs[0]}; this "
+            f"shop writes as {ours[0]} and holds "
+            f"{own} changes of its own): restoring it would replace this shop's books. If "
+            f"that is meant (this machine now runs that shop), move {database} away first"
+        )
+
+
+def _own_origins(connection: sqlite3.Connection) -> list[str]:
+    """The origin ids a shop database has written under: its own now, then its earlier ones."""
+    meta = dict(connection.execute("SELECT key, value FROM meta WHERE key IN "
+                                   "('origin_id', 'previous_origin_ids')").fetchall())  # fmt: skip
+    ids = [meta.get("origin_id"), *json.loads(meta.get("previous_origin_ids") or "[]")]
+    return [origin for origin in ids if origin]
 
 
 def _feed_head(database: Path) -> int:

@@ -180,3 +180,44 @@ def test_restoring_over_a_damaged_database_says_what_it_could_not_keep(tmp_path:
     assert restored.returncode == 0, restored.stderr
     assert "could not be read" in restored.stdout and "revoke" in restored.stdout
     assert shopnode("verify", env=env).returncode == 0
+
+
+def test_another_shops_backup_is_refused_over_this_shops_books(tmp_path: Path) -> None:
+    """Two shops back up into one folder; the operator restores the wrong file. The shop's
+    books were replaced by the other shop's (the restore said 'check it is this shop's'
+    after the fact). A new machine's empty node may take any shop's backup."""
+    from tests.conftest import call
+
+    owners: dict[str, str] = {}
+
+    def shop(name: str) -> dict[str, str]:
+        """Start the shop, record a customer, stop it."""
+        env = {"SHOPNODE_NODE_DATA_DIR": str(tmp_path / name), "SHOPNODE_API_PORT": "0"}
+        node = start_node(env, tmp_path / f"{name}.log")
+        node.token = owners.setdefault(name, node.token)  # printed on the first start only
+        try:
+            assert call(node, "POST", "/api/v1/customers", {"name": f"{name} customer"})[0] == 201
+        finally:
+            node.stop(signal.SIGTERM)
+        return env
+
+    north, south = shop("north"), shop("south")
+    assert shopnode("backup", str(tmp_path / "south.db"), env=south).returncode == 0
+    assert shopnode("backup", str(tmp_path / "north.db"), env=north).returncode == 0
+    books = (tmp_path / "north" / "shop.db").read_bytes()
+    refused = shopnode("restore", str(tmp_path / "south.db"), env=north)
+    assert refused.returncode == 2 and "another shop" in refused.stderr, refused
+    assert (tmp_path / "north" / "shop.db").read_bytes() == books
+    # Its own backups, whatever restores came between: each restore takes a new origin id.
+    assert shopnode("restore", str(tmp_path / "north.db"), env=north).returncode == 0
+    shop("north")  # a change under the new origin, then the Tuesday backup
+    assert shopnode("backup", str(tmp_path / "tuesday.db"), env=north).returncode == 0
+    assert shopnode("restore", str(tmp_path / "north.db"), env=north).returncode == 0
+    again = shopnode("restore", str(tmp_path / "tuesday.db"), env=north)
+    assert again.returncode == 0, again.stderr
+
+    new_machine = {"SHOPNODE_NODE_DATA_DIR": str(tmp_path / "new"), "SHOPNODE_API_PORT": "0"}
+    start_node(new_machine, tmp_path / "new.log").stop(signal.SIGTERM)
+    moved = shopnode("restore", str(tmp_path / "south.db"), env=new_machine)
+    assert moved.returncode == 0, moved.stderr
+    assert count(tmp_path / "new" / "shop.db", "SELECT count(*) FROM customer") == 1
