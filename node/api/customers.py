@@ -73,7 +73,7 @@ async def list_customers(request: web.Request) -> web.Response:
     found = await read(partial(
         customers.list_customers, page, limit, query["search"], query["sort"], query["order"]
     ))  # fmt: skip
-    return list_response(request, found.rows, found.total, page, limit, found.capped, found.more)
+    return list_response(request, found.body, found.total, page, limit, found.capped, found.more)
 
 
 @routes.get("/api/v1/customers/{id}")

@@ -172,12 +172,12 @@ def per_page(default: int) -> Query:
 
 
 def list_response(
-    request: web.Request, rows: list, total: int, page: int, limit: int,
+    request: web.Request, rows: list | str, total: int, page: int, limit: int,
     capped: bool = False, more: bool = False,
 ):  # fmt: skip
-    """A bare JSON array with X-Total-Count and an RFC 8288 Link header. A `capped` total
-    counted only the first `total` items (X-Total-Count-Capped says so): whether a next page
-    has any is then `more`, and the last page is not known."""
+    """A bare JSON array (`rows`, or its JSON text) with X-Total-Count and an RFC 8288 Link
+    header. A `capped` total counted only the first `total` items (X-Total-Count-Capped says
+    so): whether a next page has any is then `more`, and the last page is not known."""
     links = []
     has_next = more if capped else page * limit < total
     if has_next:
@@ -190,6 +190,8 @@ def list_response(
         headers["X-Total-Count-Capped"] = "true"
     if links:
         headers["Link"] = ", ".join(links)
+    if isinstance(rows, str):
+        return web.Response(text=rows, content_type="application/json", headers=headers)
     return json_response(rows, headers=headers)
 
 
