@@ -26,10 +26,15 @@ EXPIRE_EVERY_MS = 60_000
 _expired_at_ms = 0  # when they last went, by the node's clock
 
 
-def fingerprint(method: str, path: str, body: bytes) -> str:
-    """What makes two requests "the same": method, path and the JSON body's meaning."""
+UNPARSED = object()
+
+
+def fingerprint(method: str, path: str, body: bytes, parsed: Any = UNPARSED) -> str:
+    """What makes two requests "the same": method, path and the JSON body's meaning.
+    `parsed`: the body as already parsed, if it was (an empty body is taken as its text)."""
     try:
-        canonical = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"))
+        value = json.loads(body) if parsed is UNPARSED or not body.strip() else parsed
+        canonical = json.dumps(value, sort_keys=True, separators=(",", ":"))
     except ValueError:
         canonical = body.decode("utf-8", "replace")
     return hashlib.sha256(f"{method} {path}\n{canonical}".encode()).hexdigest()
@@ -50,8 +55,9 @@ def check_key(key: str) -> str:
 
 def run_once(
     scope: str, key: str, request_hash: str, write: Callable[[], tuple[int, Any]]
-) -> tuple[int, Any, bool]:
-    """Run `write` once per (client, key): (status, body, replayed). Call it inside a
+) -> tuple[int, str, bool]:
+    """Run `write` once per (client, key): (status, the body as JSON text, replayed): the
+    first answer's, byte for byte, on a replay. Call it inside a
     transaction that an exception rolls back (node.writer.write runs each write in one), so
     the key and the write are stored together or not at all."""
     # Every money request: hand-written SQL (bench/money.py, node/db.py).
@@ -67,16 +73,17 @@ def run_once(
                 "this Idempotency-Key was already used with a different request; "
                 "use a new key for a new request"
             )
-        return seen["status"], json.loads(seen["body"]), True
+        return seen["status"], seen["body"], True
     status, body = write()
+    text = json.dumps(body)
     moment = now()
     execute(
         "INSERT INTO idempotency_key(scope, key, request_hash, status, body, created_at) "
         "VALUES (?, ?, ?, ?, ?, ?)",
-        (scope, key, request_hash, status, json.dumps(body), iso(moment)),
+        (scope, key, request_hash, status, text, iso(moment)),
     )
     expire(moment)
-    return status, body, False
+    return status, text, False
 
 
 def expire(moment: datetime) -> None:
