@@ -11,7 +11,7 @@ from peewee import fn
 from node import changes, derive
 from node import validation as v
 from node.clock import now_iso, uuid7
-from node.db import checkpoint, execute, fetch_all, fetch_one
+from node.db import checkpoint, database, execute, fetch_all, fetch_one
 from node.errors import Conflict, NotFound
 from node.models import (
     PROFILE_COLUMNS,
@@ -60,6 +60,11 @@ JSON_ROW = "json_object(" + ", ".join(
     for column in COLUMNS.split(", ")
 ) + ")"  # fmt: skip
 RECENT_PURCHASES = 10
+_COLUMN_NAMES = tuple(column.removeprefix("c.") for column in COLUMNS.split(", "))
+_LIVE_CUSTOMER = f"SELECT {COLUMNS} FROM customer c WHERE c.id = ? AND c.anonymized_at IS NULL"
+PURCHASE_COLUMNS = ("id", "receipt_number", "total", "created_at")
+_RECENT_PURCHASES = (f"SELECT {', '.join(PURCHASE_COLUMNS)} FROM sale WHERE customer_id = ? "
+                     "ORDER BY created_at DESC, id DESC LIMIT ?")  # fmt: skip
 
 
 def render(row: dict[str, Any]) -> dict[str, Any]:
@@ -103,14 +108,12 @@ def new_customer(customer_id: str, fields: dict[str, Any], created_at: str) -> d
 
 def find_customer(customer_id: str) -> dict[str, Any]:
     """The live (not deleted) customer row, or NotFound."""
-    # Every money write reads it: hand-written SQL (bench/money.py, node/db.py).
-    row = fetch_one(
-        f"SELECT {COLUMNS} FROM customer c WHERE c.id = ? AND c.anonymized_at IS NULL",
-        (customer_id,),
-    )
+    # Every money write and GET by id reads it: hand-written SQL straight on the thread's
+    # connection (bench/money.py, bench/run.py's GET by id; node/db.py).
+    row = database.connection().execute(_LIVE_CUSTOMER, (customer_id,)).fetchone()
     if row is None:
         raise NotFound(f"no customer with id {customer_id}")
-    return row
+    return dict(zip(_COLUMN_NAMES, row, strict=True))
 
 
 def customer_row(
@@ -128,11 +131,9 @@ def customer_row(
 def get_customer(customer_id: str, with_history: bool = True) -> dict[str, Any]:
     customer = render(find_customer(customer_id))
     if with_history:
-        customer["recent_purchases"] = fetch_all(
-            "SELECT id, receipt_number, total, created_at FROM sale WHERE customer_id = ? "
-            "ORDER BY created_at DESC, id DESC LIMIT ?",
-            (customer_id, RECENT_PURCHASES),
-        )
+        rows = database.connection().execute(_RECENT_PURCHASES, (customer_id, RECENT_PURCHASES))
+        customer["recent_purchases"] = [dict(zip(PURCHASE_COLUMNS, row, strict=True))
+                                        for row in rows]  # fmt: skip
     return customer
 
 

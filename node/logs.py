@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,6 +41,16 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT)
+        self._second: tuple[int, str] = (-1, "")
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        """logging's own text (`2026-05-01 12:00:00,123`, local time), its second's part
+        made once a second: every request logs a line."""
+        second = int(record.created)
+        if self._second[0] != second:
+            stamp = time.strftime(self.default_time_format, self.converter(record.created))
+            self._second = (second, stamp)
+        return self.default_msec_format % (self._second[1], record.msecs)
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
         line = super().formatMessage(record)
@@ -70,6 +81,8 @@ class JsonFormatter(logging.Formatter):
 def configure(settings: Section) -> None:
     """Log to stderr in `settings.format` from `settings.level` up (unless something, such
     as a test harness, set up logging first)."""
+    # No format here shows a record's thread or process: not looked up for every line.
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if settings.format == "json" else TextFormatter())
     handler.addFilter(RequestContext())

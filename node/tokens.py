@@ -8,7 +8,7 @@ import secrets
 import peewee
 
 from node.clock import now_iso, uuid7
-from node.db import database, fetch_one
+from node.db import database
 from node.errors import Conflict, NotFound
 from node.models import ROLES, ApiToken
 
@@ -49,13 +49,17 @@ def revoke_token(name: str) -> None:
         raise NotFound(f"no active token named {name!r}")
 
 
+AUTHENTICATED = ("id", "name", "role")
+_AUTHENTICATE = (f"SELECT {', '.join(AUTHENTICATED)} FROM api_token "
+                 "WHERE token_hash = ? AND revoked_at IS NULL")  # fmt: skip
+
+
 def authenticate(secret: str) -> dict | None:
     """The active token's name and role for a presented secret, else None."""
-    # Every request runs this: hand-written SQL (bench/money.py, node/db.py).
-    return fetch_one(
-        "SELECT id, name, role FROM api_token WHERE token_hash = ? AND revoked_at IS NULL",
-        (_hash(secret),),
-    )
+    # Every request runs this: hand-written SQL straight on the thread's connection
+    # (bench/run.py's GET by id, bench/money.py; node/db.py).
+    row = database.connection().execute(_AUTHENTICATE, (_hash(secret),)).fetchone()
+    return None if row is None else dict(zip(AUTHENTICATED, row, strict=True))
 
 
 def has_tokens() -> bool:

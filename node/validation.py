@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.errors import Invalid, invalid
-from node.ids import parse_uuid
 from node.money import MAX_AMOUNT
 
 Parser = Callable[[Any], Any]
@@ -315,7 +314,7 @@ def canonical_uuid(value: Any) -> str | None:
     """The lower-case form of a UUID written 8-4-4-4-12 (any case), else None."""
     if not isinstance(value, str) or not _UUID.fullmatch(value):
         return None
-    return parse_uuid(value)
+    return value.lower()  # what str(uuid.UUID(value)) gives, at a fraction of its cost
 
 
 def _uuid(value: Any) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node import db, metrics
+from node import db
 from node.api import access, customers, ledger, loyalty, openapi, reports, sales, settings, status
 from node.api import telegram as telegram_routes
 from node.api.auth import FailedAuth, auth_middleware
@@ -100,7 +100,10 @@ def create_app(
     app[HEALTH] = {}
     app[AUTH_FAILURES] = FailedAuth()
     access.install(app)
-    metrics.install(app, config.metrics)
+    if config.metrics.enabled:  # Prometheus's client is ~3.5 MB of a node's memory
+        from node import metrics
+
+        metrics.install(app, config.metrics)
     app.add_routes(routes)
     for module in (customers, ledger, loyalty, sales, settings, reports, status,
                    telegram_routes, openapi):  # fmt: skip
@@ -117,10 +120,6 @@ async def database_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     database = db.open_database(config.database_path)
     seed_settings(initial_settings(config))
-    # A search reads each trigram's list in every segment of the index, and an import, a
-    # catch-up or a shop's customers added one by one leave a dozen or more: serve starts
-    # with one (a no-op when it is one already; ~0.2 s for 100k customers when not).
-    db.checkpoint()
     writer = Writer()
     writer.start()
     install_writer(writer)

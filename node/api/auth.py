@@ -44,6 +44,8 @@ class FailedAuth:
 
     def retry_after(self, address: str) -> int:
         """Seconds until `address` may try again; 0 when it may now."""
+        if address not in self.failures:  # every request asks: most never failed
+            return 0
         now = time.monotonic()
         times = self._recent(address, now)
         if len(times) < self.limit:

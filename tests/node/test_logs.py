@@ -4,12 +4,17 @@ that match the responses' X-Request-Id, and the ids a client may offer."""
 from __future__ import annotations
 
 import json
+import logging
+import time
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
 
+from node.api.access import new_request_id
+from node.logs import TEXT_FORMAT, TextFormatter
 from tests.conftest import call
 from tests.processes import start_central, start_node
 
@@ -120,3 +125,21 @@ def test_log_settings_are_checked(shopnode_main, key: str, value: str) -> None:
     refused = shopnode_main("serve", env={f"SHOPNODE_LOG_{key}": value})
     assert refused.returncode == 2
     assert f"log.{key.lower()}: must be one of" in refused.stderr
+
+
+def test_a_request_id_of_ours_is_a_random_uuid_in_hex() -> None:
+    ids = {new_request_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    for text in ids:
+        parsed = uuid.UUID(hex=text)
+        assert parsed.hex == text and parsed.version == 4 and parsed.variant == uuid.RFC_4122
+
+
+def test_a_text_line_gives_the_time_as_logging_itself_does() -> None:
+    ours, logging_own = TextFormatter(), logging.Formatter(TEXT_FORMAT)
+    start = time.time()
+    # Within one second and across seconds: the second's text is kept between lines.
+    for created in [start + step * 0.137 for step in range(40)] + [86_400.999, 86_401.0]:
+        record = logging.makeLogRecord({"msg": "a line", "created": created,
+                                        "msecs": (created - int(created)) * 1000})  # fmt: skip
+        assert ours.format(record) == logging_own.format(record)
