@@ -18,7 +18,7 @@ from node.api.problems import problems_middleware
 from node.clock import Clock, current_clock, seconds_since, use_clock
 from node.config import Config
 from node.settings import seed_settings
-from node.writer import Writer, read_only_here
+from node.writer import READER_CACHE_KIB, Writer, read_only_here
 from node.writer import install as install_writer
 from sync.progress import queue_status
 
@@ -125,6 +125,9 @@ async def database_context(app: web.Application) -> AsyncIterator[None]:
     install_writer(writer)
     if app[GUARD_LOOP_WRITES]:
         read_only_here()
+        # The loop's connection only reads now, point reads by key: a reader's page cache
+        # will do (the OS caches the file), not the writer's, which random GETs fill.
+        db.database.execute_sql(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
     app[WRITER] = writer
     try:
         yield
