@@ -120,6 +120,10 @@ async def database_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG]
     database = db.open_database(config.database_path)
     seed_settings(initial_settings(config))
+    # A search reads each trigram's list in every segment of the index, and an import, a
+    # catch-up or a shop's customers added one by one leave a dozen or more: serve starts
+    # with one (a no-op when it is one already; ~0.2 s for 100k customers when not).
+    db.checkpoint()
     writer = Writer()
     writer.start()
     install_writer(writer)

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from node import customers, db, tokens
+from node.api.app import create_app
 from node.clock import iso, uuid7
+from node.config import load_config
 from node.customers import COUNT_CAP
 from tests.node.conftest import CUSTOMERS
 
@@ -176,3 +179,30 @@ async def test_the_plain_list_is_counted_exactly_beyond_the_cap(api, shop):
     want, total = expected(shop, "", "name", "ASC", 3)
     assert total == 2622 and ids == want
     assert headers["X-Total-Count"] == "2622" and "X-Total-Count-Capped" not in headers
+
+
+def _search_segments(path: Path) -> int:
+    """Segments of the trigram index: its pages' ids carry their segment's id from bit 37
+    (FTS5's on-disk layout); ids below that are its structure and averages."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(
+            "SELECT COUNT(DISTINCT id >> 37) FROM customer_fts_data WHERE id >> 37 > 0"
+        ).fetchone()[0]
+    finally:
+        conn.close()
+
+
+async def test_serve_starts_with_the_search_index_in_one_segment(aiohttp_client, node_env):
+    path = Path(node_env["SHOPNODE_NODE_DATA_DIR"]) / "shop.db"
+    database = db.open_database(path)
+    for batch in range(3):  # each commit writes a segment of its own
+        with database.atomic():
+            customers.create_customers([{"name": f"Jane {batch}-{i}"} for i in range(50)])
+    database.close()
+    assert _search_segments(path) == 3
+    api = await aiohttp_client(create_app(load_config(environ=node_env)))
+    assert _search_segments(path) == 1
+    headers = {"Authorization": f"Bearer {tokens.create_token('owner')}"}
+    response = await api.get("/api/v1/customers", params={"search": "jane"}, headers=headers)
+    assert response.headers["X-Total-Count"] == "150"
