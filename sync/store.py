@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import peewee
 from playhouse.db_url import connect, parse
 from playhouse.shortcuts import ReconnectMixin
@@ -149,6 +150,15 @@ class CentralStore:
         self._row_marks = f"({self._marks(INSERTED)})"
         self._claim = ("SELECT m.value, o.store_id, o.high_seq FROM meta m "
                        f"LEFT JOIN origin o ON o.id = {mark} WHERE m.key = 'epoch'")  # fmt: skip
+        # PostgreSQL: a batch's rows as one JSON parameter, read into `change` rows by the
+        # server in the batch's order. A VALUES list has psycopg2 quote every one of ~5,000
+        # parameters in this process, under the GIL: 15 us a change, against 3.
+        self._insert_json = (
+            f"INSERT INTO change({', '.join(INSERTED)}) SELECT "
+            f"{', '.join(f'r.{f}' for f in CHANGE_FIELDS)}, {mark}, COALESCE(r.scrubbed, 0) "
+            f"FROM json_populate_recordset(NULL::change, {mark}) WITH ORDINALITY AS r "
+            "ORDER BY r.ordinality"
+        )
         self._set_high = f"UPDATE origin SET high_seq = {mark} WHERE id = {mark}"
         self._page = (
             f"SELECT gseq, {', '.join(CHANGE_FIELDS)} FROM change WHERE gseq > {mark} "
@@ -374,15 +384,21 @@ class CentralStore:
         """Changes held among `ids`: body, scrubbed, origin, sequence, the origin's store."""
         if not ids:
             return {}
+        # PostgreSQL: the ids as one JSON parameter (see _insert_json).
+        among, params = ((f"SELECT json_array_elements_text({self.db.param})",
+                          [orjson.dumps(ids).decode()]) if self.postgres
+                         else (self._marks(ids), ids))  # fmt: skip
         rows = self.db.execute_sql(
             "SELECT c.id, c.body, c.scrubbed, c.origin, c.origin_seq, o.store_id FROM change c "
-            f"LEFT JOIN origin o ON o.id = c.origin WHERE c.id IN ({self._marks(ids)})",
-            ids)  # fmt: skip
+            f"LEFT JOIN origin o ON o.id = c.origin WHERE c.id IN ({among})", params)
         return {id_: (body, bool(scrubbed), held_origin, seq, store)
                 for id_, body, scrubbed, held_origin, seq, store in rows}  # fmt: skip
 
     def _insert(self, fresh: list[dict[str, Any]]) -> None:
         received = now_iso()
+        if self.postgres:
+            self.db.execute_sql(self._insert_json, (received, orjson.dumps(fresh).decode()))
+            return
         for start in range(0, len(fresh), 500):
             chunk = fresh[start : start + 500]
             params = [v for c in chunk for v in (
@@ -407,7 +423,7 @@ class CentralStore:
         stones = {customer_id for (customer_id,) in self.db.execute_sql(
             f"SELECT customer_id FROM tombstone WHERE customer_id IN ({self._marks(profile)})",
             sorted(profile))}
-        return [{**c, "body": scrubbed_text(c["kind"], c["body"]), "scrubbed": True}
+        return [{**c, "body": scrubbed_text(c["kind"], c["body"]), "scrubbed": 1}
                 if c["entity_id"] in stones and c["entity_id"] in profile
                 and c["kind"] in ("customer.created", "customer.updated") else c
                 for c in fresh]  # fmt: skip
