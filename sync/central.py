@@ -25,17 +25,15 @@ from aiohttp import web
 from node.api.problems import problem, problems_middleware
 from node.config import Config, ConfigError
 from node.metrics import central_pulled, central_pushed
+from sync.checkers import Checkers
 from sync.protocol import (
     MAX_BATCH_BYTES,
-    MAX_BATCH_CHANGES,
     MAX_PULL_LIMIT,
     PULL_PATH,
     PUSH_PATH,
     STATUS_PATH,
-    ProtocolError,
-    check_change,
+    Refused,
     integer,
-    uuid_text,
 )
 from sync.store import CentralStore, DatabaseUnavailable, Forbidden
 
@@ -86,6 +84,9 @@ async def store_auth(request: web.Request, handler: Callable) -> web.StreamRespo
 routes = web.RouteTableDef()
 
 
+CHECKERS = web.AppKey("checkers", Checkers)
+
+
 @routes.post(PUSH_PATH)
 async def push(request: web.Request) -> web.Response:
     """Take a batch of one origin's changes, idempotently."""
@@ -95,36 +96,15 @@ async def push(request: web.Request) -> web.Response:
         raise
     except Exception as exc:  # a body marked gzip that is not, a cut-off upload
         return problem(400, f"unreadable push body: {exc}")
-    try:
-        payload = orjson.loads(raw)
-        if not isinstance(payload, dict) or set(payload) - {"origin", "changes", "acked",
-                                                             "epoch"}:  # fmt: skip
-            raise ProtocolError("a push is {origin, changes, acked?, epoch?}")
-        origin, acked, epoch = payload["origin"], payload.get("acked"), payload.get("epoch")
-        uuid_text(origin)
-        if not isinstance(payload["changes"], list):
-            raise ProtocolError("changes must be a list")
-        if acked is not None:
-            integer(0)(acked)
-        if epoch is not None and not isinstance(epoch, str):
-            raise ProtocolError("epoch must be a string")
-        if len(payload["changes"]) > MAX_BATCH_CHANGES:
-            raise ProtocolError(f"at most {MAX_BATCH_CHANGES} changes per push")
-    except (ValueError, KeyError, TypeError, RecursionError) as exc:
-        return problem(400, f"malformed push: {exc}")
-    batch = []
-    for index, change in enumerate(payload["changes"]):
-        try:
-            batch.append(check_change(change))
-        except ProtocolError as exc:
-            # Nothing of the batch is stored: a bad change must never reach other shops.
-            change_id = change.get("id") if isinstance(change, dict) else None
-            log.warning("refused a push from store %s: change %s: %s",
-                        request[STORE_ID], change_id, exc)  # fmt: skip
-            return problem(422, f"change {index} ({change_id}) is malformed: {exc}",
-                           errors=[{"field": f"changes[{index}].{exc.field or 'change'}",
-                                    "message": str(exc)}],
-                           change_id=change_id if isinstance(change_id, str) else None)
+    checked = await request.app[CHECKERS].check(raw)
+    if isinstance(checked, Refused):
+        if checked.log:
+            log.warning("refused a push from store %s: %s", request[STORE_ID], checked.log)
+        if checked.errors is None:
+            return problem(checked.status, checked.detail)
+        return problem(checked.status, checked.detail, errors=checked.errors,
+                       change_id=checked.change_id)  # fmt: skip
+    origin, batch, acked, epoch = checked
     try:
         result = await run_db(request, request.app[STORE].push, request[STORE_ID], origin,
                               batch, acked, epoch)  # fmt: skip
@@ -191,6 +171,7 @@ def create_central_app(database_url: str) -> web.Application:
     app.add_routes(routes)
 
     async def storage(app: web.Application) -> AsyncIterator[None]:
+        app[CHECKERS] = Checkers()
         pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="central-db")
         app[POOL] = pool
         app[STORE] = await asyncio.get_running_loop().run_in_executor(
@@ -198,6 +179,7 @@ def create_central_app(database_url: str) -> web.Application:
         )
         yield
         pool.shutdown(wait=True)
+        app[CHECKERS].close()
         app[STORE].close()
 
     app.cleanup_ctx.append(storage)

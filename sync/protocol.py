@@ -24,10 +24,12 @@ gzip-compressed (Content-Encoding: gzip).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -70,94 +72,118 @@ class ProtocolError(ValueError):
         self.field = field
 
 
-# -- field checks: each returns the value or raises ValueError with a message -------------
-Check = Callable[[Any], Any]
+# -- field rules ----------------------------------------------------------------------------
+# A rule is declared once, as steps: a condition on the value `v` (a Python expression) and
+# what is wrong when it fails. Calling a rule checks one value (ValueError with the first
+# failed step's message: a refused change names its field and why); the compiled validators
+# below inline the conditions of every field of a change, so a good change is checked
+# without a call per field (central checks every change it takes, a node every one it
+# applies), and a change they refuse is checked again rule by rule for the message.
+Step = tuple[str, str]
 
 
-def uuid_text(value: Any) -> str:
-    if not isinstance(value, str) or not _UUID.fullmatch(value):
-        raise ValueError("must be a lower-case UUID")
-    return value
-
-
-def instant(value: Any) -> str:
-    if not isinstance(value, str) or not _INSTANT.fullmatch(value):
-        raise ValueError("must be an RFC 3339 UTC time like 2025-06-01T10:00:00.000Z")
+def _real_time(value: str) -> bool:
     try:
         datetime.fromisoformat(value)  # Python 3.11 reads the Z
     except ValueError:
-        raise ValueError("is not a real calendar time") from None
-    return value
+        return False
+    return True
 
 
-def hlc_stamp(value: Any) -> str:
-    if not isinstance(value, str) or not _HLC.fullmatch(value):
-        raise ValueError("must be a clock stamp WWWWWWWWWWWWWWW-CCCCCC-ORIGIN")
-    return value
+def _unicode(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
-def text(min_len: int = 0, max_len: int = 200) -> Check:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or not min_len <= len(value) <= max_len:
-            raise ValueError(f"must be text of {min_len} to {max_len} characters")
-        if not value.isascii():
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:  # a lone surrogate
-                raise ValueError("must be valid Unicode text") from None
-        if "\x00" in value:
-            raise ValueError("must not contain NUL")
-        return value
-
-    return check
-
-
-def integer(minimum: int = -MAX_INT, maximum: int = MAX_INT) -> Check:
-    def check(value: Any) -> int:
-        if type(value) is not int:  # JSON gives exactly int; True is not a number here
-            raise ValueError("must be an integer")
-        if not minimum <= value <= maximum:
-            raise ValueError(f"must be between {minimum} and {maximum}")
-        return value
-
-    return check
-
-
-def one_of(*choices: str) -> Check:
-    def check(value: Any) -> str:
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
-
-    return check
-
-
-def nullable(check: Check) -> Check:
-    return lambda value: None if value is None else check(value)
-
-
-def tags_json(value: Any) -> str:
-    """Tags as stored: the JSON text of a list of short strings (non-ASCII escaped)."""
-    text(max_len=20 * 50 * 6 + 100)(value)
+@functools.lru_cache(maxsize=256)  # a shop's few tag sets, over and over
+def _tag_list(value: str) -> tuple[str, ...] | None:
+    """Tags as stored, read: a JSON list of non-empty strings, or None."""
     try:
         tags = json.loads(value)
-    except ValueError:
-        raise ValueError("must be a JSON list of strings") from None
+    except (ValueError, RecursionError):
+        return None
     if not isinstance(tags, list) or not all(isinstance(t, str) and t for t in tags):
-        raise ValueError("must be a JSON list of strings")
-    for tag in tags:
-        text(1, 50)(tag)
-    return value
+        return None
+    return tuple(tags)
 
 
-def nonzero(value: Any) -> int:
-    if integer()(value) == 0:
-        raise ValueError("must not be 0")
-    return value
+# What conditions may name besides builtins.
+_NAMES: dict[str, Any] = {"_uuid": _UUID.fullmatch, "_hlc": _HLC.fullmatch,
+                          "_instant": _INSTANT.fullmatch, "_real_time": _real_time,
+                          "_unicode": _unicode, "_tag_list": _tag_list}  # fmt: skip
+
+
+def _compiled(source: list[str], name: str, **names: Any) -> Callable[..., Any]:
+    """A function built from generated source lines (with _NAMES and `names` in scope)."""
+    namespace = {**_NAMES, **names}
+    exec("\n".join(source), namespace)  # source built here, from the rules' steps only
+    return namespace[name]
+
+
+class Rule:
+    """One field's rule: its steps; calling it checks a value and returns it."""
+
+    def __init__(self, *steps: Step) -> None:
+        self.steps = steps
+        self.condition = " and ".join(f"({test})" for test, _ in steps)
+        source = ["def check(v):"]
+        for index, (test, _) in enumerate(steps):
+            source += [f"    if not ({test}):", f"        raise ValueError(messages[{index}])"]
+        self._check = _compiled([*source, "    return v"], "check",
+                                messages=tuple(message for _, message in steps))
+
+    def __call__(self, value: Any) -> Any:
+        return self._check(value)
+
+
+def _pattern(name: str, message: str) -> Rule:
+    return Rule((f"isinstance(v, str) and {name}(v) is not None", message))
+
+
+uuid_text = _pattern("_uuid", "must be a lower-case UUID")
+hlc_stamp = _pattern("_hlc", "must be a clock stamp WWWWWWWWWWWWWWW-CCCCCC-ORIGIN")
+instant = Rule(*_pattern("_instant", "must be an RFC 3339 UTC time like "
+                                     "2025-06-01T10:00:00.000Z").steps,
+               ("_real_time(v)", "is not a real calendar time"))  # fmt: skip
+
+
+def text(min_len: int = 0, max_len: int = 200) -> Rule:
+    return Rule(
+        (f"isinstance(v, str) and {min_len} <= len(v) <= {max_len}",
+         f"must be text of {min_len} to {max_len} characters"),
+        ("v.isascii() or _unicode(v)", "must be valid Unicode text"),
+        ("'\\x00' not in v", "must not contain NUL"),
+    )  # fmt: skip
+
+
+def integer(minimum: int = -MAX_INT, maximum: int = MAX_INT) -> Rule:
+    # JSON gives exactly int; True is not a number here.
+    return Rule(("v.__class__ is int", "must be an integer"),
+                (f"{minimum} <= v <= {maximum}", f"must be between {minimum} and {maximum}"))
+
+
+def one_of(*choices: str) -> Rule:
+    return Rule((f"v in {choices!r}", f"must be one of {', '.join(choices)}"))
+
+
+def nullable(rule: Rule) -> Rule:
+    return Rule(*((f"v is None or ({test})", message) for test, message in rule.steps))
+
+
+# Tags as stored: the JSON text of a list of short strings (non-ASCII escaped); each tag's
+# steps run over every tag (`v` in the generator is the tag).
+tags_json = Rule(*text(max_len=20 * 50 * 6 + 100).steps,
+                 ("_tag_list(v) is not None", "must be a JSON list of strings"),
+                 *((f"all(({test}) for v in _tag_list(v))", message)
+                   for test, message in text(1, 50).steps))  # fmt: skip
+nonzero = Rule(*integer().steps, ("v != 0", "must not be 0"))
 
 
 # -- the facts ------------------------------------------------------------------------------
-PROFILE: dict[str, Check] = {
+PROFILE: dict[str, Rule] = {
     "name": text(1, 200),
     "email": nullable(text(3, 254)),
     "phone": nullable(text(1, 40)),
@@ -166,7 +192,7 @@ PROFILE: dict[str, Check] = {
     "tags": tags_json,
     "credit_limit": nullable(integer(0)),
 }
-ROWS: dict[str, dict[str, Check]] = {
+ROWS: dict[str, dict[str, Rule]] = {
     "customer": {"id": uuid_text, **PROFILE, "created_at": instant},
     "sale": {
         "id": uuid_text, "origin": uuid_text, "customer_id": uuid_text,
@@ -238,6 +264,15 @@ def _check_row(table: str, row: Any, index: int) -> dict[str, Any]:
 
 def check_body(kind: str, entity_id: str, body: Any) -> dict[str, Any]:
     """A change body of `kind`, checked field by field, or ProtocolError naming the field."""
+    valid = _VALID_BODY.get(kind)
+    if valid is None or not valid(body):
+        return _explain_body(kind, entity_id, body)
+    _check_links(kind, entity_id, body)
+    return body
+
+
+def _explain_body(kind: str, entity_id: str, body: Any) -> dict[str, Any]:
+    """check_body rule by rule: the first thing wrong as a ProtocolError naming its field."""
     if not isinstance(body, dict):
         raise ProtocolError("must be an object", "body")
     if kind in PROFILE_KINDS:
@@ -312,11 +347,56 @@ def _check_links(kind: str, entity_id: str, body: dict[str, Any]) -> None:
 _MAIN = {kind: next(iter(tables)) for kind, tables in FACTS.items()}  # what the entity id names
 _CHANGE_FIELD_SET = set(CHANGE_FIELDS)
 _PULLED_FIELD_SET = {*CHANGE_FIELDS, "cursor"}
-_CHANGE_CHECKS: dict[str, Check] = {
+_CHANGE_CHECKS: dict[str, Rule] = {
     "id": uuid_text, "origin": uuid_text, "origin_seq": integer(1), "hlc": hlc_stamp,
     "kind": one_of(*KINDS), "entity_id": uuid_text, "body": text(2, MAX_BODY_BYTES),
     "recorded_at": instant,
 }  # fmt: skip
+
+
+# -- compiled validators: every rule of a change in one function per shape ------------------
+def _valid_fields(name: str, shape: dict[str, Rule], keys_test: str) -> Callable[[Any], bool]:
+    """Whether a value is a dict whose `keys` pass `keys_test` and whose fields each pass
+    their rule: the rules' conditions one after another, in one function."""
+    source = [f"def {name}(value):",
+              "    if value.__class__ is not dict:",
+              "        return False",
+              "    keys = value.keys()",
+              f"    if not ({keys_test}):",
+              "        return False"]  # fmt: skip
+    for field, rule in shape.items():
+        source += [f"    v = value[{field!r}]",
+                   f"    if not ({rule.condition}):",
+                   "        return False"]  # fmt: skip
+    return _compiled([*source, "    return True"], name, fields=_CHANGE_FIELD_SET,
+                     pulled=_PULLED_FIELD_SET, shape=set(shape))  # fmt: skip
+
+
+def _valid_body(counts: dict[str, tuple[int, int]]) -> Callable[[Any], bool]:
+    """Whether a body has the rows of its kind's facts (`counts`), each passing every rule of
+    its table (the links between rows are _check_links')."""
+    source = ["def valid_body(value):",
+              "    if value.__class__ is not dict or not value.keys() <= tables:",
+              "        return False"]  # fmt: skip
+    for table, (low, high) in counts.items():
+        # A table a kind may leave out is checked when present (null is not a list).
+        indent = "        " if low == 0 else "    "
+        if low == 0:
+            source.append(f"    if {table!r} in value:")
+        source += [f"{indent}rows = value.get({table!r})",
+                   f"{indent}if rows.__class__ is not list or not {low} <= len(rows) <= {high}:",
+                   f"{indent}    return False",
+                   f"{indent}for row in rows:",
+                   f"{indent}    if not valid_row[{table!r}](row):",
+                   f"{indent}        return False"]  # fmt: skip
+    return _compiled([*source, "    return True"], "valid_body", tables=counts.keys(),
+                     valid_row=_VALID_ROW)  # fmt: skip
+
+
+_VALID_ROW = {table: _valid_fields(f"valid_{table}", shape, "keys == shape")
+              for table, shape in ROWS.items()}  # fmt: skip
+_VALID_BODY = {kind: _valid_body(counts) for kind, counts in FACTS.items()}
+_VALID_CHANGE = _valid_fields("valid_change", _CHANGE_CHECKS, "keys == fields or keys == pulled")
 
 
 def check_change(change: Any) -> dict[str, Any]:
@@ -326,14 +406,8 @@ def check_change(change: Any) -> dict[str, Any]:
 
 def checked_change(change: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     """check_change, with the body it parsed (a node applying the change reuses it)."""
-    if not isinstance(change, dict) or (change.keys() != _CHANGE_FIELD_SET
-                                        and change.keys() != _PULLED_FIELD_SET):  # fmt: skip
-        raise ProtocolError(f"a change needs exactly the fields {', '.join(CHANGE_FIELDS)}")
-    for field, check in _CHANGE_CHECKS.items():
-        try:
-            check(change[field])
-        except ValueError as exc:
-            raise ProtocolError(str(exc), field) from None
+    if not _VALID_CHANGE(change):
+        _explain_change(change)
     try:
         body = orjson.loads(change["body"])
     except (ValueError, RecursionError):
@@ -342,6 +416,69 @@ def checked_change(change: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     if len(change) != len(CHANGE_FIELDS):
         change = {f: change[f] for f in CHANGE_FIELDS}
     return change, body
+
+
+def _explain_change(change: Any) -> None:
+    """A change's own fields rule by rule: the first thing wrong as a ProtocolError."""
+    if not isinstance(change, dict) or (change.keys() != _CHANGE_FIELD_SET
+                                        and change.keys() != _PULLED_FIELD_SET):  # fmt: skip
+        raise ProtocolError(f"a change needs exactly the fields {', '.join(CHANGE_FIELDS)}")
+    for field, check in _CHANGE_CHECKS.items():
+        try:
+            check(change[field])
+        except ValueError as exc:
+            raise ProtocolError(str(exc), field) from None
+
+
+# -- a push, as central reads it -------------------------------------------------------------
+@dataclass(frozen=True)
+class Refused:
+    """Why a push body is refused, as its problem answer says (checked_push's result)."""
+
+    status: int
+    detail: str
+    errors: list[dict[str, str]] | None = None
+    change_id: str | None = None
+    log: str = ""
+
+
+Checked = tuple[str, list[dict[str, Any]], int | None, str | None]  # origin, batch, acked, epoch
+
+
+def checked_push(raw: bytes) -> Checked | Refused:
+    """A push body read and every change in it checked (check_change), or why not. Central
+    runs it in a checker process for a large body, so the checks of several pushes use other
+    cores than its event loop's (sync/central.py Checkers)."""
+    try:
+        payload = orjson.loads(raw)
+        if not isinstance(payload, dict) or set(payload) - {"origin", "changes", "acked",
+                                                             "epoch"}:  # fmt: skip
+            raise ProtocolError("a push is {origin, changes, acked?, epoch?}")
+        origin, acked, epoch = payload["origin"], payload.get("acked"), payload.get("epoch")
+        uuid_text(origin)
+        if not isinstance(payload["changes"], list):
+            raise ProtocolError("changes must be a list")
+        if acked is not None:
+            integer(0)(acked)
+        if epoch is not None and not isinstance(epoch, str):
+            raise ProtocolError("epoch must be a string")
+        if len(payload["changes"]) > MAX_BATCH_CHANGES:
+            raise ProtocolError(f"at most {MAX_BATCH_CHANGES} changes per push")
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
+        return Refused(400, f"malformed push: {exc}")
+    batch = []
+    for index, change in enumerate(payload["changes"]):
+        try:
+            batch.append(check_change(change))
+        except ProtocolError as exc:
+            # Nothing of the batch is stored: a bad change must never reach other shops.
+            change_id = change.get("id") if isinstance(change, dict) else None
+            return Refused(422, f"change {index} ({change_id}) is malformed: {exc}",
+                           errors=[{"field": f"changes[{index}].{exc.field or 'change'}",
+                                    "message": str(exc)}],
+                           change_id=change_id if isinstance(change_id, str) else None,
+                           log=f"change {change_id}: {exc}")  # fmt: skip
+    return origin, batch, acked, epoch
 
 
 def gzip_json(payload: Any) -> bytes:
