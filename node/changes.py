@@ -32,7 +32,7 @@ from typing import Any
 
 from node import derive, hlc
 from node.clock import now_iso, uuid7
-from node.db import database, execute, fetch_all, fetch_one, get_meta, insert_row, insert_rows
+from node.db import execute, fetch_all, fetch_one, get_meta, insert_row, insert_rows, savepoint
 from node.models import SCRUBBED
 
 TOMBSTONE_KINDS = ("customer.deleted", "customer.anonymized")
@@ -90,7 +90,7 @@ def recording(kind: str | None = None, entity_id: str | None = None) -> Iterator
     """A transaction whose synced writes become one change, logged when the block ends
     without an exception."""
     change = Change(kind, entity_id)
-    with database.atomic():
+    with savepoint():
         yield change
         _log(change)
 

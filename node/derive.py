@@ -17,14 +17,21 @@ from typing import Any
 
 from node.db import execute, fetch_one, marks
 
+# What one fact adds to its customer's total: the sums below add these up over the facts,
+# and a fact this node records adds its own to the cached total (after_fact).
+FACT_TERMS = {
+    "ledger_entry": ("ledger_balance", "CASE type WHEN 'credit' THEN amount ELSE -amount END"),
+    "loyalty_event": ("loyalty_points", "points"),
+}
 # Each derived column as a SQL expression over the facts of one row of its table. The
 # covering indexes of migration 5 let each sum read only an index (bench/sync.py).
 CUSTOMER_TOTALS = {
-    "ledger_balance": "c.opening_ledger_balance + (SELECT COALESCE(SUM(CASE type "
-                      "WHEN 'credit' THEN amount ELSE -amount END), 0) FROM ledger_entry "
+    "ledger_balance": "c.opening_ledger_balance + (SELECT COALESCE(SUM("
+                      f"{FACT_TERMS['ledger_entry'][1]}), 0) FROM ledger_entry "
                       "WHERE customer_id = c.id)",
-    "loyalty_points": "c.opening_loyalty_points + (SELECT COALESCE(SUM(points), 0) "
-                      "FROM loyalty_event WHERE customer_id = c.id)",
+    "loyalty_points": "c.opening_loyalty_points + (SELECT COALESCE(SUM("
+                      f"{FACT_TERMS['loyalty_event'][1]}), 0) FROM loyalty_event "
+                      "WHERE customer_id = c.id)",
     "total_spent": "c.opening_total_spent + (SELECT COALESCE(SUM(total - discount_amount "
                    "- refunded_amount), 0) FROM sale WHERE customer_id = c.id)",
     # An order stops counting once it is refunded in full (a sale paid wholly in points
@@ -83,24 +90,31 @@ def customers(ids: list[str], columns: Iterable[str] | None = None) -> None:
 
 def sale(sale_id: str, with_customer: bool = True) -> str | None:
     """Recompute a sale's counters from its refunds and late discounts, then (unless told
-    not to) its customer's totals; returns the customer id (None if the sale is not held)."""
+    not to) the customer totals sales feed; returns the customer id (None if the sale is
+    not held)."""
     _update("sale", "s", SALE_COUNTERS, [sale_id])
     row = fetch_one("SELECT customer_id FROM sale WHERE id = ?", (sale_id,))
     if row is None:
         return None
     if with_customer:
-        customer(row["customer_id"])
+        customer(row["customer_id"], FEEDS["sale"])
     return row["customer_id"]
 
 
 def after_fact(table: str, fact: dict[str, Any]) -> None:
-    """Bring every total a newly stored fact feeds up to date."""
+    """Bring every total a newly stored fact feeds up to date. An entry or points event adds
+    its own term to the cached total (O(1), where a sum over the customer's history grows
+    with it): the cache equals the sum before, so it does after. Merges, which may store
+    facts in any order and replace what they held, recompute the sums (sync/merge.py), and
+    `shopnode verify` compares the caches with them."""
     if table in ("refund", "sale_discount"):
         sale(fact["sale_id"])
     elif table == "sale":
         sale(fact["id"])
-    elif table in ("ledger_entry", "loyalty_event"):
-        customer(fact["customer_id"])
+    elif table in FACT_TERMS:
+        column, term = FACT_TERMS[table]
+        execute(f"UPDATE customer SET {column} = {column} + (SELECT {term} FROM {table} "
+                "WHERE id = ?) WHERE id = ?", (fact["id"], fact["customer_id"]))  # fmt: skip
 
 
 def phone_digits(phone: str | None) -> str | None:

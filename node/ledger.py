@@ -11,10 +11,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from node import changes
+from node import changes, derive
 from node.clock import now_iso, uuid7
 from node.customers import customer_row, find_customer
-from node.db import fetch_all, fetch_one
+from node.db import fetch_all, fetch_one, fetch_value
 from node.errors import Conflict, NotFound
 from node.periods import period_filter
 from node.settings import get_settings
@@ -87,7 +87,7 @@ def record_entry(
         default = "Payment received" if entry_type == "credit" else "Manual debit"
         change.entity_id = append_entry(change, customer_id, entry_type, amount,
                                         description or default, reference_id)  # fmt: skip
-    return get_entry(customer_id, change.entity_id)
+        return recorded(change)
 
 
 def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
@@ -114,7 +114,7 @@ def reverse_entry(customer_id: str, entry_id: str) -> dict[str, Any]:
             reference_id=entry_id,
             reverses_id=entry_id,
         )
-    return get_entry(customer_id, change.entity_id)
+        return recorded(change)
 
 
 _RUNNING = (
@@ -139,6 +139,22 @@ _ONE = (
     "AS balance_after FROM ledger_entry e JOIN customer c ON c.id = e.customer_id "
     "WHERE e.id = ? AND e.customer_id = ?"
 )
+
+
+# The balance after an entry given as (customer, created_at, id): what _ONE says of it.
+_AFTER = (
+    f"SELECT c.ledger_balance - COALESCE((SELECT SUM({derive.FACT_TERMS['ledger_entry'][1]}) "
+    "FROM ledger_entry a WHERE a.customer_id = c.id AND (a.created_at, a.id) > (?, ?)), 0) "
+    "FROM customer c WHERE c.id = ?"
+)
+
+
+def recorded(change: changes.Change) -> dict[str, Any]:
+    """The entry a change has just recorded, as get_entry shows it, from the fact in hand
+    (inside the change's block: its balance is already moved)."""
+    entry = change.body["ledger_entry"][-1]
+    after = fetch_value(_AFTER, (entry["created_at"], entry["id"], entry["customer_id"]))
+    return _render({**entry, "balance_after": after})
 
 
 def get_entry(customer_id: str, entry_id: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from node.db import checkpoint_if_due, database
+from node.db import checkpoint_if_due, database, savepoint
 from node.errors import NotSaved
 
 log = logging.getLogger("shopnode.writer")
@@ -127,7 +127,7 @@ class Writer:
             with database.atomic():
                 for job in group:
                     try:
-                        with database.atomic():
+                        with savepoint():
                             job.result = job.fn()
                     except Exception as exc:  # the caller's error: only its savepoint goes
                         job.error = exc
@@ -151,9 +151,14 @@ class Writer:
                 checkpoint_if_due()
             except Exception as exc:  # the writes are committed; the next scrub tries again
                 log.warning("checkpoint after a scrub failed: %s", exc)
+        # One wake-up of each waiting loop for the whole group (each call_soon_threadsafe
+        # writes to the loop's self-pipe).
+        by_loop: dict[asyncio.AbstractEventLoop, list[_Job]] = {}
         for job in group:
+            by_loop.setdefault(job.loop, []).append(job)
+        for loop, jobs in by_loop.items():
             with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
-                job.loop.call_soon_threadsafe(_settle, job)
+                loop.call_soon_threadsafe(_settle_all, jobs)
 
 
 # A reader's own page cache: what it reads again is in the OS's cache anyway, and each
@@ -163,6 +168,11 @@ READER_CACHE_KIB = 2000
 
 def _small_cache() -> None:
     database.execute_sql(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
+
+
+def _settle_all(jobs: list[_Job]) -> None:
+    for job in jobs:
+        _settle(job)
 
 
 def _settle(job: _Job) -> None:

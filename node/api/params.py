@@ -31,6 +31,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 async def read_body(request: web.Request) -> bytes:
     """The raw body, within BODY_TIMEOUT; 400 if its Content-Encoding does not decode."""
     try:
+        if request.content.is_eof():  # all of it has come (a small body comes with the head)
+            return await request.read()
         async with asyncio.timeout(BODY_TIMEOUT):
             return await request.read()
     except TimeoutError:
@@ -199,18 +201,20 @@ async def idempotent(
     request: web.Request, write: Callable[[Any], tuple[int, Any]], allow_empty: bool = False
 ) -> web.Response:
     """Run a money write once per Idempotency-Key; without a key, just run it."""
-    raw = await read_body(request)
     body = await read_json(request, allow_empty=allow_empty)
+    raw = await request.read()  # read by read_json: aiohttp keeps it
     key = request.headers.get("Idempotency-Key")
     if key is None:
         status, result = await writer.write(lambda: write(body))
         return json_response(result, status=status)
     key = idempotency.check_key(key)
     # Lower-cased: the ids in a path are UUIDs, which are the same in either case.
-    fingerprint = idempotency.fingerprint(request.method, request.path.lower(), raw)
+    fingerprint = idempotency.fingerprint(request.method, request.path.lower(), raw, body)
     scope = request[TOKEN]["name"]  # per client; a token re-issued under its name keeps its keys
-    status, result, replayed = await writer.write(
+    status, text, replayed = await writer.write(
         lambda: idempotency.run_once(scope, key, fingerprint, lambda: write(body))
     )
     headers = {"Idempotent-Replayed": "true"} if replayed else None
-    return json_response(result, status=status, headers=headers)
+    # The JSON text stored with the key is what json_response would send.
+    return web.Response(text=text, status=status, headers=headers,
+                        content_type="application/json")  # fmt: skip

@@ -2,7 +2,9 @@
 
 After every step, for every customer: the ledger balance equals the sum of the entries, the
 points equal the sum of the loyalty events in the database, total_spent and total_orders
-match what the sales and refunds imply, and points are never negative. Requests the model
+match what the sales and refunds imply, and points are never negative; and every cached
+total (kept incrementally by local writes) equals its full recomputation (`shopnode
+verify`). Requests the model
 says must fail get a 4xx and change nothing.
 """
 
@@ -27,7 +29,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from node import tokens
+from node import tokens, verify
 from node.api.app import create_app
 from node.config import load_config
 
@@ -386,6 +388,7 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @invariant()
     def books_balance(self) -> None:
+        assert verify.differences() == []
         for customer in self.customers:
             status, shown, _ = self.node.call("GET", f"/api/v1/customers/{customer.id}")
             assert status == 200, shown
