@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sqlite3
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,12 @@ def marks(values: Iterable[Any]) -> str:
 
 def insert_row(table: str, row: dict[str, Any]) -> None:
     """INSERT one row given as {column: value}."""
-    execute(f"INSERT INTO {table}({', '.join(row)}) VALUES ({marks(row)})", tuple(row.values()))
+    execute(_insert_sql(table, tuple(row)), tuple(row.values()))
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(table: str, columns: tuple[str, ...]) -> str:
+    return f"INSERT INTO {table}({', '.join(columns)}) VALUES ({marks(columns)})"
 
 
 ROWS_PER_INSERT = 500  # beyond a few hundred rows a statement gains nothing
@@ -147,23 +152,28 @@ def insert_rows(table: str, rows: list[dict[str, Any]]) -> None:
                 [row[c] for row in part for c in columns])  # fmt: skip
 
 
-@contextmanager
-def savepoint() -> Iterator[None]:
+class savepoint:  # noqa: N801 (used as `with savepoint():`, like database.atomic())
     """`database.atomic()` for the paths a request takes: inside a transaction, a savepoint
     of one fixed name (SQLite nests them by name, and the statements are prepared once;
     peewee names each anew); outside one, a transaction of its own."""
-    if not database.in_transaction():
-        with database.atomic():
-            yield
-        return
-    run("SAVEPOINT w")
-    try:
-        yield
-    except BaseException:
-        run("ROLLBACK TO w")
+
+    __slots__ = ("_outer",)
+
+    def __enter__(self) -> None:
+        if database.in_transaction():
+            self._outer = None
+            run("SAVEPOINT w")
+        else:
+            self._outer = database.atomic()
+            self._outer.__enter__()
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: Any) -> bool | None:
+        if self._outer is not None:
+            return self._outer.__exit__(exc_type, *rest)
+        if exc_type is not None:
+            run("ROLLBACK TO w")
         run("RELEASE w")
-        raise
-    run("RELEASE w")
+        return None
 
 
 def fetch_one(sql: str, params: tuple | list = ()) -> dict | None:
