@@ -11,7 +11,7 @@ from peewee import fn
 from node import changes, derive
 from node import validation as v
 from node.clock import now_iso, uuid7
-from node.db import checkpoint, database, execute, fetch_all, fetch_one
+from node.db import checkpoint, execute, fetch_all, fetch_one, run
 from node.errors import Conflict, NotFound
 from node.models import (
     PROFILE_COLUMNS,
@@ -110,7 +110,7 @@ def find_customer(customer_id: str) -> dict[str, Any]:
     """The live (not deleted) customer row, or NotFound."""
     # Every money write and GET by id reads it: hand-written SQL straight on the thread's
     # connection (bench/money.py, bench/run.py's GET by id; node/db.py).
-    row = database.connection().execute(_LIVE_CUSTOMER, (customer_id,)).fetchone()
+    row = run(_LIVE_CUSTOMER, (customer_id,)).fetchone()
     if row is None:
         raise NotFound(f"no customer with id {customer_id}")
     return dict(zip(_COLUMN_NAMES, row, strict=True))
@@ -131,7 +131,7 @@ def customer_row(
 def get_customer(customer_id: str, with_history: bool = True) -> dict[str, Any]:
     customer = render(find_customer(customer_id))
     if with_history:
-        rows = database.connection().execute(_RECENT_PURCHASES, (customer_id, RECENT_PURCHASES))
+        rows = run(_RECENT_PURCHASES, (customer_id, RECENT_PURCHASES))
         customer["recent_purchases"] = [dict(zip(PURCHASE_COLUMNS, row, strict=True))
                                         for row in rows]  # fmt: skip
     return customer

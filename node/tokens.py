@@ -8,7 +8,7 @@ import secrets
 import peewee
 
 from node.clock import now_iso, uuid7
-from node.db import database
+from node.db import database, run
 from node.errors import Conflict, NotFound
 from node.models import ROLES, ApiToken
 
@@ -58,7 +58,7 @@ def authenticate(secret: str) -> dict | None:
     """The active token's name and role for a presented secret, else None."""
     # Every request runs this: hand-written SQL straight on the thread's connection
     # (bench/run.py's GET by id, bench/money.py; node/db.py).
-    row = database.connection().execute(_AUTHENTICATE, (_hash(secret),)).fetchone()
+    row = run(_AUTHENTICATE, (_hash(secret),)).fetchone()
     return None if row is None else dict(zip(AUTHENTICATED, row, strict=True))
 
 
