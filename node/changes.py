@@ -28,10 +28,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from node import derive, hlc
-from node.clock import now_iso, uuid7
+from node.clock import now_iso, uuid7, uuid7s
 from node.db import execute, fetch_all, fetch_one, get_meta, insert_row, insert_rows, savepoint
 from node.models import SCRUBBED
 
@@ -64,8 +64,10 @@ class Change:
     """One synced write being recorded (see recording()): its facts, fields or tombstone.
     `kind` and `entity_id` may be set once known, before the block ends."""
 
-    def __init__(self, kind: str | None, entity_id: str | None) -> None:
-        self.id = uuid7()
+    def __init__(
+        self, kind: str | None, entity_id: str | None, change_id: str | None = None
+    ) -> None:
+        self.id = change_id or uuid7()
         self.kind = kind
         self.entity_id = entity_id
         self.body: dict[str, Any] = {}
@@ -95,26 +97,40 @@ def recording(kind: str | None = None, entity_id: str | None = None) -> Iterator
         _log(change)
 
 
-def record_each(kind: str, table: str, facts: list[dict[str, Any]]) -> None:
+class NewFact(NamedTuple):
+    """A new fact made ready to store and log as a change of its own (new_facts), before
+    the transaction that records it (record_each) numbers, stamps and writes it."""
+
+    fact: dict[str, Any]
+    row: dict[str, Any]  # as stored (fact_row)
+    change_id: str
+    body: str  # its change's body, encoded
+
+
+def new_facts(kind: str, table: str, facts: list[dict[str, Any]]) -> list[NewFact]:
+    """Each fact as `recording(kind, fact["id"])` with one `change.insert` would store and
+    log it; made outside any transaction (CSV import: in the thread that reads the file)."""
+    return [NewFact(fact, fact_row(table, fact), change_id, encode_body({table: [fact]}))
+            for fact, change_id in zip(facts, uuid7s(len(facts)), strict=True)]  # fmt: skip
+
+
+def record_each(kind: str, table: str, facts: list[NewFact]) -> None:
     """Store new facts, each logged as a change of its own (entity: the fact's id), in the
-    caller's transaction: what `recording(kind, fact["id"])` with one `change.insert` does
-    for each, in one statement per table for all (CSV import: thousands per transaction)."""
+    caller's transaction, in a few statements per table for all (CSV import: thousands per
+    transaction)."""
     if not facts:
         return
-    insert_rows(table, [fact_row(table, fact) for fact in facts])
-    logged = []
-    for fact in facts:
-        derive.after_fact(table, fact)
-        change = Change(kind, fact["id"])
-        change.body[table] = [fact]
-        logged.append(change)
+    insert_rows(table, [new.row for new in facts])
+    for new in facts:
+        derive.after_fact(table, new.fact)
     origin = origin_id()
     first = _next_seq(origin)
-    stamps = hlc.ticks(origin, len(logged))
+    stamps = hlc.ticks(origin, len(facts))
     recorded_at = now_iso()
     insert_rows("change_log", [
-        _entry(change, origin, first + i, stamp, recorded_at)
-        for i, (change, stamp) in enumerate(zip(logged, stamps, strict=True))
+        _entry(Change(kind, new.fact["id"], new.change_id), origin, first + i, stamp,
+               recorded_at, new.body)
+        for i, (new, stamp) in enumerate(zip(facts, stamps, strict=True))
     ])  # fmt: skip
 
 
@@ -156,8 +172,9 @@ def _next_seq(origin: str) -> int:
     return row["seq"]
 
 
-def _entry(change: Change, origin: str, seq: int, stamp: str, recorded_at: str) -> dict[str, Any]:
-    """The change log's row of a change."""
+def _entry(change: Change, origin: str, seq: int, stamp: str, recorded_at: str,
+           body: str | None = None) -> dict[str, Any]:  # fmt: skip
+    """The change log's row of a change (`body`: its body already encoded)."""
     return {
         "id": change.id,
         "origin": origin,
@@ -165,7 +182,7 @@ def _entry(change: Change, origin: str, seq: int, stamp: str, recorded_at: str) 
         "hlc": stamp,
         "kind": change.kind,
         "entity_id": change.entity_id,
-        "body": encode_body(change.body),
+        "body": encode_body(change.body) if body is None else body,
         "recorded_at": recorded_at,
     }
 
@@ -224,8 +241,11 @@ def same_change(kind: str, held: str, other: str) -> bool:
     return either_scrubbed and scrubbed_held == scrubbed_other
 
 
+_BODY = json.JSONEncoder(separators=(",", ":"), sort_keys=True)  # json.dumps makes one a call
+
+
 def encode_body(body: dict[str, Any]) -> str:
-    return json.dumps(body, separators=(",", ":"), sort_keys=True)
+    return _BODY.encode(body)
 
 
 def scrub_logged_changes(customer_id: str) -> None:

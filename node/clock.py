@@ -12,10 +12,12 @@ from __future__ import annotations
 import os
 import threading
 import time
-import uuid
 from datetime import UTC, date, datetime, tzinfo
 
 import tzlocal
+
+# The RFC 9562 variant (0b10) in the top bits of a random hex digit.
+_VARIANT = {digit: f"{0x8 | int(digit, 16) & 0x3:x}" for digit in "0123456789abcdef"}
 
 
 class Clock:
@@ -48,21 +50,33 @@ class Clock:
 
     def uuid7(self) -> str:
         """A UUIDv7 (RFC 9562) string; monotonic even within one millisecond."""
+        return self.uuid7s(1)[0]
+
+    def uuid7s(self, count: int) -> list[str]:
+        """`count` UUIDv7s, as `count` calls of uuid7() at this instant give them (CSV
+        import makes two per row: one read of the time and of the randomness for all)."""
         with self._lock:
-            ms = self.time_ns() // 1_000_000
-            if ms <= self._last_ms:
-                ms = self._last_ms
-                self._counter += 1
-                if self._counter >= 1 << 12:  # 4096 ids in one ms: borrow the next millisecond
-                    ms += 1
+            now_ms = self.time_ns() // 1_000_000
+            stamps = []
+            for _ in range(count):
+                ms = now_ms
+                if ms <= self._last_ms:
+                    ms = self._last_ms
+                    self._counter += 1
+                    if self._counter >= 1 << 12:  # 4096 ids in one ms: borrow the next one
+                        ms += 1
+                        self._counter = 0
+                else:
                     self._counter = 0
-            else:
-                self._counter = 0
-            self._last_ms = ms
-            rand_a = self._counter
-        rand_b = int.from_bytes(self.random_bytes(8), "big") & ((1 << 62) - 1)
-        value = (ms << 80) | (0x7 << 76) | (rand_a << 64) | (0b10 << 62) | rand_b
-        return str(uuid.UUID(int=value))
+                self._last_ms = ms
+                stamps.append((ms, self._counter))
+        # 62 random bits each: the first hex digit of the last 64 bits carries the variant.
+        randomness = self.random_bytes(8 * count).hex()
+        ids = []
+        for i, (ms, counter) in enumerate(stamps):
+            at, rand = f"{ms:012x}", randomness[16 * i : 16 * i + 16]
+            ids.append(f"{at[:8]}-{at[8:]}-7{counter:03x}-{_VARIANT[rand[0]]}{rand[1:4]}-{rand[4:]}")
+        return ids
 
 
 def machine_zone() -> tzinfo:
@@ -95,6 +109,10 @@ def wall_ms() -> int:
 
 def uuid7() -> str:
     return _clock.uuid7()
+
+
+def uuid7s(count: int) -> list[str]:
+    return _clock.uuid7s(count)
 
 
 def today() -> date:

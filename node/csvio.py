@@ -7,7 +7,14 @@ before it in the file), so running the same import again imports nothing twice.
 Rows go in batches, each one transaction holding the customers, their change-log entries
 and their fingerprints, so an import stopped at any point leaves whole batches and a re-run
 completes it. A batch is sized to hold the write lock for about BATCH_SECONDS: a node
-serving the same database meanwhile waits that long at most for its own writes.
+serving the same database meanwhile waits that long at most for its own writes. Each commit
+rewrites the pages of the indexes a batch touches all over (names, fingerprints, the search
+index) in the WAL, so small batches cost several times more per row (bench/run.py: 300-row
+batches ~2x the SQLite time of 5,000-row ones).
+
+A thread reads, validates and makes each row's customer and change (ids, fact rows, change
+bodies) while the caller's thread writes the batch before, with SQLite not holding the GIL:
+inside the transaction is little more than the INSERTs.
 """
 
 from __future__ import annotations
@@ -26,8 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from node import customers, files
-from node.clock import now_iso
+from node import changes, customers, files
+from node.clock import now_iso, uuid7s
 from node.db import database, fetch_all, insert_rows, marks
 from node.errors import DomainError, Invalid
 from node.models import PROFILE_COLUMNS
@@ -41,12 +48,14 @@ CUSTOMER_EXPORT = ("id", "name", "email", "phone", "address", "notes", "tags", "
 LEDGER_EXPORT = ("customer_id", "customer_name", "entry_id", "type", "amount", "balance_after",
                  "description", "reference_id", "reverses_id", "created_at")  # fmt: skip
 PAGE = 1000
-# Import batches: sized to hold the write lock ~BATCH_SECONDS, from FIRST_BATCH rows.
-BATCH_SECONDS = 0.1
-FIRST_BATCH = 1000
-BATCH_ROWS = (250, 5000)
+# Import batches: sized to hold the write lock ~BATCH_SECONDS (commit included), from
+# FIRST_BATCH rows.
+BATCH_SECONDS = 0.5
+FIRST_BATCH = 2000
+BATCH_ROWS = (250, 20_000)
 READ_AHEAD = 250  # rows read and validated in a thread per hand-over
 BAR_WIDTH = 30
+IMPORT_PRAGMAS = {"wal_autocheckpoint": 16_000}  # pages: 64 MB
 
 Progress = Callable[[int, int | None], None]
 
@@ -72,23 +81,24 @@ def terminal_progress(label: str) -> Progress | None:
     return show
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
-    """One CSV row read for import: its fingerprint and its clean fields, or why not."""
+    """One CSV row read for import: its fingerprint and its new customer, or why not."""
 
     number: int
     mark: str
-    fields: dict[str, Any] | None
+    new: changes.NewFact | None
     reason: str | None = None
 
 
-def _row_fields(row: dict[str, str]) -> dict[str, Any]:
-    """CSV text to API field values: empty cells are absent, tags split on ';'."""
+def _row_fields(cells: list[str]) -> dict[str, Any]:
+    """CSV text (trimmed cells of IMPORT_COLUMNS) to API field values: empty cells are
+    absent, tags split on ';'."""
     fields: dict[str, Any] = {}
-    for column in IMPORT_COLUMNS:
-        value = unsafe_cell((row.get(column) or "").strip())
-        if not value:
+    for column, cell in zip(IMPORT_COLUMNS, cells, strict=True):
+        if not cell:
             continue
+        value = unsafe_cell(cell)
         if column == "tags":
             fields[column] = [t for t in (p.strip() for p in value.split(";")) if t]
         elif column == "credit_limit":
@@ -98,21 +108,40 @@ def _row_fields(row: dict[str, str]) -> dict[str, Any]:
     return fields
 
 
-def _read(reader: csv.DictReader) -> Iterator[Row]:
-    """Each row with its fingerprint, validated as the API validates a new customer."""
+def _read(reader: Iterator[list[str]], header: list[str]) -> Iterator[list[Row]]:
+    """The rows after the header, READ_AHEAD at a time, each with its fingerprint and
+    validated as the API validates a new customer; a valid row's customer made as the API
+    makes one (id, created_at), ready to store."""
+    # As csv.DictReader reads a row: the last column of a name wins, a short row's missing
+    # cells (and a column not in the header) are empty, blank lines are not rows.
+    where = {column: i for i, column in enumerate(header)}
+    at = [where.get(column, sys.maxsize) for column in IMPORT_COLUMNS]
     seen: Counter[str] = Counter()
-    for number, row in enumerate(reader, start=2):  # row 1 is the header
-        content = "\x1f".join((row.get(c) or "").strip() for c in IMPORT_COLUMNS)
-        seen[content] += 1
-        mark = hashlib.sha256(
-            f"{content}\x1e{seen[content]}".encode("utf-8", "surrogateescape")
-        ).hexdigest()
-        try:
-            fields = parse_body(_row_fields(row), customers.PROFILE_FIELDS, ["name"])
-        except DomainError as error:
-            yield Row(number, mark, None, error.detail)
-        else:
-            yield Row(number, mark, fields)
+    numbered = enumerate((row for row in reader if row), start=2)  # row 1 is the header
+    while chunk := list(itertools.islice(numbered, READ_AHEAD)):
+        read, made = [], []
+        for number, row in chunk:
+            width = len(row)
+            cells = [row[i].strip() if i < width else "" for i in at]
+            content = "\x1f".join(cells)
+            seen[content] += 1
+            mark = hashlib.sha256(
+                f"{content}\x1e{seen[content]}".encode("utf-8", "surrogateescape")
+            ).hexdigest()
+            try:
+                fields = parse_body(_row_fields(cells), customers.PROFILE_FIELDS, ["name"])
+            except DomainError as error:
+                read.append((number, mark, error.detail))
+            else:
+                made.append(fields)
+                read.append((number, mark, None))
+        created_at, ids = now_iso(), uuid7s(len(made))
+        new = iter(changes.new_facts("customer.created", "customer", [
+            customers.new_customer(customer_id, fields, created_at)
+            for customer_id, fields in zip(ids, made, strict=True)
+        ]))  # fmt: skip
+        yield [Row(number, mark, next(new) if reason is None else None, reason)
+               for number, mark, reason in read]  # fmt: skip
 
 
 def _check_header(columns: list[str]) -> None:
@@ -135,9 +164,10 @@ def import_customers(path: Path, progress: Progress | None = None) -> dict[str, 
     report: dict[str, Any] = {"imported": 0, "skipped": 0, "rejected": []}
     size, batch, done = FIRST_BATCH, [], 0
     with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
-        reader = csv.DictReader(handle)
-        _check_header(list(reader.fieldnames or []))
-        with contextlib.closing(_read_ahead(_read(reader))) as chunks:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        _check_header(header)
+        with _import_pragmas(), contextlib.closing(_read_ahead(_read(reader, header))) as chunks:
             for chunk in chunks:
                 batch += chunk
                 if len(batch) >= size:
@@ -145,17 +175,36 @@ def import_customers(path: Path, progress: Progress | None = None) -> dict[str, 
                     done, batch = done + len(batch), []
                     if progress:
                         progress(done, total)
-        if batch:
-            _import_batch(batch, report)
+            if batch:
+                _import_batch(batch, report)
     if progress:
         progress(total, total)
     return report
 
 
-def _read_ahead(rows: Iterator[Row]) -> Iterator[list[Row]]:
-    """`rows` in lists, read and validated in a thread while the caller writes the lists
-    before (SQLite lets go of the GIL while it inserts and indexes: ~half an import)."""
-    handed: queue.Queue[list[Row] | BaseException | None] = queue.Queue(maxsize=8)
+@contextlib.contextmanager
+def _import_pragmas() -> Iterator[None]:
+    """This connection's settings for an import: a checkpoint every 64 MB of WAL rather
+    than every 4 MB (a batch rewrites the index pages it touched all over, and each
+    checkpoint copies them into the database again: ~10% of an import's SQLite time)."""
+    saved = {name: database.execute_sql(f"PRAGMA {name}").fetchone()[0]
+             for name in IMPORT_PRAGMAS}  # fmt: skip
+    for name, value in IMPORT_PRAGMAS.items():
+        database.execute_sql(f"PRAGMA {name} = {value}")
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            database.execute_sql(f"PRAGMA {name} = {value}")
+
+
+def _read_ahead(chunks: Iterator[list[Row]]) -> Iterator[list[Row]]:
+    """`chunks` read and validated in a thread while the caller writes the ones before
+    (SQLite lets go of the GIL while it inserts and indexes), up to the largest batch
+    ahead."""
+    handed: queue.Queue[list[Row] | BaseException | None] = queue.Queue(
+        maxsize=BATCH_ROWS[1] // READ_AHEAD
+    )
     stop = threading.Event()
 
     def hand(item: list[Row] | BaseException | None) -> None:
@@ -165,7 +214,9 @@ def _read_ahead(rows: Iterator[Row]) -> Iterator[list[Row]]:
 
     def read() -> None:
         try:
-            while not stop.is_set() and (chunk := list(itertools.islice(rows, READ_AHEAD))):
+            for chunk in chunks:
+                if stop.is_set():
+                    return
                 hand(chunk)
             hand(None)
         except BaseException as error:  # the caller raises it
@@ -184,22 +235,24 @@ def _read_ahead(rows: Iterator[Row]) -> Iterator[list[Row]]:
 
 
 def _import_batch(rows: list[Row], report: dict[str, Any]) -> float:
-    """Import rows not imported before in one transaction; the seconds it held the lock."""
+    """Import rows not imported before in one transaction; the seconds it held the lock
+    (about: BEGIN IMMEDIATE may have waited for it).
+    Each customer is logged as create_customer logs one (node/customers.py)."""
+    started = time.perf_counter()
     with database.atomic():
-        started = time.perf_counter()
         held = _imported_marks(r.mark for r in rows)
-        new = [r for r in rows if r.fields is not None and r.mark not in held]
-        ids = customers.create_customers([r.fields for r in new])
+        new = [r.new for r in rows if r.new is not None and r.mark not in held]
+        changes.record_each("customer.created", "customer", new)
         stamp = now_iso()
         insert_rows("import_mark", [
-            {"fingerprint": r.mark, "customer_id": customer_id, "imported_at": stamp}
-            for r, customer_id in zip(new, ids, strict=True)
+            {"fingerprint": r.mark, "customer_id": r.new.fact["id"], "imported_at": stamp}
+            for r in rows if r.new is not None and r.mark not in held
         ])  # fmt: skip
     elapsed = time.perf_counter() - started
     report["imported"] += len(new)
     report["skipped"] += sum(1 for r in rows if r.mark in held)
     report["rejected"] += [{"row": r.number, "reason": r.reason} for r in rows
-                           if r.fields is None and r.mark not in held]  # fmt: skip
+                           if r.new is None and r.mark not in held]  # fmt: skip
     return elapsed
 
 

@@ -10,7 +10,7 @@ from peewee import fn
 
 from node import changes, derive
 from node import validation as v
-from node.clock import now_iso, uuid7
+from node.clock import now_iso, uuid7, uuid7s
 from node.db import checkpoint, execute, fetch_all, fetch_one, run
 from node.errors import Conflict, NotFound
 from node.models import (
@@ -84,15 +84,18 @@ def create_customer(fields: dict[str, Any]) -> dict[str, Any]:
 
 def create_customers(many: list[dict[str, Any]]) -> list[str]:
     """Create customers from validated profile fields in the caller's transaction, each
-    logged as create_customer logs one, in one statement per table (CSV import); their ids."""
+    logged as create_customer logs one, in a few statements per table (CSV import makes
+    them in its reading thread and records them as this does); their ids."""
     created_at = now_iso()
-    facts = [new_customer(uuid7(), fields, created_at) for fields in many]
-    changes.record_each("customer.created", "customer", facts)
+    facts = [new_customer(customer_id, fields, created_at)
+             for customer_id, fields in zip(uuid7s(len(many)), many, strict=True)]  # fmt: skip
+    made = changes.new_facts("customer.created", "customer", facts)
+    changes.record_each("customer.created", "customer", made)
     return [fact["id"] for fact in facts]
 
 
 def new_customer(customer_id: str, fields: dict[str, Any], created_at: str) -> dict[str, Any]:
-    """The customer.created fact of a new customer."""
+    """The customer.created fact of a new customer (CSV import makes them as this does)."""
     return {
         "id": customer_id,
         "name": fields["name"],

@@ -24,6 +24,7 @@ Schema = dict[str, Any]
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]{2,}")
 _PHONE_CHARS = re.compile(r"[0-9+()\-.\s/]+")
+_NOT_DIGIT = re.compile(r"\D")
 # The 8-4-4-4-12 form in any case (OpenAPI's format: uuid); uuid.UUID alone would also take
 # braces, a urn:uuid: prefix, no hyphens and underscores between digits.
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -226,7 +227,7 @@ def _phone(value: Any) -> str | None:
         return None
     if not _PHONE_CHARS.fullmatch(value) or value.count("+") > 1 or "+" in value.lstrip()[1:]:
         raise ValueError("must be a phone number: digits, spaces, + ( ) - . only")
-    digits = re.sub(r"\D", "", value)
+    digits = _NOT_DIGIT.sub("", value)
     if not 4 <= len(digits) <= 20:
         raise ValueError("must have between 4 and 20 digits")
     return ("+" if value.startswith("+") else "") + digits

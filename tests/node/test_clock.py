@@ -3,6 +3,7 @@ comes from that one object (no module is patched)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -63,3 +64,28 @@ async def test_stamps_ids_and_receipt_days_come_from_the_clock_the_app_was_built
     later = await api.sale(customer["id"], 1000)
     assert later["receipt_number"] == "REC-20320101-001"
     assert later["created_at"].startswith("2032-01-01T00:")
+
+
+class Still(Clock):
+    """One instant; the same randomness for every id."""
+
+    def time_ns(self) -> int:
+        return NEW_YEAR_NS
+
+    def random_bytes(self, n: int) -> bytes:
+        return bytes(range(256)) * (n // 256) + bytes(range(n % 256))[::-1]
+
+
+def test_ids_made_in_a_batch_are_those_made_one_by_one():
+    one_by_one, batch = Still(), Still()
+    singles = [one_by_one.uuid7() for _ in range(5000)]
+    made = batch.uuid7s(4999) + batch.uuid7s(1)
+    assert [i[:19] for i in made] == [i[:19] for i in singles]  # time, version, counter
+    assert made == sorted(made) and len(set(made)) == 5000
+    for text in (made[0], made[4095], made[4096], made[-1]):
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+    ms = NEW_YEAR_NS // 1_000_000
+    # 4096 ids in one millisecond: the next ones borrow the millisecond after it.
+    assert uuid.UUID(made[4095]).int >> 80 == ms and uuid.UUID(made[4096]).int >> 80 == ms + 1
+    assert batch.uuid7s(0) == []

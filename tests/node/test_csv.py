@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import pty
@@ -14,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-from node import changes, clock, db, hlc
+from node import changes, clock, csvio, db, hlc
 from tests.conftest import call
 from tests.processes import REPO, child_env, shopnode, spawn, stop
 
@@ -212,5 +213,89 @@ def test_stamps_taken_for_a_batch_are_those_taken_one_by_one(tmp_path):
         assert batch == [hlc.encode(ahead, hlc.MAX_COUNTER, origin),
                          hlc.encode(ahead + 1, 0, origin), hlc.encode(ahead + 1, 1, origin)]
         assert db.get_meta("hlc") == batch[-1]
+    finally:
+        database.close()
+
+
+def _as_dictreader_reads(path: Path) -> list[tuple]:
+    """(row number, fingerprint content, fields or None) of each row as the import read them
+    through csv.DictReader before: the reference for the import's own reading."""
+    from node.customers import PROFILE_FIELDS
+    from node.errors import DomainError
+    from node.spreadsheet import unsafe_cell
+    from node.validation import parse_body
+
+    read = []
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        for number, row in enumerate(csv.DictReader(handle), start=2):
+            cells = {c: (row.get(c) or "").strip() for c in csvio.IMPORT_COLUMNS}
+            fields = {}
+            for column, cell in cells.items():
+                if value := unsafe_cell(cell):
+                    fields[column] = (
+                        [t for t in (p.strip() for p in value.split(";")) if t]
+                        if column == "tags" else
+                        int(value) if column == "credit_limit" and value.lstrip("-").isdigit()
+                        else value
+                    )  # fmt: skip
+            try:
+                clean = parse_body(fields, PROFILE_FIELDS, ["name"])
+            except DomainError:
+                clean = None
+            read.append((number, "\x1f".join(cells.values()), clean))
+    return read
+
+
+def test_rows_are_read_as_a_csv_dictreader_reads_them(tmp_path):
+    source = tmp_path / "odd.csv"
+    source.write_bytes(
+        b"\xef\xbb\xbfphone,name,tags,name,credit_limit\n"  # a BOM, a repeated column
+        b"+1 555 0100, first , a; b ;a,Asha,12\n"
+        b"\n"  # blank lines are not rows
+        b"+1 555 0101,x,,Ravi\n"  # short: the missing cells are empty
+        b"+1 555 0102,x,,Ravi,,extra,cells\n"  # long: the extra cells are not read
+        b"+1 555 0102,x,,Ravi,,extra,cells\n"  # the same content again
+        b"12,x,,,\n"  # no name (the last 'name' column wins)
+        b'"+1 555 0103","x",vip,"Li\nMing",5\n'  # a quoted newline
+        b"'=1+2,x,,'@Mo,\xff\n"  # spreadsheet-safe cells; a byte that is not UTF-8
+    )
+    with open(source, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
+        reader = csv.reader(handle)
+        rows = [row for chunk in csvio._read(reader, next(reader)) for row in chunk]
+    expected = _as_dictreader_reads(source)
+    assert [r.number for r in rows] == [n for n, _, _ in expected] == [2, 3, 4, 5, 6, 7, 8]
+    counts: dict[str, int] = {}
+    for row, (_, content, fields) in zip(rows, expected, strict=True):
+        counts[content] = counts.get(content, 0) + 1
+        mark = hashlib.sha256(
+            f"{content}\x1e{counts[content]}".encode("utf-8", "surrogateescape")
+        ).hexdigest()
+        assert row.mark == mark
+        if fields is None:
+            assert row.new is None and row.reason
+        else:
+            assert row.new is not None and row.reason is None
+            made = {**fields, "tags": json.dumps(fields.get("tags", []))}
+            assert {k: v for k, v in row.new.fact.items() if v is not None and k in made} == made
+    assert [r.new.fact["name"] for r in rows if r.new] == ["Asha", "Ravi", "Ravi", "Ravi",
+                                                           "Li\nMing"]  # fmt: skip
+    assert [r.number for r in rows if r.new is None] == [6, 8]
+
+
+def test_search_index_is_exact_after_an_import(tmp_path):
+    source = people(tmp_path / "many.csv", 3000)
+    database = db.open_database(tmp_path / "shop.db")
+    try:
+        report = csvio.import_customers(source)
+        assert report == {"imported": 3000, "skipped": 0, "rejected": []}
+        # FTS5's own check of the index against the customer table, row by row.
+        db.execute("INSERT INTO customer_fts(customer_fts, rank) VALUES ('integrity-check', 1)")
+        for fragment in ("001", "r 002", "c299", "5550002"):
+            matched = db.fetch_all("SELECT rowid FROM customer_fts WHERE customer_fts MATCH ? "
+                                   "ORDER BY rowid", (f'"{fragment}"',))  # fmt: skip
+            like = db.fetch_all(
+                "SELECT rowid FROM customer WHERE name LIKE ?1 OR email LIKE ?1 "
+                "OR phone_digits LIKE ?1 ORDER BY rowid", (f"%{fragment}%",))  # fmt: skip
+            assert matched == like and matched
     finally:
         database.close()
