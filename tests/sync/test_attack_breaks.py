@@ -17,3 +17,21 @@ def test_a_tag_with_nul_does_not_stop_the_shops_payments_reaching_other_shops(sh
     post(a, f"/api/v1/customers/{cid}/ledger", {"type": "credit", "amount": 5000})
     synced(a, b)
     assert get(b, f"/api/v1/customers/{cid}")["ledger_balance"] == 5000
+
+
+def test_a_sale_earning_more_points_than_central_takes_does_not_stop_the_shops_payments(
+    shops: Shops,
+):
+    # earn_rate 1000 (the most the settings take) on a sale of 10**12 (the largest amount):
+    # the node records points_earned 10**13 with 201, central refuses any integer past 10**12,
+    # and the shop's whole push was refused at every round after: its payments stayed local.
+    a, b = shops.start("shop-a"), shops.start("shop-b")
+    status, answer = call(a, "PATCH", "/api/v1/settings", {"earn_rate": 1000})
+    assert status == 200, answer
+    cid = post(a, "/api/v1/customers", {"name": "Asha"})["id"]
+    status, answer = call(a, "POST", "/api/v1/sales",
+                          {"customer_id": cid, "total": 10**12, "payment_method": "cash"})
+    assert status in (201, 409, 422), answer
+    post(a, f"/api/v1/customers/{cid}/ledger", {"type": "credit", "amount": 5000})
+    synced(a, b)
+    assert get(b, f"/api/v1/customers/{cid}")["ledger_balance"] == 5000
