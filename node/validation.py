@@ -142,11 +142,11 @@ def is_text(value: str) -> bool:
 NOT_TEXT = "is not valid Unicode text (it holds a lone surrogate)"
 
 
-def trimmed_pattern(max_len: int, required: bool = False, nul: bool = False) -> str:
-    """A pattern for a string that is at most `max_len` (>= 2) characters once trimmed;
-    empty (or only whitespace) passes unless `required`. NUL characters only where `nul`."""
-    edge = f"[^{WS}]" if nul else f"[^{WS}\\x00]"
-    inner = r"[\s\S]" if nul else r"[^\x00]"
+def trimmed_pattern(max_len: int, required: bool = False) -> str:
+    """A pattern for a string that is at most `max_len` (>= 2) characters once trimmed, with
+    no NUL character; empty (or only whitespace) passes unless `required`."""
+    edge = f"[^{WS}\\x00]"
+    inner = r"[^\x00]"
     core = f"{edge}(?:{inner}{{0,{max_len - 2}}}{edge})?"
     return f"^[{WS}]*{core if required else f'(?:{core})?'}[{WS}]*$"
 
@@ -256,6 +256,8 @@ def _tags(value: Any) -> list[str]:
             raise ValueError("every tag must be a non-empty string")
         if not is_text(tag):
             raise ValueError("every tag must be valid Unicode text (no lone surrogates)")
+        if "\x00" in tag:  # as text() and central's sync/protocol.py refuse it
+            raise ValueError("every tag must not contain NUL characters")
         tag = tag.strip()
         if len(tag) > 50:
             raise ValueError("every tag must be at most 50 characters")
@@ -267,7 +269,7 @@ def _tags(value: Any) -> list[str]:
 tags = Field(_tags, {
     "type": "array",
     "maxItems": 20,
-    "items": {"type": "string", "pattern": trimmed_pattern(50, required=True, nul=True),
+    "items": {"type": "string", "pattern": trimmed_pattern(50, required=True),
               "description": "trimmed; 1 to 50 characters"},
     "description": "replaces the customer's tags; duplicates are dropped",
 })  # fmt: skip
