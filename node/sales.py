@@ -12,6 +12,7 @@ from node.db import fetch_all, fetch_one, marks
 from node.errors import Conflict, NotFound, Unprocessable, invalid
 from node.ledger import append_entry, check_credit_limit
 from node.loyalty import add_event, check_points, points_for
+from node.money import MAX_AMOUNT
 from node.settings import get_settings
 
 SALE_COLUMNS = (
@@ -105,6 +106,9 @@ def record_sale(
         elif receipt_taken(receipt_number):
             raise Conflict(f"receipt number {receipt_number} is already used in this shop")
         sale_id, earned = uuid7(), points_for(amount_paid, settings)
+        if earned > MAX_AMOUNT:  # the most a fact carries (sync/protocol.py): central refuses more
+            raise invalid("total", f"would earn {earned} points at the shop's earn rate, "
+                                   f"more than the {MAX_AMOUNT} one sale can earn")  # fmt: skip
         change.entity_id = sale_id
         change.insert("sale", {
             "id": sale_id, "origin": changes.origin_id(), "customer_id": customer_id,
