@@ -35,3 +35,19 @@ def test_a_sale_earning_more_points_than_central_takes_does_not_stop_the_shops_p
     post(a, f"/api/v1/customers/{cid}/ledger", {"type": "credit", "amount": 5000})
     synced(a, b)
     assert get(b, f"/api/v1/customers/{cid}")["ledger_balance"] == 5000
+
+
+def test_a_customer_tagged_in_emoji_does_not_stop_the_shops_payments_reaching_other_shops(
+    shops: Shops,
+):
+    # Tags are stored as JSON text with non-ASCII escaped: an emoji outside the BMP is 12
+    # characters ("\ud83c\udf82"). 20 tags of 50 such characters are within the API's rules
+    # (201) but ~12,000 characters of text, past the 6,100 central takes for a tag list.
+    a, b = shops.start("shop-a"), shops.start("shop-b")
+    tags = [f"{n:02d}" + "\U0001f382" * 48 for n in range(20)]
+    status, answer = call(a, "POST", "/api/v1/customers", {"name": "Ravi", "tags": tags})
+    assert status in (201, 422), answer
+    cid = post(a, "/api/v1/customers", {"name": "Asha"})["id"]
+    post(a, f"/api/v1/customers/{cid}/ledger", {"type": "credit", "amount": 5000})
+    synced(a, b)
+    assert get(b, f"/api/v1/customers/{cid}")["ledger_balance"] == 5000
