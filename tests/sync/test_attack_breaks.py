@@ -51,3 +51,19 @@ def test_a_customer_tagged_in_emoji_does_not_stop_the_shops_payments_reaching_ot
     post(a, f"/api/v1/customers/{cid}/ledger", {"type": "credit", "amount": 5000})
     synced(a, b)
     assert get(b, f"/api/v1/customers/{cid}")["ledger_balance"] == 5000
+
+
+def test_an_email_whose_domain_grows_when_lower_cased_does_not_stop_the_shops_payments(
+    shops: Shops,
+):
+    # The node lower-cases an email's domain after checking its 254 characters: "İ" (Turkish
+    # capital dotted I) lower-cases to two characters, so a 254-character address is stored
+    # longer than central takes.
+    a, b = shops.start("shop-a"), shops.start("shop-b")
+    email = "a@" + "İ" * 247 + ".com"
+    status, answer = call(a, "POST", "/api/v1/customers", {"name": "Ravi", "email": email})
+    assert status in (201, 422), answer
+    cid = post(a, "/api/v1/customers", {"name": "Asha"})["id"]
+    post(a, f"/api/v1/customers/{cid}/ledger", {"type": "credit", "amount": 5000})
+    synced(a, b)
+    assert get(b, f"/api/v1/customers/{cid}")["ledger_balance"] == 5000
