@@ -194,7 +194,8 @@ def matching(regex: re.Pattern[str], max_len: int, message: str, description: st
 
 
 # Built once: a Field is made with its document pattern, which costs more than a check.
-_email_text = text(max_len=254)
+EMAIL_MAX = 254
+_email_text = text(max_len=EMAIL_MAX)
 _phone_text = text(max_len=40)
 
 
@@ -205,7 +206,10 @@ def _email(value: Any) -> str | None:
     if not _EMAIL.fullmatch(value):
         raise ValueError("must be an email address like jane@example.com")
     local, _, domain = value.rpartition("@")
-    return f"{local}@{domain.lower()}"
+    stored = f"{local}@{domain.lower()}"
+    if len(stored) > EMAIL_MAX:  # lower-casing can lengthen a character ("İ" -> "i̇")
+        raise ValueError(f"must be at most {EMAIL_MAX} characters with its domain lower-cased")
+    return stored
 
 
 _EMAIL_CHAR = f"[^@{WS}\\x00]"
@@ -214,9 +218,9 @@ email = Field(_email, {
     "pattern": f"^[{WS}]*(?:{_EMAIL_CHAR}+@{_EMAIL_CHAR}+\\.[^@.{WS}\\x00]{{2,}})?[{WS}]*$",
     # Two patterns, as a lookahead would be: JSON Schema has no "and" inside one pattern
     # that every generator handles.
-    "allOf": [{"pattern": trimmed_pattern(254)}],
-    "description": "an address like jane@example.com, at most 254 characters once trimmed "
-    "(the domain is lower-cased); empty or only whitespace means null",
+    "allOf": [{"pattern": trimmed_pattern(EMAIL_MAX)}],
+    "description": f"an address like jane@example.com, at most {EMAIL_MAX} characters once "
+    "trimmed and its domain lower-cased; empty or only whitespace means null",
 })  # fmt: skip
 
 
