@@ -173,9 +173,10 @@ def nullable(rule: Rule) -> Rule:
     return Rule(*((f"v is None or ({test})", message) for test, message in rule.steps))
 
 
-# Tags as stored: the JSON text of a list of short strings (non-ASCII escaped); each tag's
+# Tags as stored: the JSON text of a list of short strings (non-ASCII escaped: a character
+# outside the BMP, an emoji, is 12 characters, a surrogate pair); each tag's
 # steps run over every tag (`v` in the generator is the tag).
-tags_json = Rule(*text(max_len=20 * 50 * 6 + 100).steps,
+tags_json = Rule(*text(max_len=20 * 50 * 12 + 100).steps,
                  ("_tag_list(v) is not None", "must be a JSON list of strings"),
                  *((f"all(({test}) for v in _tag_list(v))", message)
                    for test, message in text(1, 50).steps))  # fmt: skip
