@@ -461,6 +461,11 @@ new_sales: set[str] = set()
 fed_sales: set[str] = set()
 touched_customers: dict[str, str | None] = {}
 touched_totals: dict[str, set[str]] = {}  # customer -> the totals its new facts feed
+# Inside totals_deferred: what the pages applied so far touched (as the six above), for
+# their totals to be recomputed when it ends, not per page.
+Touched = tuple[set[str], set[str], set[str], set[str], dict[str, str | None],
+                dict[str, set[str]]]  # fmt: skip
+_deferred: Touched | None = None
 # False while sync_pending is known to be empty (checked once per page): saves two lookups
 # a change during a catch-up.
 _maybe_waiting = True
@@ -512,8 +517,9 @@ def apply_page(page: list[dict[str, Any]], my_origin: str,
 @contextmanager
 def totals_derived(page: list[dict[str, Any]] | None = None) -> Iterator[None]:
     """Changes applied inside feed totals that are recomputed once, at the end (inside
-    the caller's transaction): once per page instead of once per fact. With the `page`
-    about to be applied, what the change log holds of it is read once, not per change."""
+    the caller's transaction): once per page instead of once per fact; inside
+    totals_deferred, once for all its pages. With the `page` about to be applied, what the
+    change log holds of it is read once, not per change."""
     global _maybe_waiting, _log_view
     _start_page()
     _maybe_waiting = fetch_one("SELECT EXISTS (SELECT 1 FROM sync_pending) AS n")["n"] == 1
@@ -521,22 +527,58 @@ def totals_derived(page: list[dict[str, Any]] | None = None) -> Iterator[None]:
     try:
         yield
         _write_rows()
-        _flush()
+        if _deferred is None:
+            _flush()
+        else:
+            _carry(_touched(), _deferred)
         if _latest_stamp is not None:
             hlc.observe(_latest_stamp[1], changes.origin_id())
     finally:
         _start_page()
 
 
+@contextmanager
+def totals_deferred() -> Iterator[None]:
+    """Pages applied inside (in the caller's transaction) have their totals recomputed once,
+    when the block ends: a customer of many pages once, not once a page (a catch-up's
+    transaction of several pages, sync/worker.py CatchUp)."""
+    global _deferred
+    _deferred = tuple(type(touched)() for touched in _touched())
+    try:
+        yield
+        _start_page()
+        _carry(_deferred, _touched())
+        _flush()
+    finally:
+        _deferred = None
+        _start_page()
+
+
 def _start_page() -> None:
     global _maybe_waiting, _latest_stamp, _log_view, _page_customers
-    for touched in (touched_sales, refunded_sales, new_sales, fed_sales, touched_customers,
-                    touched_totals, _customers_held, _held_rows, _new_receipts):  # fmt: skip
+    for touched in (*_touched(), _customers_held, _held_rows, _new_receipts):
         touched.clear()
     _latest_stamp = None
     _maybe_waiting = True
     _log_view = None
     _page_customers = None
+
+
+def _touched() -> Touched:
+    return (touched_sales, refunded_sales, new_sales, fed_sales, touched_customers,
+            touched_totals)  # fmt: skip
+
+
+def _carry(source: Touched, target: Touched) -> None:
+    """Add what one set of pages touched to another's."""
+    *sets, took, totals = source
+    *into_sets, into_took, into_totals = target
+    for touched, into in zip(sets, into_sets, strict=True):
+        into.update(touched)
+    for customer_id, change_id in took.items():
+        into_took[customer_id] = into_took.get(customer_id) or change_id
+    for customer_id, fed in totals.items():
+        into_totals.setdefault(customer_id, set()).update(fed)
 
 
 def _flush() -> None:

@@ -165,11 +165,11 @@ async def test_a_page_applied_in_slices_resumes_after_a_crash_between_slices(
     calls = []
     real = worker.apply_changes
 
-    def crash_on_third_slice(part: list, my_origin: str) -> tuple[int, int]:
+    def crash_on_third_slice(part: list, my_origin: str, *checked: Any) -> tuple[int, int]:
         calls.append(len(part))
         if len(calls) == 3:
             raise RuntimeError("power cut")
-        return real(part, my_origin)
+        return real(part, my_origin, *checked)
 
     monkeypatch.setattr(worker, "apply_changes", crash_on_third_slice)
     me = changes.origin_id()
