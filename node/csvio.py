@@ -6,8 +6,9 @@ before it in the file), so running the same import again imports nothing twice.
 
 Rows go in batches, each one transaction holding the customers, their change-log entries
 and their fingerprints, so an import stopped at any point leaves whole batches and a re-run
-completes it. A batch is sized to hold the write lock for about BATCH_SECONDS: a node
-serving the same database meanwhile waits that long at most for its own writes. Each commit
+completes it. A batch is sized to hold the write lock for about BATCH_SECONDS, and the lock
+is left free a moment after each (db.hand_over_lock): a node serving the same database
+meanwhile waits that long at most for its own writes. Each commit
 rewrites the pages of the indexes a batch touches all over (names, fingerprints, the search
 index) in the WAL, so small batches cost several times more per row (bench/run.py: 300-row
 batches ~2x the SQLite time of 5,000-row ones).
@@ -35,7 +36,7 @@ from typing import Any
 
 from node import changes, customers, files
 from node.clock import now_iso, uuid7s
-from node.db import database, fetch_all, insert_rows, marks
+from node.db import database, fetch_all, hand_over_lock, insert_rows, marks
 from node.errors import DomainError, Invalid
 from node.models import PROFILE_COLUMNS
 from node.spreadsheet import safe_row, unsafe_cell
@@ -172,6 +173,7 @@ def import_customers(path: Path, progress: Progress | None = None) -> dict[str, 
                 batch += chunk
                 if len(batch) >= size:
                     size = _next_size(size, _import_batch(batch, report))
+                    hand_over_lock()  # to a waiting serve; the next rows are read meanwhile
                     done, batch = done + len(batch), []
                     if progress:
                         progress(done, total)

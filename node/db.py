@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sqlite3
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,18 @@ PRAGMAS = {
     # linger in free pages of the file.
     "secure_delete": 1,
 }
+
+# A program that takes the write lock transaction after transaction (`shopnode import`'s
+# batches, `shopnode sync`'s catch-up) leaves it free this long after each commit, so that a
+# write of `serve` waiting on it gets it: SQLite's busy handler looks again every 100 ms at
+# most, and a BEGIN IMMEDIATE a few ms after COMMIT would otherwise win the lock each time (a
+# payment waited through transaction after transaction, and past busy_timeout got a 503).
+LOCK_HANDOVER = 0.12
+
+
+def hand_over_lock() -> None:
+    """Between two transactions of a long run of them: let a waiting writer have the lock."""
+    time.sleep(LOCK_HANDOVER)
 
 
 def open_database(path: Path | str, migrate_schema: bool = True) -> peewee.SqliteDatabase:

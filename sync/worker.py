@@ -34,7 +34,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from node import changes, writer
 from node.api.keys import HEALTH
 from node.clock import now_iso, uuid7
-from node.db import checkpoint_if_due, database, fetch_all, fetch_one, get_meta, set_meta
+from node.db import (
+    checkpoint_if_due,
+    database,
+    fetch_all,
+    fetch_one,
+    get_meta,
+    hand_over_lock,
+    set_meta,
+)
 from node.metrics import observe_sync_round
 from node.writer import read, write
 from sync import merge
@@ -67,11 +75,6 @@ APPLY_SLICE = 100
 # for the lock (its busy_timeout is 5 s).
 COMMIT_CHANGES = 10_000
 COMMIT_SECONDS = 2.0
-# After each of those commits the catch-up lets the lock be for this long, so that a write
-# of `serve` waiting on it takes it: SQLite's busy handler looks again every 100 ms at most,
-# and the next BEGIN IMMEDIATE, a few ms after COMMIT, would otherwise win the lock each
-# time (a payment waited through transaction after transaction, past busy_timeout: 503).
-LOCK_HANDOVER = 0.12
 # The page cache of the connection a catch-up writes on: the default 16 MB holds less than
 # those index pages once the shop holds ~100k facts, and each page read again from the OS
 # costs CPU (catch-up of 200k changes in process: 12% less CPU at 64 MB than at 16 MB;
@@ -633,7 +636,7 @@ class CatchUp:
         if self._changes >= self._limit or time.monotonic() - self._since >= COMMIT_SECONDS:
             self._limit = min(COMMIT_CHANGES, 2 * self._changes)
             self._commit()
-            time.sleep(LOCK_HANDOVER)  # the next page is received meanwhile
+            hand_over_lock()  # to a waiting serve; the next page is received meanwhile
         return counts
 
     def _commit(self) -> None:
