@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -109,3 +111,16 @@ def call(node: NodeProcess, method: str, path: str, body: dict | None = None,
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())
+
+
+def pay_while_running(node: NodeProcess, customer_id: str,
+                      other: subprocess.Popen) -> list[tuple[int, float, object]]:  # fmt: skip
+    """A till paying 1 into the customer's ledger, one payment after another, until `other`
+    (an import, a catch-up) ends: each answer's (status, seconds it took, body)."""
+    answers: list[tuple[int, float, object]] = []
+    while other.poll() is None or not answers:
+        started = time.monotonic()
+        status, body = call(node, "POST", f"/api/v1/customers/{customer_id}/ledger",
+                            {"type": "credit", "amount": 1, "description": "Payment"})  # fmt: skip
+        answers.append((status, time.monotonic() - started, body))
+    return answers

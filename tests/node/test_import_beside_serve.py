@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from node.csvio import BATCH_SECONDS
-from tests.conftest import call
+from tests.conftest import call, pay_while_running
 from tests.processes import spawn
 
 
@@ -20,12 +18,7 @@ def test_a_payment_at_the_till_waits_for_one_import_batch_not_several(node, tmp_
     assert status == 201, payer
     importing = spawn("import", "customers", str(tmp_path / "many.csv"), env=node.env,
                       log=tmp_path / "import.log", out=tmp_path / "import.out")  # fmt: skip
-    answers = []
-    while importing.poll() is None or not answers:
-        started = time.monotonic()
-        status, body = call(node, "POST", f"/api/v1/customers/{payer['id']}/ledger",
-                            {"type": "credit", "amount": 1, "description": "Payment"})  # fmt: skip
-        answers.append((status, time.monotonic() - started, body))
+    answers = pay_while_running(node, payer["id"], importing)
     assert importing.wait(60) == 0, (tmp_path / "import.log").read_text()
     assert "imported 150000" in (tmp_path / "import.out").read_text()
     assert not [(status, body) for status, _, body in answers if status != 201]

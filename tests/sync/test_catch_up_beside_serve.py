@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from sync.worker import COMMIT_SECONDS
-from tests.conftest import call
+from tests.conftest import call, pay_while_running
 from tests.processes import shopnode, spawn
 from tests.sync.conftest import post, synced
 
@@ -31,12 +29,7 @@ def test_a_payment_at_the_till_is_not_refused_while_shopnode_sync_catches_up(sho
     payer = post(shop, "/api/v1/customers", {"name": "Payer"})
     env = {**shop.env, "SHOPNODE_SYNC_CENTRAL_URL": shops.central.url}
     catching_up = spawn("sync", env=env, log=tmp_path / "sync.log", out=tmp_path / "sync.out")
-    answers = []
-    while catching_up.poll() is None or not answers:
-        started = time.monotonic()
-        status, body = call(shop, "POST", f"/api/v1/customers/{payer['id']}/ledger",
-                            {"type": "credit", "amount": 1, "description": "Payment"})  # fmt: skip
-        answers.append((status, time.monotonic() - started, body))
+    answers = pay_while_running(shop, payer["id"], catching_up)
     assert catching_up.wait(60) == 0, (tmp_path / "sync.log").read_text()
     assert "pulled 120000" in (tmp_path / "sync.out").read_text()
     refused = [(status, body) for status, _, body in answers if status != 201]
