@@ -26,7 +26,7 @@ import os
 import shutil
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,9 +62,10 @@ def _install(database: Path, backup: Path, start_over: Callable[[], str]) -> str
         files.private_file(staged)
         shutil.copyfile(backup, staged)
         version = check_backup(staged, backup)
-        _check_lineage(database, staged, backup)
-        feed_head = _feed_head(database)
-        withdrawn = _withdrawn(database)
+        with _opened(database) as current:  # the database being replaced, read once here
+            _check_lineage(current, database, staged, backup)
+            feed_head = _feed_head(current)
+            withdrawn = _withdrawn(current)
         db.open_database(staged)  # upgrades an older schema, here on the copy
         try:
             _carry_feed_on(feed_head)
@@ -104,21 +105,31 @@ class Withdrawn:
     messages: list[tuple]  # telegram_message rows: receipts and reminders sent
 
 
-def _withdrawn(database: Path) -> Withdrawn | None:
-    """Read from the database being replaced; None if there is none or it cannot be read
-    (a restore is often for a damaged one)."""
+@contextlib.contextmanager
+def _opened(database: Path) -> Iterator[sqlite3.Connection | None]:
+    """The database being replaced, read-only; None if there is none. A damaged one opens
+    and fails at its first query: each reader below says what it does then."""
     if not database.exists():
+        yield None
+        return
+    with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as old:
+        yield old
+
+
+def _withdrawn(old: sqlite3.Connection | None) -> Withdrawn | None:
+    """Read from the database being replaced; None if it cannot be read (a restore is often
+    for a damaged one)."""
+    if old is None:
         return Withdrawn([], {}, [])
     try:
-        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as old:
-            revoked = old.execute("SELECT token_hash, revoked_at FROM api_token "
-                                  "WHERE revoked_at IS NOT NULL").fetchall()  # fmt: skip
-            tables = {row[0] for row in old.execute("SELECT name FROM sqlite_master")}
-            if "telegram_link" not in tables:  # written before customers were on Telegram
-                return Withdrawn(revoked, {}, [])
-            links = {(c, u): r for c, u, r in old.execute(
-                "SELECT customer_id, telegram_user_id, receipts FROM telegram_link")}  # fmt: skip
-            messages = old.execute(f"SELECT {MESSAGE_COLUMNS} FROM telegram_message").fetchall()
+        revoked = old.execute("SELECT token_hash, revoked_at FROM api_token "
+                              "WHERE revoked_at IS NOT NULL").fetchall()  # fmt: skip
+        tables = {row[0] for row in old.execute("SELECT name FROM sqlite_master")}
+        if "telegram_link" not in tables:  # written before customers were on Telegram
+            return Withdrawn(revoked, {}, [])
+        links = {(c, u): r for c, u, r in old.execute(
+            "SELECT customer_id, telegram_user_id, receipts FROM telegram_link")}  # fmt: skip
+        messages = old.execute(f"SELECT {MESSAGE_COLUMNS} FROM telegram_message").fetchall()
     except sqlite3.Error:
         return None
     return Withdrawn(revoked, links, messages)
@@ -155,17 +166,19 @@ def _carry_withdrawals(withdrawn: Withdrawn | None) -> str:
             "sent twice; customers who linked Telegram after the backup link again")
 
 
-def _check_lineage(database: Path, staged: Path, backup: Path) -> None:
+def _check_lineage(old: sqlite3.Connection | None, database: Path, staged: Path,
+                   backup: Path) -> None:  # fmt: skip
     """Refuse a backup of another shop over a database that holds this shop's own changes:
     the two must share an origin id this shop has written under (its ids change at each
     restore, and each database keeps its earlier ones). A database that cannot be read, or
     holds nothing of its own (a node started once on a new machine), and a backup that never
     wrote (no origin id), are not checked."""
+    if old is None:
+        return
     try:
-        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as old:
-            ours = _own_origins(old)
-            own = old.execute(f"SELECT COUNT(*) FROM change_log WHERE origin IN ({db.marks(ours)})",
-                              ours).fetchone()[0]  # fmt: skip
+        ours = _own_origins(old)
+        own = old.execute(f"SELECT COUNT(*) FROM change_log WHERE origin IN ({db.marks(ours)})",
+                          ours).fetchone()[0]  # fmt: skip
     except (sqlite3.Error, ValueError):
         return
     with contextlib.closing(sqlite3.connect(staged)) as copy:
@@ -187,14 +200,13 @@ def _own_origins(connection: sqlite3.Connection) -> list[str]:
     return [origin for origin in ids if origin]
 
 
-def _feed_head(database: Path) -> int:
+def _feed_head(old: sqlite3.Connection | None) -> int:
     """How far the events feed of the database being replaced had got (0 if unreadable)."""
-    if not database.exists():
+    if old is None:
         return 0
     try:
-        with contextlib.closing(sqlite3.connect(f"{database.as_uri()}?mode=ro", uri=True)) as old:
-            rows = old.execute("SELECT COALESCE(MAX(rowid), 0) FROM change_log").fetchone()[0]
-            shift = old.execute("SELECT value FROM meta WHERE key = ?", (events.BASE,)).fetchone()
+        rows = old.execute("SELECT COALESCE(MAX(rowid), 0) FROM change_log").fetchone()[0]
+        shift = old.execute("SELECT value FROM meta WHERE key = ?", (events.BASE,)).fetchone()
     except sqlite3.Error:
         return 0
     return rows + int(shift[0] if shift else 0)
