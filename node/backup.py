@@ -29,6 +29,7 @@ from node import files
 from node.api.keys import BACKUPS
 from node.clock import iso, now, now_iso
 from node.config import Config
+from node.db import lock_file
 
 log = logging.getLogger("shopnode.backup")
 
@@ -53,7 +54,7 @@ COMPANIONS = ("-wal", "-shm", "-journal")  # files SQLite keeps beside a databas
 def is_part_of(database: Path, target: Path) -> bool:
     """Whether `target` is `database` itself or one of the files beside it (its journal,
     shared memory or lock), under whatever name or link."""
-    parts = [database, *(Path(f"{database}{s}") for s in COMPANIONS), lock_path(database)]
+    parts = [database, *(Path(f"{database}{s}") for s in COMPANIONS), lock_file(database)]
     if target.resolve() in {part.resolve() for part in parts}:
         return True
     return target.exists() and any(part.exists() and os.path.samefile(part, target)
@@ -262,17 +263,13 @@ def install(app: web.Application, schedule: BackupSchedule) -> None:
     app.cleanup_ctx.append(scheduler_context)
 
 
-def lock_path(database: Path) -> Path:
-    return database.with_name(database.name + ".lock")
-
-
 @contextlib.contextmanager
 def serving(database: Path, exclusive: bool = False) -> Iterator[None]:
     """Held while `serve` or another command that opens `database` runs (shared: several
     may; node.cli), so that `shopnode restore` (exclusive) can tell and refuse, and none
     starts while a restore swaps the files. The lock goes with the process, however it
     ends."""
-    path = lock_path(database)
+    path = lock_file(database)
     files.private_dir(path.parent)
     with path.open("a") as handle:
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -32,16 +34,62 @@ PRAGMAS = {
 }
 
 # A program that takes the write lock transaction after transaction (`shopnode import`'s
-# batches, `shopnode sync`'s catch-up) leaves it free this long after each commit, so that a
-# write of `serve` waiting on it gets it: SQLite's busy handler looks again every 100 ms at
-# most, and a BEGIN IMMEDIATE a few ms after COMMIT would otherwise win the lock each time (a
-# payment waited through transaction after transaction, and past busy_timeout got a 503).
+# batches, `shopnode sync`'s catch-up) leaves it free this long after a commit when another
+# writer (a payment in `serve`) has waited for it meanwhile: SQLite's busy handler looks
+# again every 100 ms at most, and a BEGIN IMMEDIATE a few ms after COMMIT would otherwise win
+# the lock each time (a payment waited through transaction after transaction, and past
+# busy_timeout got a 503). A writer says it is waiting by touching the database's lock file
+# (LOCK_NOTICE_MS into its wait); with nobody waiting, the run goes on at full speed.
 LOCK_HANDOVER = 0.12
+LOCK_NOTICE_MS = 50
+
+
+def lock_file(path: Path) -> Path:
+    """The file beside the database that `serve` and the other commands hold (node.backup
+    .serving) and whose modification time says when a writer last waited for the lock."""
+    return path.with_name(path.name + ".lock")
+
+
+class ShopDatabase(peewee.SqliteDatabase):
+    """The shop's file: a transaction that waits for the write lock says so (see
+    LOCK_HANDOVER)."""
+
+    lock_file: Path | None = None
+    lock_seen = 0  # the lock file's time at the last look (hand_over_lock)
+
+    def begin(self, lock_type: str | None = None) -> None:
+        if self.lock_file is None:
+            return super().begin(lock_type)
+        connection = self.connection()
+        connection.execute(f"PRAGMA busy_timeout = {LOCK_NOTICE_MS}")
+        try:
+            super().begin(lock_type)
+            return None
+        except peewee.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+        finally:
+            connection.execute(f"PRAGMA busy_timeout = {PRAGMAS['busy_timeout']}")
+        with contextlib.suppress(OSError):  # no lock file: nobody to tell
+            os.utime(self.lock_file)
+        return super().begin(lock_type)
+
+
+def _lock_time(path: Path | None) -> int:
+    try:
+        return os.stat(path).st_mtime_ns if path else 0
+    except OSError:
+        return 0
 
 
 def hand_over_lock() -> None:
-    """Between two transactions of a long run of them: let a waiting writer have the lock."""
-    time.sleep(LOCK_HANDOVER)
+    """Between two transactions of a long run of them: let a writer that has waited for the
+    lock since the last look have it."""
+    db = database.obj
+    waited = _lock_time(db.lock_file)
+    if waited != db.lock_seen:
+        db.lock_seen = waited
+        time.sleep(LOCK_HANDOVER)
 
 
 def open_database(path: Path | str, migrate_schema: bool = True) -> peewee.SqliteDatabase:
@@ -53,7 +101,9 @@ def open_database(path: Path | str, migrate_schema: bool = True) -> peewee.Sqlit
         files.tighten(path.with_name(path.name + suffix))
     # IMMEDIATE: every transaction takes the write lock up front, so two writers queue on
     # busy_timeout instead of failing with "database is locked" when they upgrade.
-    db = peewee.SqliteDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE")
+    db = ShopDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE")
+    db.lock_file = lock_file(path)
+    db.lock_seen = _lock_time(db.lock_file)
     db.connect()
     if migrate_schema:
         migrate(db)
