@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from node import db, verify
+from sync.store import CentralStore
 from tests.conftest import call
 from tests.processes import Central, NodeProcess, shopnode, start_central, start_node
 
@@ -63,6 +64,16 @@ def central(central_database: str, tmp_path: Path) -> Iterator[Central]:
     process.stop()
 
 
+def register_store(central: Central, name: str) -> dict[str, str]:
+    """`central add-store`, done in this process: what the command does, without a
+    subprocess (~0.5 s each; tests/sync/test_central_config.py runs the command itself)."""
+    store = CentralStore(central.env["SHOPNODE_CENTRAL_DATABASE"])
+    try:
+        return store.add_store(name)
+    finally:
+        store.close()
+
+
 class Shops:
     """Starts shop nodes registered at one central node; stops them all at the end."""
 
@@ -73,9 +84,9 @@ class Shops:
 
     def env_for(self, name: str, central_url: str | None = None, interval: int = 3600,
                 register: Callable[[str], dict[str, str]] | None = None) -> dict:  # fmt: skip
-        """A new shop's environment; its store registered with `central add-store`, or
-        with `register` when given."""
-        store = (register or self.central.add_store)(name)
+        """A new shop's environment; its store registered at central as `central add-store`
+        does (register_store), or with `register` when given."""
+        store = (register or (lambda store: register_store(self.central, store)))(name)
         return {
             "SHOPNODE_NODE_NAME": name,
             "SHOPNODE_NODE_DATA_DIR": str(self.tmp_path / name),

@@ -30,10 +30,11 @@ import aiohttp
 from aiohttp import web
 
 from sync.protocol import PULL_PATH, PUSH_PATH, STATUS_PATH
-from sync.store import CentralStore
 from tests.conftest import call
 from tests.processes import Central, NodeProcess, shopnode, spawn, start_node
-from tests.sync.conftest import PG_DSN, Shops, post
+
+# register_store is re-exported: the fault tests import it from here.
+from tests.sync.conftest import PG_DSN, Shops, post, register_store  # noqa: F401
 
 # -- waiting ---------------------------------------------------------------------------------
 
@@ -53,20 +54,10 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 20, what: str = "con
 # -- shops -----------------------------------------------------------------------------------
 
 
-def register_store(central: Central, name: str) -> dict[str, str]:
-    """`central add-store`, done in this process (a subprocess costs ~1.5 s on a busy box)."""
-    store = CentralStore(central.env["SHOPNODE_CENTRAL_DATABASE"])
-    try:
-        return store.add_store(name)
-    finally:
-        store.close()
-
-
 def shop_env(shops: Shops, name: str, central_url: str | None = None,
              interval: int = 3600) -> dict[str, str]:  # fmt: skip
     """The environment of a new shop node, its store registered at central in-process."""
-    return shops.env_for(name, central_url, interval,
-                         register=lambda store: register_store(shops.central, store))  # fmt: skip
+    return shops.env_for(name, central_url, interval)
 
 
 def start_shops(shops: Shops, *names: str, central_url: str | None = None, interval: int = 3600,

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import call
 from tests.metrics_scrape import Families, scrape, value
 from tests.processes import Central, NodeProcess, shopnode, start_central, start_node
-from tests.sync.conftest import Shops, post, synced
+from tests.sync.conftest import Shops, post, register_store, synced
 from tests.sync.faults import central_changes, raw_push
 
 METRICS_TOKEN = "prom-" + secrets.token_hex(16)
@@ -32,7 +32,7 @@ def central(tmp_path: Path) -> Iterator[Central]:
 
 def shop(shops: Shops, name: str) -> tuple[NodeProcess, str]:
     """A shop node with /metrics on, and its store id at central."""
-    store = shops.central.add_store(name)
+    store = register_store(shops.central, name)
     env = {**shops.env_for(name, register=lambda _: store), "SHOPNODE_METRICS_ENABLED": "true"}
     node = start_node(env, shops.tmp_path / f"{name}.log")
     shops.nodes.append(node)
