@@ -11,6 +11,7 @@ import pytest
 from tests.conftest import call
 from tests.processes import NodeProcess
 from tests.sync.conftest import Shops, get, post, synced
+from tests.sync.faults import start_shops
 
 
 def points_past_what_central_takes(shop: NodeProcess, customer: str) -> tuple[int, object]:
@@ -40,7 +41,7 @@ CASES = {
 
 @pytest.mark.parametrize("case", CASES)
 def test_a_value_central_would_refuse_never_stops_the_shops_payments(shops: Shops, case: str):
-    a, b = shops.start("shop-a"), shops.start("shop-b")
+    a, b = start_shops(shops, "shop-a", "shop-b")
     customer = post(a, "/api/v1/customers", {"name": "Asha"})["id"]
     status, answer = CASES[case](a, customer)
     assert status in (201, 409, 422), answer

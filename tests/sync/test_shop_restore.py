@@ -12,6 +12,7 @@ from pathlib import Path
 from tests.conftest import call
 from tests.processes import NodeProcess, shopnode
 from tests.sync.conftest import Shops, get, post, synced
+from tests.sync.faults import start_shops
 
 
 def money_view(node: NodeProcess, customer_id: str) -> tuple:
@@ -37,7 +38,7 @@ def restart(node: NodeProcess) -> None:
 
 
 def test_a_restored_shop_gets_back_its_later_sales_from_central(shops: Shops, tmp_path: Path):
-    a, b = shops.start("shop-a"), shops.start("shop-b")
+    a, b = start_shops(shops, "shop-a", "shop-b")
     ravi = post(a, "/api/v1/customers", {"name": "Ravi"})["id"]
     post(a, "/api/v1/sales", {"customer_id": ravi, "total": 4000, "payment_method": "account"})
     synced(a)
@@ -84,7 +85,7 @@ def test_a_sale_never_sent_before_the_backup_reaches_central_after_a_restore(
 ):
     """The shop's machine died: its last backup holds a sale central never got. Restored on
     a new machine (no database there yet), the shop sends it under its old origin."""
-    a, b = shops.start("shop-a"), shops.start("shop-b")
+    a, b = start_shops(shops, "shop-a", "shop-b")
     mina = post(a, "/api/v1/customers", {"name": "Mina"})["id"]
     synced(a, b)
     post(a, "/api/v1/sales", {"customer_id": mina, "total": 7000, "payment_method": "account"})

@@ -12,7 +12,7 @@ from pathlib import Path
 from tests.conftest import call
 from tests.processes import Central, NodeProcess, shopnode
 from tests.sync.conftest import Shops, get, post, sync, synced
-from tests.sync.faults import raw_push, restart_central
+from tests.sync.faults import raw_push, restart_central, start_shops
 
 
 def ledger_view(node: NodeProcess, customer_id: str) -> list[tuple]:
@@ -26,7 +26,7 @@ def money_view(node: NodeProcess, customer_id: str) -> tuple:
 
 
 def test_customer_created_at_one_shop_is_found_at_another(shops: Shops):
-    a, b = shops.start("shop-a"), shops.start("shop-b")
+    a, b = start_shops(shops, "shop-a", "shop-b")
     created = post(a, "/api/v1/customers", {"name": "Meera Shah", "phone": "+91 98200 12345"})
     synced(a, b)
     found = get(b, "/api/v1/customers?search=98200")
@@ -35,7 +35,7 @@ def test_customer_created_at_one_shop_is_found_at_another(shops: Shops):
 
 
 def test_customers_imported_at_one_shop_are_found_at_another(shops: Shops, tmp_path: Path):
-    a, b = shops.start("shop-a"), shops.start("shop-b")
+    a, b = start_shops(shops, "shop-a", "shop-b")
     source = tmp_path / "customers.csv"
     source.write_text("name,phone\nMeera Shah,+91 98200 12345\nRavi Kumar,\n")
     imported = shopnode("import", "customers", str(source), env=a.env)  # while shop-a serves
@@ -46,7 +46,7 @@ def test_customers_imported_at_one_shop_are_found_at_another(shops: Shops, tmp_p
 
 
 def test_offline_sale_and_payment_converge_on_every_node(shops: Shops, tmp_path: Path):
-    a, b, c = shops.start("shop-a"), shops.start("shop-b"), shops.start("shop-c")
+    a, b, c = start_shops(shops, "shop-a", "shop-b", "shop-c")
     customer = post(a, "/api/v1/customers", {"name": "Ravi"})
     synced(a, b, c)
     cid = customer["id"]
@@ -78,7 +78,7 @@ def test_offline_sale_and_payment_converge_on_every_node(shops: Shops, tmp_path:
 
 
 def test_later_profile_edit_wins_and_fields_merge(shops: Shops):
-    a, b = shops.start("shop-a"), shops.start("shop-b")
+    a, b = start_shops(shops, "shop-a", "shop-b")
     cid = post(a, "/api/v1/customers", {"name": "Old Name", "email": "old@example.com"})["id"]
     synced(a, b)
     assert call(a, "PATCH", f"/api/v1/customers/{cid}", {"name": "Edited at A"})[0] == 200
@@ -94,7 +94,7 @@ def test_later_profile_edit_wins_and_fields_merge(shops: Shops):
 
 
 def test_anonymization_reaches_every_node_and_central(shops: Shops, central: Central):
-    a, b, c = shops.start("shop-a"), shops.start("shop-b"), shops.start("shop-c")
+    a, b, c = start_shops(shops, "shop-a", "shop-b", "shop-c")
     cid = post(a, "/api/v1/customers", {"name": "Private Person", "email": "pp@example.com",
                                         "phone": "+1 555 0101"})["id"]  # fmt: skip
     post(a, "/api/v1/sales", {"customer_id": cid, "total": 2000, "payment_method": "account"})

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from tests.conftest import call
 from tests.sync.conftest import Shops, post, synced
+from tests.sync.faults import start_shops
 
 
 def test_links_are_not_synced_and_an_anonymization_from_elsewhere_erases_them(shops: Shops):
-    a, b = shops.start("shop-a"), shops.start("shop-b")
+    a, b = start_shops(shops, "shop-a", "shop-b")
     cid = post(a, "/api/v1/customers", {"name": "Linked Person", "phone": "+1 555 0123"})["id"]
     post(a, "/api/v1/sales", {"customer_id": cid, "total": 1000, "payment_method": "cash"})
     synced(a, b)
