@@ -39,6 +39,7 @@ import shutil
 import sqlite3
 import tempfile
 import traceback
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -1213,6 +1214,24 @@ def scenario(env: SimEnvironment, skews: list[int]) -> Iterator[Simulation]:
     finally:
         sim.close()
         _active = None
+
+
+def run_seeds(seeds: range) -> tuple[list[Outcome], Counter[str]]:
+    """Run `seeds` one after another in a fresh environment (in a process of its own, when
+    several stretches run side by side): the outcomes of those that failed, and the faults
+    injected. Any warning is an error, as under pytest (pyproject's filterwarnings)."""
+    warnings.simplefilter("error")
+
+    async def run() -> tuple[list[Outcome], Counter[str]]:
+        failed = []
+        with environment() as env:
+            for seed in seeds:
+                outcome = await run_seed(seed, env)
+                if outcome.problems:
+                    failed.append(outcome)
+        return failed, env.faults
+
+    return asyncio.run(run())
 
 
 async def run_seed(seed: int, env: SimEnvironment) -> Outcome:
