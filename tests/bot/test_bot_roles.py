@@ -39,12 +39,34 @@ FORGED = [
 RECEIPT_FOLLOWING = (" /api/v1/events", " /api/v1/telegram/receipts")
 
 
-async def settle(node: RealNode, seconds: float = 0.5) -> list[str]:
-    """The node's access lines, once any request now in flight has been logged, without
-    the receipts the bot follows by itself."""
-    await asyncio.sleep(seconds)
+def asked(node: RealNode) -> list[str]:
+    """The node's access lines so far, without the receipts the bot follows by itself."""
     return [line for line in node.access_lines()
             if not any(route in line for route in RECEIPT_FOLLOWING)]  # fmt: skip
+
+
+async def settle(node: RealNode, seconds: float = 0.5) -> list[str]:
+    """The node's access lines, once any request now in flight has been logged (a request
+    the bot may still make: wait `seconds` for it)."""
+    await asyncio.sleep(seconds)
+    return asked(node)
+
+
+async def logged(node: RealNode, after: int) -> list[str]:
+    """The node's access lines once the requests behind the bot's last answer are logged:
+    more than `after` of them, then none new for 0.1 s (the node logs a request as it
+    answers it, so they are all in before the bot's answer comes, give or take a write)."""
+    deadline = asyncio.get_running_loop().time() + 10
+    lines = asked(node)
+    while len(lines) <= after:
+        assert asyncio.get_running_loop().time() < deadline, "the node logged no request"
+        await asyncio.sleep(0.02)
+        lines = asked(node)
+    while True:
+        await asyncio.sleep(0.1)
+        if (now := asked(node)) == lines:
+            return lines
+        lines = now
 
 
 @pytest.mark.parametrize("payload", FORGED)
@@ -53,9 +75,10 @@ async def test_a_forged_button_payload_makes_no_node_call(
 ) -> None:
     ann = node.add_customer(f"Ann {tag}")
     node.charge(ann, 1200)
+    seen = len(asked(node))
     shown = await staff.send(f"/find {tag}")  # a real message of the bot's to tap on
     packed = Action(PAY, ann["id"], 1).data("ok").split("|")[2]
-    before = await settle(node)
+    before = await logged(node, seen)
     assert any("GET /api/v1/customers " in line for line in before), "no access log to watch"
 
     answer = await staff.tap_data(shown.result, payload.format(packed=packed))
@@ -122,8 +145,9 @@ async def test_without_a_staff_token_staff_get_a_clear_refusal_and_no_node_call(
     ann = node.add_customer(f"Ann {tag}")
     settings = bot_settings(node, telegram, node_staff_token="")
     async for _ in running_bot(settings):
+        seen = len(asked(node))
         shown = await owner.send(f"/find {tag}")
-        before = await settle(node)
+        before = await logged(node, seen)
         for command in (f"/find {tag}", f"/balance {tag}", f"/pay {tag} 5", "/help"):
             assert (await staff.send(command)).text == NO_STAFF_TOKEN
         answer = await staff.tap_data(shown.result, Action(BALANCE, ann["id"]).data("pk"))
