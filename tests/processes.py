@@ -10,7 +10,9 @@ the environment names one); `start_node` and `start_central` return once the ser
 (SIGTERM unless told otherwise), then SIGKILL if it has not exited in time.
 
 Output goes to files, so a restart appends to the same log and a test reads what one run
-wrote. The benchmarks import this module too (bench/ puts the repository root on sys.path):
+wrote. A one-shot command that must wait for another can be started ahead (`held`: the
+interpreter up and shopnode imported) and run when told (`run_held`), node.cli.main all
+the same. The benchmarks import this module too (bench/ puts the repository root on sys.path):
 it imports nothing of pytest or of the tests' fixtures.
 """
 
@@ -67,6 +69,37 @@ def shopnode(
         cwd=cwd or REPO,
         **kw,
     )
+
+
+# `python -m node ARGS` (node/__main__.py), held once shopnode is imported until a line on
+# its stdin says go.
+_HELD = "import sys; from node.cli import main; sys.stdin.readline(); sys.exit(main(sys.argv[1:]))"
+
+
+def held(*args: str, env: Mapping[str, str], cwd: Path | None = None) -> subprocess.Popen:
+    """`shopnode ARGS` started now but run only when `run_held` says go: a command that has
+    to wait for another then costs its own work, not its interpreter's start (~0.4 s)."""
+    return subprocess.Popen(
+        [sys.executable, "-c", _HELD, *args],
+        env=child_env(env),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=cwd or REPO,
+    )
+
+
+def run_held(proc: subprocess.Popen, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Let a `held` command run to its end; its exit code and output, as `shopnode` gives
+    them; SIGKILLed if it outlives `timeout`."""
+    try:
+        stdout, stderr = proc.communicate("go\n", timeout=timeout)
+    except BaseException:
+        proc.kill()
+        proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
 def spawn(
