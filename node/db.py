@@ -92,6 +92,16 @@ def hand_over_lock() -> None:
         time.sleep(LOCK_HANDOVER)
 
 
+def shop_database(path: Path) -> ShopDatabase:
+    """A connection (not yet open, no models bound) to the shop's file, as every command's."""
+    # IMMEDIATE: every transaction takes the write lock up front, so two writers queue on
+    # busy_timeout instead of failing with "database is locked" when they upgrade.
+    db = ShopDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE")
+    db.lock_file = lock_file(path)
+    db.lock_seen = _lock_time(db.lock_file)
+    return db
+
+
 def open_database(path: Path | str, migrate_schema: bool = True) -> peewee.SqliteDatabase:
     """Open (creating if needed) and upgrade the shop database, and bind the models to it."""
     path = Path(path)
@@ -99,11 +109,7 @@ def open_database(path: Path | str, migrate_schema: bool = True) -> peewee.Sqlit
     files.private_file(path)
     for suffix in ("-wal", "-shm"):
         files.tighten(path.with_name(path.name + suffix))
-    # IMMEDIATE: every transaction takes the write lock up front, so two writers queue on
-    # busy_timeout instead of failing with "database is locked" when they upgrade.
-    db = ShopDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE")
-    db.lock_file = lock_file(path)
-    db.lock_seen = _lock_time(db.lock_file)
+    db = shop_database(path)
     db.connect()
     if migrate_schema:
         migrate(db)

@@ -8,21 +8,13 @@ import time
 from pathlib import Path
 
 from node import db
-from node.db import PRAGMAS, ShopDatabase, database, hand_over_lock, lock_file, open_database
-
-
-def other_writer(path) -> ShopDatabase:
-    """Another connection to the shop's file, as serve's writer opens it."""
-    other = ShopDatabase(str(path), pragmas=PRAGMAS, lock_type="IMMEDIATE")
-    other.lock_file = lock_file(path)
-    return other
-
+from node.db import database, hand_over_lock, lock_file, open_database, shop_database
 
 PAY = """
 import sys, time
 from pathlib import Path
-from tests.node.test_lock_handover import other_writer
-other = other_writer(Path(sys.argv[1]))
+from node.db import shop_database
+other = shop_database(Path(sys.argv[1]))
 other.connect()
 print("ready", flush=True)
 sys.stdin.readline()  # the run holds the lock
@@ -70,7 +62,7 @@ def test_with_nobody_waiting_the_run_does_not_pause(tmp_path, monkeypatch):
             db.set_meta("batch", "done")
         hand_over_lock()
     assert pauses == []
-    other = other_writer(path)  # a writer that did not have to wait says nothing either
+    other = shop_database(path)  # a writer that did not have to wait says nothing either
     with other.atomic():
         other.execute_sql("INSERT INTO meta(key, value) VALUES ('paid', '1')")
     other.close()
