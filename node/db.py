@@ -62,17 +62,25 @@ class ShopDatabase(peewee.SqliteDatabase):
             return super().begin(lock_type)
         connection = self.connection()
         connection.execute(f"PRAGMA busy_timeout = {LOCK_NOTICE_MS}")
+        deadline = time.monotonic() + PRAGMAS["busy_timeout"] / 1000
         try:
-            super().begin(lock_type)
-            return None
-        except peewee.OperationalError as exc:
-            if "locked" not in str(exc):
-                raise
+            while True:
+                try:
+                    return super().begin(lock_type)
+                except peewee.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() >= deadline:
+                        raise
+                # Said again at each look: a waiter that missed one hand-over gets the next.
+                self._say_waiting()
         finally:
             connection.execute(f"PRAGMA busy_timeout = {PRAGMAS['busy_timeout']}")
-        with contextlib.suppress(OSError):  # no lock file: nobody to tell
-            os.utime(self.lock_file)
-        return super().begin(lock_type)
+
+    def _say_waiting(self) -> None:
+        unseen = _lock_time(self.lock_file) != self.lock_seen
+        with contextlib.suppress(OSError):  # cannot be written: nobody to tell
+            self.lock_file.touch()  # made again if it was removed
+        if not unseen:  # this program's own waiting is no reason for it to pause
+            self.lock_seen = _lock_time(self.lock_file)
 
 
 def _lock_time(path: Path | None) -> int:

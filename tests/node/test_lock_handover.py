@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from node import db
 from node.db import database, hand_over_lock, lock_file, open_database, shop_database
 
@@ -25,13 +27,15 @@ print(time.monotonic() - started, flush=True)
 """
 
 
-def test_a_waiting_writer_gets_the_lock_at_the_next_hand_over(tmp_path):
+@pytest.mark.parametrize("lock_file_there", [True, False])
+def test_a_waiting_writer_gets_the_lock_at_the_next_hand_over(tmp_path, lock_file_there):
     """Transactions back to back, each holding the lock 0.2 s, while another program (serve
     taking a payment) waits for it: without being told, each BEGIN IMMEDIATE a moment after a
     COMMIT wins over SQLite's busy handler (which looks every 100 ms at most), and the payment
     waits until the run ends (here 4 s)."""
     path = tmp_path / "shop.db"
-    lock_file(path).touch()
+    if lock_file_there:  # else removed by hand: the waiting writer makes it again
+        lock_file(path).touch()
     open_database(path)
     payer = subprocess.Popen([sys.executable, "-c", PAY, str(path)], text=True,
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE,
