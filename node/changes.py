@@ -26,14 +26,19 @@ id, the next gap-free per-origin sequence number and a hybrid-logical-clock time
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 
+import orjson
+
 from node import derive, hlc
 from node.clock import now_iso, uuid7, uuid7s
 from node.db import execute, fetch_all, fetch_one, get_meta, insert_row, insert_rows, savepoint
+from node.errors import Invalid
 from node.models import SCRUBBED
+from sync.protocol import check_body
 
 TOMBSTONE_KINDS = ("customer.deleted", "customer.anonymized")
 
@@ -151,13 +156,32 @@ def shop_origins() -> list[str]:
     return [origin_id(), *previous_origins()]
 
 
+def unsyncable(kind: str, entity_id: str, body: str) -> Invalid | None:
+    """Why central would refuse a change with this body (sync/protocol.py check_body, on the
+    text as it will be pushed), as the field to blame; None if it would take it. The API and
+    import validate first; this is the last word, because a change central refuses stops
+    every later push of the shop for good."""
+    try:
+        check_body(kind, entity_id, orjson.loads(body))
+    except ValueError as exc:  # a ProtocolError, or the text is not JSON
+        field = getattr(exc, "field", "") or "body"
+        name = re.sub(r"\[\d+\]", "", field).rsplit(".", 1)[-1]
+        message = getattr(exc, "message", str(exc))
+        return Invalid([(name, f"{message}: not a value every shop can take")])
+    return None
+
+
 def _log(change: Change) -> dict[str, Any]:
     if not (change.kind and change.entity_id and change.body):
         raise RuntimeError(f"a {change.kind} change without an entity or anything recorded")
+    body = encode_body(change.body)
+    refused = unsyncable(change.kind, change.entity_id, body)
+    if refused is not None:
+        raise refused  # the caller's savepoint rolls back what it wrote
     origin = origin_id()
     seq = _next_seq(origin)
     stamp = hlc.tick(origin, after=_latest_field_clock(change.body))
-    logged = _entry(change, origin, seq, stamp, now_iso())
+    logged = _entry(change, origin, seq, stamp, now_iso(), body)
     insert_change(logged)
     if "fields" in change.body:
         set_field_clocks(change.body["customer_id"], change.body["fields"], stamp)

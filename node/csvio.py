@@ -141,8 +141,17 @@ def _read(reader: Iterator[list[str]], header: list[str]) -> Iterator[list[Row]]
             customers.new_customer(customer_id, fields, created_at)
             for customer_id, fields in zip(ids, made, strict=True)
         ]))  # fmt: skip
-        yield [Row(number, mark, next(new) if reason is None else None, reason)
+        yield [_checked_row(number, mark, next(new)) if reason is None
+               else Row(number, mark, None, reason)
                for number, mark, reason in read]  # fmt: skip
+
+
+def _checked_row(number: int, mark: str, new: changes.NewFact) -> Row:
+    """A valid row's customer, unless its change is one central would refuse."""
+    refused = changes.unsyncable("customer.created", new.fact["id"], new.body)
+    if refused is not None:
+        return Row(number, mark, None, refused.detail)
+    return Row(number, mark, new, None)
 
 
 def _check_header(columns: list[str]) -> None:

@@ -70,6 +70,7 @@ class ProtocolError(ValueError):
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(f"{field}: {message}" if field else message)
         self.field = field
+        self.message = message
 
 
 # -- field rules ----------------------------------------------------------------------------
