@@ -21,15 +21,15 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-from aiohttp import web
+from typing import TYPE_CHECKING, Any
 
 from node import files
-from node.api.keys import BACKUPS
 from node.clock import iso, now, now_iso
 from node.config import Config
 from node.db import lock_file
+
+if TYPE_CHECKING:  # only `serve` needs aiohttp; the backup commands start without it
+    from aiohttp import web
 
 log = logging.getLogger("shopnode.backup")
 
@@ -240,6 +240,8 @@ def report(directory: Path, schedule: BackupSchedule | None) -> dict[str, Any]:
 def install(app: web.Application, schedule: BackupSchedule) -> None:
     """Run `schedule` inside a node app (`serve`), next to the sync worker's scheduler."""
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from node.api.keys import BACKUPS
 
     app[BACKUPS] = schedule
 

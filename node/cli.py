@@ -15,19 +15,18 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import peewee
-from aiohttp import web
 
 from node import db, hlc, logs, tokens
-from node.api import access
-from node.api.keys import HEALTH
-from node.api.server import GuardedSite, connection_limit
 from node.backup import NodeRunning, serving
 from node.config import Config, ConfigError, find_config_path, load_config
 from node.errors import DomainError, NotFound
 from node.migrations import SchemaTooNew
+
+if TYPE_CHECKING:  # aiohttp is imported by the commands that serve, not by every command
+    from aiohttp import web
 
 log = logging.getLogger("shopnode")
 
@@ -292,6 +291,7 @@ async def bot_in_node(config: Config, node_url: str, app: web.Application) -> As
     `telegram-bot-staff`, so the node's staff rules apply to staff using the bot.
     """
     from bot import bot_running, from_config
+    from node.api.keys import HEALTH
     from node.writer import write
 
     # Fresh tokens per run, revoked at exit (and first, if a crash left them behind).
@@ -385,6 +385,7 @@ def run_sync(config: Config, args: argparse.Namespace) -> int:
 
 def run_central_serve(config: Config, args: argparse.Namespace) -> int:
     from node import metrics
+    from node.api import access
     from sync.central import create_central_app, running_lock
 
     if config.metrics.enabled and not config.metrics.token:
@@ -446,6 +447,10 @@ async def serve_until_signalled(
     on_ready: list[Callable[[str], contextlib.AbstractAsyncContextManager]] = (),
 ) -> None:
     """Serve until SIGTERM/SIGINT; `on_ready` contexts get the node's own URL once it listens."""
+    from aiohttp import web
+
+    from node.api.server import GuardedSite, connection_limit
+
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False)
     # Before the ready line: a SIGTERM right after it is a clean stop, not a kill.
     stop = asyncio.Event()
