@@ -37,8 +37,8 @@ from node import derive, hlc
 from node.clock import now_iso, uuid7, uuid7s
 from node.db import execute, fetch_all, fetch_one, get_meta, insert_row, insert_rows, savepoint
 from node.errors import Invalid
-from node.models import SCRUBBED
-from sync.protocol import check_body
+from node.models import PROFILE_COLUMNS, SCRUBBED
+from sync.protocol import MAX_BODY_BYTES, ProtocolError, check_body
 
 TOMBSTONE_KINDS = ("customer.deleted", "customer.anonymized")
 
@@ -110,21 +110,30 @@ class NewFact(NamedTuple):
     row: dict[str, Any]  # as stored (fact_row)
     change_id: str
     body: str  # its change's body, encoded
+    refused: Invalid | None  # why central would refuse its change (unsyncable)
 
 
 def new_facts(kind: str, table: str, facts: list[dict[str, Any]]) -> list[NewFact]:
     """Each fact as `recording(kind, fact["id"])` with one `change.insert` would store and
-    log it; made outside any transaction (CSV import: in the thread that reads the file)."""
-    return [NewFact(fact, fact_row(table, fact), change_id, encode_body({table: [fact]}))
-            for fact, change_id in zip(facts, uuid7s(len(facts)), strict=True)]  # fmt: skip
+    log it, checked as it does (`refused`); made outside any transaction (CSV import: in the
+    thread that reads the file)."""
+    made = []
+    for fact, change_id in zip(facts, uuid7s(len(facts)), strict=True):
+        body = encode_body({table: [fact]})
+        made.append(NewFact(fact, fact_row(table, fact), change_id, body,
+                            unsyncable(kind, fact["id"], body)))  # fmt: skip
+    return made
 
 
 def record_each(kind: str, table: str, facts: list[NewFact]) -> None:
     """Store new facts, each logged as a change of its own (entity: the fact's id), in the
     caller's transaction, in a few statements per table for all (CSV import: thousands per
-    transaction)."""
+    transaction). Nothing of them if central would refuse one (leave those out first)."""
     if not facts:
         return
+    refused = next((new.refused for new in facts if new.refused is not None), None)
+    if refused is not None:
+        raise refused
     insert_rows(table, [new.row for new in facts])
     for new in facts:
         derive.after_fact(table, new.fact)
@@ -156,18 +165,28 @@ def shop_origins() -> list[str]:
     return [origin_id(), *previous_origins()]
 
 
+# Fields of a change's rows that requests set by these names; any other is the node's own.
+_REQUEST_FIELDS = {*PROFILE_COLUMNS, "amount", "description", "reference_id", "total",
+                   "payment_method"}  # fmt: skip
+
+
 def unsyncable(kind: str, entity_id: str, body: str) -> Invalid | None:
-    """Why central would refuse a change with this body (sync/protocol.py check_body, on the
-    text as it will be pushed), as the field to blame; None if it would take it. The API and
-    import validate first; this is the last word, because a change central refuses stops
-    every later push of the shop for good."""
+    """Why central would refuse a change with this body (sync/protocol.py: its size and
+    check_body, on the text as it will be pushed), as the field to blame; None if it would
+    take it. The API and import validate first; this is the last word, because a change
+    central refuses stops every later push of the shop for good."""
+    if len(body) > MAX_BODY_BYTES:
+        return Invalid([("body", f"is {len(body):,} characters as a change, over the "
+                                 f"{MAX_BODY_BYTES:,} every shop can take")])  # fmt: skip
     try:
         check_body(kind, entity_id, orjson.loads(body))
-    except ValueError as exc:  # a ProtocolError, or the text is not JSON
-        field = getattr(exc, "field", "") or "body"
-        name = re.sub(r"\[\d+\]", "", field).rsplit(".", 1)[-1]
-        message = getattr(exc, "message", str(exc))
-        return Invalid([(name, f"{message}: not a value every shop can take")])
+    except orjson.JSONDecodeError as exc:  # e.g. a lone surrogate, escaped
+        return Invalid([("body", f"is not JSON text every shop can read ({exc})")])
+    except ProtocolError as exc:
+        name = re.sub(r"\[\d+\]", "", exc.field).rsplit(".", 1)[-1]
+        if name not in _REQUEST_FIELDS:  # not a field the request named: say where it is
+            return Invalid([("body", f"{exc}: not a value every shop can take")])
+        return Invalid([(name, f"{exc.message}: not a value every shop can take")])
     return None
 
 
@@ -197,7 +216,7 @@ def _next_seq(origin: str) -> int:
 
 
 def _entry(change: Change, origin: str, seq: int, stamp: str, recorded_at: str,
-           body: str | None = None) -> dict[str, Any]:  # fmt: skip
+           body: str) -> dict[str, Any]:  # fmt: skip
     """The change log's row of a change (`body`: its body already encoded)."""
     return {
         "id": change.id,
@@ -206,7 +225,7 @@ def _entry(change: Change, origin: str, seq: int, stamp: str, recorded_at: str,
         "hlc": stamp,
         "kind": change.kind,
         "entity_id": change.entity_id,
-        "body": encode_body(change.body) if body is None else body,
+        "body": body,
         "recorded_at": recorded_at,
     }
 

@@ -148,9 +148,8 @@ def _read(reader: Iterator[list[str]], header: list[str]) -> Iterator[list[Row]]
 
 def _checked_row(number: int, mark: str, new: changes.NewFact) -> Row:
     """A valid row's customer, unless its change is one central would refuse."""
-    refused = changes.unsyncable("customer.created", new.fact["id"], new.body)
-    if refused is not None:
-        return Row(number, mark, None, refused.detail)
+    if new.refused is not None:
+        return Row(number, mark, None, new.refused.detail)
     return Row(number, mark, new, None)
 
 

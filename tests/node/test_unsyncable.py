@@ -15,24 +15,27 @@ from typing import Any
 
 import pytest
 
-from node import changes, csvio, db
+from node import changes, csvio, customers, db
 from node.clock import uuid7
+from node.errors import Invalid
 from sync import protocol
 from sync.protocol import ProtocolError, check_change
 
 MARK = "refuse-me"
+TOTAL = 4242
 
 
 @pytest.fixture
 def stricter(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Central refuses a customer whose notes hold MARK and a ledger entry whose description
-    does, naming the field as check_body names it."""
+    """Central refuses a customer whose notes hold MARK, a ledger entry whose description
+    does and a sale of TOTAL, naming the field as check_body names it."""
     check_body = protocol.check_body
 
     def stricter_check(kind: str, entity_id: str, body: Any) -> dict[str, Any]:
-        for table, field in (("customer", "notes"), ("ledger_entry", "description")):
+        for table, field in (("customer", "notes"), ("ledger_entry", "description"),
+                             ("sale", "total")):  # fmt: skip
             for index, row in enumerate(body.get(table, ())):
-                if MARK in (row.get(field) or ""):
+                if MARK in str(row.get(field)) or row.get(field) == TOTAL:
                     raise ProtocolError("is refused here", f"body.{table}[{index}].{field}")
         if MARK in str(body.get("fields", {}).get("notes")):
             raise ProtocolError("is refused here", "body.fields.notes")
@@ -59,12 +62,14 @@ async def test_api_writes_central_would_refuse_are_422_and_change_nothing(
         ("PATCH", f"/api/v1/customers/{asha['id']}", {"notes": MARK}),
         ("POST", f"/api/v1/customers/{asha['id']}/ledger",
          {"type": "credit", "amount": 500, "description": MARK}),
+        ("POST", "/api/v1/sales", {"customer_id": asha["id"], "total": TOTAL,
+                                   "payment_method": "account"}),
     ):  # fmt: skip
         response = await api.request(method, path, json=body)
         problem = await response.json()
         assert response.status == 422, problem
         assert response.content_type == "application/problem+json"
-        field = "description" if "ledger" in path else "notes"
+        field = "description" if "ledger" in path else "total" if "sales" in path else "notes"
         assert [e["field"] for e in problem["errors"]] == [field], problem
         assert "not a value every shop can take" in problem["errors"][0]["message"]
 
@@ -72,8 +77,10 @@ async def test_api_writes_central_would_refuse_are_422_and_change_nothing(
     assert logged(data_dir) == before
     listed = await api.ok("GET", "/api/v1/customers")
     assert [c["name"] for c in listed] == ["Asha"]
-    assert (await api.get_customer(asha["id"]))["notes"] is None
-    assert (await api.get_customer(asha["id"]))["ledger_balance"] == 0
+    held = await api.get_customer(asha["id"])
+    assert (held["notes"], held["ledger_balance"], held["loyalty_points"],
+            held["total_spent"], held["total_orders"]) == (None, 0, 0, 0, 0)  # fmt: skip
+    assert await api.ok("GET", f"/api/v1/customers/{asha['id']}/sales") == []
 
     # The shop goes on: the next writes are logged with gap-free sequence numbers.
     await api.pay(asha["id"], 700)
@@ -100,12 +107,28 @@ def test_an_import_rejects_the_rows_central_would_refuse(tmp_path, stricter) -> 
     assert names == ["Asha", "Li"] and kinds == ["customer.created"] * 2
 
 
+def test_bulk_creation_stores_nothing_if_central_would_refuse_one(tmp_path, stricter) -> None:
+    db.open_database(tmp_path / "shop.db")
+    try:
+        with pytest.raises(Invalid) as refused, db.database.atomic():
+            customers.create_customers([{"name": "Asha"}, {"name": "Ravi", "notes": MARK}])
+        count = db.fetch_value("SELECT COUNT(*) FROM customer")
+        logged = db.fetch_value("SELECT COUNT(*) FROM change_log")
+    finally:
+        db.database.close()
+    assert refused.value.errors[0][0] == "notes"
+    assert (count, logged) == (0, 0)
+
+
 @pytest.mark.parametrize(
     ("kind", "body", "field"),
     [
-        ("customer.created", {"customer": [{"name": "x"}]}, "id"),
+        # A field the request did not name (the node's own) is blamed on the body, with
+        # where it is in the message.
+        ("customer.created", {"customer": [{"name": "x"}]}, "body"),
         ("customer.updated", {"customer_id": "{id}", "fields": {"notes": "a\x00b"}}, "notes"),
         ("ledger.credit", "not json", "body"),
+        ("customer.updated", {"customer_id": "{id}", "fields": {"notes": "x" * 70_000}}, "body"),
     ],
 )
 def test_unsyncable_names_the_field_the_protocol_names(kind, body, field) -> None:
