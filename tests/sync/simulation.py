@@ -1,12 +1,13 @@
 """A deterministic simulation of several shops syncing through one central node, with faults.
 
 One process plays every part: N shop nodes, each on its own SQLite file, and a CentralStore
-on another. Everything is single-threaded, so "being" a node means pointing the global
-peewee proxy (`node.db.database`) at that node's database and switching the virtual clock
-and UUIDv7 state to that node's. A `random.Random(seed)` decides everything — which node
-does what, when it syncs, which messages are lost, duplicated, delayed or replayed, when a
-node crashes, how far its clock is off — and the node's clocks and id randomness come from
-the simulation too, so a seed replays exactly.
+on another. One thing at a time, so "being" a node means pointing the global peewee proxy
+(`node.db.database`) at that node's database and switching the virtual clock and UUIDv7
+state to that node's (a catch-up round, as `shopnode sync` runs one, applies its pages on a
+thread of its own while the round waits for it). A `random.Random(seed)` decides everything
+— which node does what, when it syncs, which messages are lost, duplicated, delayed or
+replayed, when a node crashes, how far its clock is off — and the node's clocks and id
+randomness come from the simulation too, so a seed replays exactly.
 
 Faults injected by `SimTransport` (the `sync.worker.Transport` a round talks to):
 request lost, response lost after central committed, push delivered twice, push delayed and
@@ -165,6 +166,9 @@ def patched() -> Iterator[None]:
         (worker_module, "MAX_BATCH_CHANGES", SIM_PUSH_BATCH),
         # Seeds restore central several times within seconds of real time.
         (store_module, "AUTO_EPOCH_SECONDS", 0),
+        # A catch-up's transactions end by their size, never by the real clock: a seed
+        # replays the same transactions, and so the same rollbacks on a crash.
+        (worker_module, "COMMIT_SECONDS", 24 * 3600.0),
     ]
     saved = [(module, name, getattr(module, name)) for module, name, _ in replacements]
     saved_clock = current_clock()
@@ -679,12 +683,17 @@ class Simulation:
                 return
         if action == "apply_crash":
             self.crash_after_applies = rng.randint(0, 4)
-        self.trace.append(label)
+        # Every third step's round is a `shopnode sync`: pages applied on its own thread,
+        # several to a transaction (sync/worker.py CatchUp), which a crash rolls back whole.
+        catch_up = action in ("round", "apply_crash") and self.step % 3 == 0
+        if catch_up:
+            self.faults["catch_up_round"] += 1
+        self.trace.append(label + (" (catch-up)" if catch_up else ""))
         transport = SimTransport(self, node, faulty)
         result = RoundResult()
         try:
             if action in ("round", "apply_crash"):
-                result = await sync_round(transport)
+                result = await sync_round(transport, catch_up=catch_up)
             elif action == "push":
                 await push_all(transport, result)
             else:
@@ -844,7 +853,8 @@ class Simulation:
     async def two_workers(self, node: SimNode) -> None:
         """The worker inside `serve` and a manual `shopnode sync` at once: one at a time."""
         self.faults["two_workers"] += 1
-        rounds = [sync_round(SimTransport(self, node, self.fault_rate > 0)) for _ in range(2)]
+        rounds = [sync_round(SimTransport(self, node, self.fault_rate > 0), catch_up=catch_up)
+                  for catch_up in (False, True)]  # fmt: skip
         outcomes = await asyncio.gather(*rounds, return_exceptions=True)
         for outcome in outcomes:
             if isinstance(outcome, SimCrash):

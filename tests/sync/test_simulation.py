@@ -5,12 +5,14 @@ operations and sync steps at random nodes through a transport that loses, duplic
 and replays messages, partitions nodes one way, crashes them (also inside a transaction),
 and skews their clocks by days; operators restore shops and central from earlier backups, a
 hostile store pushes malformed, forged and orphaned changes, two workers run at once on one
-node and central loses its database connection. Then it heals everything, syncs until
-quiescent (at most 2 rounds per node) and checks that every node holds every change exactly
-once and shows the same customers, balances, points, totals, ledger running balances and
-profiles, all equal to the sums of their facts (`shopnode verify`), that every acknowledged
-payment is everywhere, and that no personal data of an anonymized or deleted customer is
-left anywhere (nodes, waiting changes, central, its quarantine).
+node and central loses its database connection; every third step's round is a catch-up, as
+`shopnode sync` runs it (pages applied on a thread, several to a transaction). Then it heals
+everything, syncs until quiescent (at most 2 rounds per node) and checks that every node
+holds every change exactly once and shows the same customers, balances, points, totals,
+ledger running balances and profiles, all equal to the sums of their facts (`shopnode
+verify`), that every acknowledged payment is everywhere, and that no personal data of an
+anonymized or deleted customer is left anywhere (nodes, waiting changes, central, its
+quarantine).
 
     python -m pytest tests/sync/test_simulation.py                      # seeds 0..499 (CI)
     SHOPNODE_SIM_SEEDS=10000 python -m pytest tests/sync/test_simulation.py -q   # longer run
@@ -113,6 +115,7 @@ def test_simulation_seeds():
             "hostile",
             "two_workers",
             "central_connection_lost",
+            "catch_up_round",
         }
         missing = sorted(k for k in expected if faults[k] == 0)
         assert not missing, f"faults never injected in {SEEDS} seeds: {missing}"
