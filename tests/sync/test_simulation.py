@@ -37,6 +37,7 @@ import pytest
 
 from node import customers, db, ledger, sales, verify
 from node.errors import Conflict
+from sync.progress import CURSOR
 from sync.worker import CentralUnreachable, RoundResult, pull_all, sync_round
 from tests.sync.simulation import (
     HOUR,
@@ -285,7 +286,7 @@ async def test_a_catch_up_that_crashes_keeps_whole_transactions_and_converges():
         sim.crash_after_applies = None
         sim.restart(b)
         held = db.fetch_value("SELECT COUNT(*) FROM change_log")
-        cursor = int(db.get_meta("sync_pull_cursor") or 0)
+        cursor = int(db.get_meta(CURSOR) or 0)
         # The first transaction (one page) committed; the crash came 15 changes in.
         assert 0 < held < 15 and cursor > 0, (held, cursor)
         assert verify.differences() == []
