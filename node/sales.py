@@ -8,7 +8,7 @@ from typing import Any
 from node import changes
 from node.clock import now_iso, today, uuid7
 from node.customers import find_customer
-from node.db import fetch_all, fetch_one, marks
+from node.db import fetch_all, fetch_one, fetch_value, marks
 from node.errors import Conflict, NotFound, Unprocessable, invalid
 from node.ledger import append_entry, check_credit_limit
 from node.loyalty import add_event, check_points, points_for
@@ -51,22 +51,31 @@ def list_sales(customer_id: str, page: int, limit: int) -> tuple[list[dict[str, 
     return [render(r) for r in rows], total
 
 
+# The most digits a day's number of ours is read from: a number typed in with more (up to the
+# 50 characters a receipt number may have) is kept, but never counted on from.
+RECEIPT_DIGITS = 18
+
+
 def next_receipt_number() -> str:
-    """REC-YYYYMMDD-NNN: the day's next number in this shop (NNN grows past 999)."""
+    """REC-YYYYMMDD-NNN: the day's next number in this shop (NNN grows past 999), one no
+    sale of the shop holds, whatever numbers were typed in for earlier sales."""
     prefix = f"REC-{today():%Y%m%d}-"  # the shop's day, not UTC's
     origins = changes.shop_origins()
     # A range on the (origin, receipt_number) index: "REC-20250518-" <= r < "REC-20250518."
-    # ('.' follows '-'); the longest, then greatest, number is the highest.
-    row = fetch_one(
-        f"SELECT receipt_number FROM sale WHERE origin IN ({marks(origins)}) "
-        "AND receipt_number >= ? "
-        "AND receipt_number < ? AND substr(receipt_number, ?) GLOB '[0-9]*' "
-        "AND substr(receipt_number, ?) NOT GLOB '*[^0-9]*' "
-        "ORDER BY length(receipt_number) DESC, receipt_number DESC LIMIT 1",
-        (*origins, prefix, prefix[:-1] + ".", len(prefix) + 1, len(prefix) + 1),
-    )
-    last = int(row["receipt_number"][len(prefix) :]) if row else 0
-    return f"{prefix}{last + 1:03d}"
+    # ('.' follows '-'); the greatest number by value ("0005" is 5), of at most RECEIPT_DIGITS
+    # digits, so the next one stays a short number.
+    last = fetch_value(
+        f"SELECT MAX(CAST(substr(receipt_number, ?) AS INTEGER)) FROM sale "
+        f"WHERE origin IN ({marks(origins)}) AND receipt_number >= ? AND receipt_number < ? "
+        "AND substr(receipt_number, ?) GLOB '[0-9]*' "
+        "AND substr(receipt_number, ?) NOT GLOB '*[^0-9]*' AND length(receipt_number) <= ?",
+        (len(prefix) + 1, *origins, prefix, prefix[:-1] + ".", len(prefix) + 1,
+         len(prefix) + 1, len(prefix) + RECEIPT_DIGITS),
+    )  # fmt: skip
+    number = (last or 0) + 1
+    while receipt_taken(candidate := f"{prefix}{number:03d}"):  # typed in as it is
+        number += 1
+    return candidate
 
 
 def receipt_taken(receipt_number: str) -> bool:

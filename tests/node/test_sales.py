@@ -153,6 +153,22 @@ async def test_custom_receipt_in_todays_sequence_is_skipped_by_generator(api):
     assert (await api.sale(customer["id"], 100))["receipt_number"] == f"REC-{today}-008"
 
 
+async def test_numbers_typed_in_never_make_the_generator_repeat_or_overflow(api):
+    """A padded number typed in ("0005") made every generated number after it "006"; one of
+    50 characters made the next generated one 51, which no shop can take: every sale without
+    a number was refused for the rest of the day."""
+    customer = await api.customer()
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    await api.sale(customer["id"], 100, receipt_number=f"REC-{today}-0005")
+    await api.sale(customer["id"], 100, receipt_number=f"REC-{today}-" + "9" * 37)
+    generated = [(await api.sale(customer["id"], 100, method=method))["receipt_number"]
+                 for method in ("cash", "account", "cash")]  # fmt: skip
+    assert generated == [f"REC-{today}-{n:03d}" for n in (6, 7, 8)]
+    await api.sale(customer["id"], 100, receipt_number=f"REC-{today}-" + "9" * 18)
+    following = [(await api.sale(customer["id"], 100))["receipt_number"] for _ in range(2)]
+    assert following == [f"REC-{today}-1{'0' * 18}", f"REC-{today}-1{'0' * 17}1"]
+
+
 # -- redeeming points in a sale ---------------------------------------------------------------
 
 
