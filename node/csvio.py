@@ -25,6 +25,7 @@ import csv
 import hashlib
 import itertools
 import queue
+import re
 import sys
 import threading
 import time
@@ -55,6 +56,12 @@ BATCH_SECONDS = 0.5
 FIRST_BATCH = 2000
 BATCH_ROWS = (250, 20_000)
 READ_AHEAD = 250  # rows read and validated in a thread per hand-over
+# A credit_limit cell read as a number: ASCII digits ("²".isdigit() is true too), few enough
+# for an amount; other text is validated as it is, and refused as not an integer.
+INTEGER_CELL = re.compile(r"-?[0-9]{1,18}")
+# csv's own limit on a cell (128 KiB) would stop the import with a traceback; a cell of any
+# size is read instead, and a row with one too long for its field is rejected by validation.
+CSV_CELL_LIMIT = min(sys.maxsize, 2**31 - 1)
 BAR_WIDTH = 30
 IMPORT_PRAGMAS = {"wal_autocheckpoint": 16_000}  # pages: 64 MB
 
@@ -103,7 +110,7 @@ def _row_fields(cells: list[str]) -> dict[str, Any]:
         if column == "tags":
             fields[column] = [t for t in (p.strip() for p in value.split(";")) if t]
         elif column == "credit_limit":
-            fields[column] = int(value) if value.lstrip("-").isdigit() else value
+            fields[column] = int(value) if INTEGER_CELL.fullmatch(value) else value
         else:
             fields[column] = value
     return fields
@@ -172,6 +179,7 @@ def import_customers(path: Path, progress: Progress | None = None) -> dict[str, 
         total = sum(1 for _ in handle) - 1
     report: dict[str, Any] = {"imported": 0, "skipped": 0, "rejected": []}
     size, batch, done = FIRST_BATCH, [], 0
+    csv.field_size_limit(CSV_CELL_LIMIT)
     with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as handle:
         reader = csv.reader(handle)
         header = next(reader, [])

@@ -299,3 +299,21 @@ def test_search_index_is_exact_after_an_import(tmp_path):
             assert matched == like and matched
     finally:
         database.close()
+
+
+def test_cells_python_reads_oddly_are_rejected_rows_not_a_stopped_import(tmp_path):
+    """A credit limit of '²' or '①' (isdigit() but not int()), of 5,000 digits (past int()'s
+    limit), and a cell over csv's own 128 KiB limit each stopped the import with a traceback,
+    the good rows before them not imported."""
+    source = tmp_path / "odd.csv"
+    source.write_text("name,credit_limit,notes\nok1,5,\nsup,\u00b2,\ncirc,\u2460,\n"
+                      f"long,{'9' * 5000},\nhuge,1,{'x' * 200_000}\nok2,7,\n")  # fmt: skip
+    db.open_database(tmp_path / "shop.db")
+    try:
+        report = csvio.import_customers(source)
+        names = [r["name"] for r in db.fetch_all("SELECT name FROM customer ORDER BY name")]
+    finally:
+        db.database.close()
+    assert names == ["ok1", "ok2"] and report["imported"] == 2
+    assert [(r["row"], r["reason"].split(":")[0]) for r in report["rejected"]] == [
+        (3, "credit_limit"), (4, "credit_limit"), (5, "credit_limit"), (6, "notes")]
